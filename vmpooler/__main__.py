@@ -1,0 +1,135 @@
+"""Command line: ``vmpooler [api] [manager] [--config PATH] [--bind HOST] [--port N]``.
+
+No component word runs both, as the original. ``vmpooler check-config PATH`` validates a file and
+prints every problem. Config comes from ``--config``, else ``VMPOOLER_CONFIG`` (inline YAML), else
+``VMPOOLER_CONFIG_FILE``, else ``./vmpooler.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from vmpooler import __version__
+from vmpooler.config import Config, check_config, load_config
+from vmpooler.errors import ConfigError, VmpoolerError
+from vmpooler.http.serve import ApiWorkerArgs, listen, run_api_worker
+from vmpooler.log import setup_logging
+from vmpooler.redis_server import resolve_redis_url
+from vmpooler.supervisor import EXIT_BOOT_ERROR, ChildSpec, Supervisor
+
+__all__ = ["main"]
+
+log = logging.getLogger("vmpooler")
+
+EXIT_USAGE = 2
+COMPONENTS = ("api", "manager")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vmpooler", description="Pools of ready VMs behind a REST API.")
+    parser.add_argument(
+        "components",
+        nargs="*",
+        metavar="api|manager",
+        help="what to run (default: both); or `check-config PATH`",
+    )
+    parser.add_argument(
+        "--config",
+        "-c",
+        help="config file (default: $VMPOOLER_CONFIG, $VMPOOLER_CONFIG_FILE, ./vmpooler.yaml)",
+    )
+    parser.add_argument(
+        "--bind",
+        default=os.environ.get("VMPOOLER_BIND", "0.0.0.0"),
+        help="address to listen on (default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("VMPOOLER_PORT", "4567")),
+        help="port to listen on (default 4567)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="API worker processes (default: :config: api_workers)"
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--version", action="version", version=f"vmpooler {__version__}")
+    return parser
+
+
+def _check_config(paths: Sequence[str]) -> int:
+    if len(paths) != 1:
+        print("usage: vmpooler check-config PATH", file=sys.stderr)
+        return EXIT_USAGE
+    problems = check_config(paths[0])
+    if problems:
+        for problem in problems:
+            print(f"{paths[0]}: {problem}")
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"{paths[0]}: OK")
+    return 0
+
+
+def _api_children(config: Config, args: argparse.Namespace, redis_url: str) -> list[ChildSpec]:
+    workers = args.workers or config.globals.api_workers
+    sock = listen(args.bind, args.port)
+    log.info("API listening on http://%s:%d with %d worker(s)", args.bind, sock.getsockname()[1], workers)
+    worker_args = ApiWorkerArgs(args.config, dict(os.environ), redis_url, sock)
+    return [
+        ChildSpec(name=f"api-{i + 1}", target=run_api_worker, args=(worker_args,)) for i in range(workers)
+    ]
+
+
+def _serve(args: argparse.Namespace, components: set[str]) -> int:
+    config = load_config(args.config)
+    setup_logging(args.log_level, config.globals.logfile)
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
+    redis_url, embedded = resolve_redis_url(config.redis)
+    try:
+        children: list[ChildSpec] = []
+        if "api" in components:
+            children += _api_children(config, args, redis_url)
+        if "manager" in components:
+            log.warning("the pool manager is not built yet: no provider process started")
+        if not children:
+            log.error("nothing to run")
+            return 1
+        return Supervisor(children).run()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vmpooler`` console script and ``python -m vmpooler``."""
+    args = _parser().parse_args(argv)
+    words = list(args.components)
+    if words and words[0] == "check-config":
+        return _check_config(words[1:])
+    unknown = [w for w in words if w not in COMPONENTS]
+    if unknown:
+        print(f"vmpooler: unknown component {unknown[0]!r}; expected api and/or manager", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _serve(args, set(words) or set(COMPONENTS))
+    except ConfigError as exc:
+        print("vmpooler: configuration error:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BOOT_ERROR
+    except VmpoolerError as exc:
+        print(f"vmpooler: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"vmpooler: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

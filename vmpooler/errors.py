@@ -1,0 +1,86 @@
+"""The exception hierarchy. No other module defines a base error."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CloneFailed",
+    "ConfigError",
+    "PoolEmpty",
+    "ProviderError",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "StoreError",
+    "StoreUnavailable",
+    "TransitionError",
+    "VMNotFound",
+    "VmpoolerError",
+]
+
+
+class VmpoolerError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(VmpoolerError):
+    """Invalid YAML, a bad key, type or value, or a bad environment override.
+
+    Attributes:
+        problems: every problem found, each ``"<key path>: <reason>"``.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class StoreError(VmpoolerError):
+    """A Redis operation failed or a transition conflicted."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis cannot be reached right now (the API answers 503)."""
+
+
+class PoolEmpty(StoreError):
+    """A checkout could not be met: ``requested`` had no ready VM left."""
+
+    def __init__(self, requested: str) -> None:
+        self.requested = requested
+        super().__init__(f"no ready VM for {requested!r}")
+
+
+class TransitionError(VmpoolerError):
+    """An illegal VM state change was attempted."""
+
+
+class ProviderError(VmpoolerError):
+    """A provider operation failed.
+
+    Attributes:
+        transient: True if trying again later may succeed.
+        metric_label: the label used on error counters.
+    """
+
+    transient = True
+    metric_label = "provider_error"
+
+
+class VMNotFound(ProviderError):
+    transient = False
+    metric_label = "vm_not_found"
+
+
+class CloneFailed(ProviderError):
+    metric_label = "clone_failed"
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class ProviderTimeout(ProviderError):
+    metric_label = "provider_timeout"
+
+
+class ProviderUnavailable(ProviderError):
+    metric_label = "provider_unavailable"

@@ -1,0 +1,76 @@
+"""The Falcon application factory: ``create_app(config, store)``."""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import falcon
+import falcon.media
+
+from vmpooler.http.context import ApiContext
+from vmpooler.http.errors import install_error_handlers
+from vmpooler.http.middleware import RequestMetrics
+from vmpooler.http.resources import meta, status, vm
+
+if TYPE_CHECKING:
+    from vmpooler.config import Config
+    from vmpooler.store import Store
+
+__all__ = ["API_VERSIONS", "create_app"]
+
+API_VERSIONS = (1, 2, 3)
+
+
+def _mount(app: falcon.App, ctx: ApiContext) -> None:
+    """Route one API version under ``/api/v<version>``."""
+    prefix = f"/api/v{ctx.version}"
+    app.add_route(f"{prefix}/vm", vm.VMCollection(ctx))
+    app.add_route(f"{prefix}/vm/{{name}}", vm.VMItem(ctx))
+    app.add_route(f"{prefix}/vm/{{name}}/disk/{{size}}", vm.VMDisk(ctx))
+    app.add_route(f"{prefix}/vm/{{name}}/snapshot", vm.VMSnapshot(ctx))
+    app.add_route(f"{prefix}/vm/{{name}}/snapshot/{{snapshot}}", vm.VMSnapshotRevert(ctx))
+    app.add_route(f"{prefix}/status", status.Status(ctx))
+    app.add_route(f"{prefix}/poolstat", status.PoolStat(ctx))
+    app.add_route(f"{prefix}/totalrunning", status.TotalRunning(ctx))
+    summary = status.Summary(ctx)
+    app.add_route(f"{prefix}/summary", summary)
+    app.add_route(f"{prefix}/summary/{{route}}", summary, suffix="route")
+    app.add_route(f"{prefix}/summary/{{route}}/{{key}}", summary, suffix="route")
+    app.add_route(f"{prefix}/config", meta.Config(ctx))
+
+
+def create_app(
+    config: Config,
+    store: Store,
+    *,
+    clock: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
+) -> falcon.App:
+    """Build the WSGI app serving ``/api/v1``, ``/api/v2`` and ``/api/v3``.
+
+    Args:
+        config: the validated configuration.
+        store: the Redis store every resource reads and writes through.
+        clock: the time source (tests pass a fixed one).
+        rng: randomness for alias selection (tests pass a seeded one).
+    """
+    app = falcon.App(middleware=[RequestMetrics(log_requests=config.globals.request_logger)])
+    app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.auto_parse_qs_csv = False
+    pretty = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, indent=2), loads=json.loads)
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = pretty
+    install_error_handlers(app)
+    base = ApiContext(config=config, store=store, clock=clock, rng=rng or random.Random())
+    for version in API_VERSIONS:
+        _mount(app, base.with_version(version))
+    app.add_route("/api/v3/openapi.json", meta.OpenAPI())
+    app.add_route("/healthcheck", meta.Healthcheck())
+    app.add_route(config.metrics.prometheus_endpoint, meta.Metrics())
+    app.add_route("/", meta.Root())
+    app.add_sink(meta.NotFound(), "/")
+    return app

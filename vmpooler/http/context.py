@@ -1,0 +1,145 @@
+"""What every resource needs: config, store, clock, randomness and the API version's shape rules."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import string
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import falcon
+
+from vmpooler.http.errors import ApiError
+from vmpooler.store import Pick
+from vmpooler.timeutil import format_time
+
+if TYPE_CHECKING:
+    from vmpooler.config import Config
+    from vmpooler.store import Store
+
+__all__ = ["ApiContext", "Owner", "generate_token"]
+
+_TOKEN_FIRST = string.ascii_lowercase[:25]  # a..y, as the original
+_TOKEN_REST = string.ascii_lowercase + string.digits
+
+
+def generate_token(length: int = 32) -> str:
+    """A token or snapshot name: first character a–y, then ``[a-z0-9]``."""
+    return secrets.choice(_TOKEN_FIRST) + "".join(secrets.choice(_TOKEN_REST) for _ in range(length - 1))
+
+
+@attrs.frozen
+class Owner:
+    """The caller identified by a valid ``X-AUTH-TOKEN``."""
+
+    token: str
+    user: str
+
+
+@attrs.frozen(kw_only=True)
+class ApiContext:
+    """Dependencies and per-version rules shared by the resources of one mount point.
+
+    Attributes:
+        version: 1, 2 or 3 (``/api/v<version>``).
+    """
+
+    config: Config
+    store: Store
+    version: int = 3
+    clock: Callable[[], float] = time.time
+    rng: random.Random = attrs.field(factory=random.Random)
+
+    def with_version(self, version: int) -> ApiContext:
+        return attrs.evolve(self, version=version)
+
+    def now(self) -> str:
+        return format_time(self.clock())
+
+    # -- hostnames -------------------------------------------------------------------------------
+
+    def domain_of(self, pool: str | None) -> str | None:
+        if pool is None or pool not in self.config.pools_by_name:
+            return None
+        return self.config.pool(pool).domain
+
+    def hostname(self, vm: str, pool: str) -> str:
+        """v2/v3: ``<vm>.<domain>`` when the pool has a domain; v1: the short name."""
+        domain = self.domain_of(pool)
+        if self.version >= 2 and domain:
+            return f"{vm}.{domain}"
+        return vm
+
+    def v1_domain(self, pools: Iterable[str]) -> dict[str, str]:
+        """The top-level ``domain`` key v1 responses carry (the first domain of ``pools``)."""
+        if self.version != 1:
+            return {}
+        for pool in pools:
+            domain = self.domain_of(pool)
+            if domain:
+                return {"domain": domain}
+        return {}
+
+    # -- authentication --------------------------------------------------------------------------
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.config.auth is not None
+
+    def owner(self, req: falcon.Request, *, required: bool) -> Owner | None:
+        """The caller's token, validated when auth is configured.
+
+        Without auth configured, tokens are ignored and everyone may do everything. With auth, a
+        token that is sent must exist (401 otherwise), and ``required`` makes sending one mandatory.
+        Each use of a token records it as ``last``.
+        """
+        if not self.auth_enabled:
+            return None
+        token = req.get_header("X-AUTH-TOKEN")
+        if not token:
+            if required:
+                raise ApiError(401)
+            return None
+        data = self.store.get_token(token)
+        if not data:
+            raise ApiError(401)
+        self.store.touch_token(token, self.now())
+        return Owner(token, data.get("user", ""))
+
+    # -- checkout planning -----------------------------------------------------------------------
+
+    def plan(self, wanted: Mapping[str, int]) -> list[Pick]:
+        """One ``Pick`` per VM wanted, with its candidate pools in the order to try them.
+
+        A name that is an alias of several pools picks the first candidate by the configured backend
+        weights when every candidate has one (weight 0 is never picked first), else uniformly at
+        random; the other candidates follow in config order (reference §1.3).
+        """
+        picks: list[Pick] = []
+        for name, count in wanted.items():
+            candidates = self.config.candidates(name)
+            for _ in range(count):
+                picks.append(Pick(name, self._order(candidates)))
+        return picks
+
+    def _order(self, candidates: tuple[str, ...]) -> tuple[str, ...]:
+        if len(candidates) < 2:
+            return candidates
+        weights = [self.config.backend_weight(pool) for pool in candidates]
+        first: str
+        if all(w is not None for w in weights) and sum(w or 0 for w in weights) > 0:
+            first = self.rng.choices(candidates, weights=[w or 0 for w in weights])[0]
+        else:
+            first = self.rng.choice(candidates)
+        return (first, *(c for c in candidates if c != first))
+
+
+def group_hostnames(ctx: ApiContext, allocations: Iterable[Any]) -> dict[str, Any]:
+    """``{requested: {"hostname": str | [str, ...]}}``: a string for one VM, a list for several."""
+    grouped: dict[str, list[str]] = {}
+    for alloc in allocations:
+        grouped.setdefault(alloc.requested, []).append(ctx.hostname(alloc.vm, alloc.pool))
+    return {name: {"hostname": hosts[0] if len(hosts) == 1 else hosts} for name, hosts in grouped.items()}

@@ -1,0 +1,5 @@
+"""Falcon resources, one module per URL family."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,96 @@
+"""Endpoints about the service itself: health, root redirect, config, OpenAPI document, metrics."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources as importlib_resources
+from typing import Any
+
+import falcon
+
+from vmpooler import metrics
+from vmpooler.http.context import ApiContext
+from vmpooler.http.errors import ApiError
+from vmpooler.http.stats import pool_sizes
+
+__all__ = ["Config", "Healthcheck", "Metrics", "NotFound", "OpenAPI", "Root"]
+
+_SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+class Healthcheck:
+    """``GET /healthcheck``: the process answers (no dependency checks, as the original)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"ok": True}
+
+
+class Root:
+    """``GET /`` → the dashboard."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise falcon.HTTPFound("/dashboard/")
+
+
+class NotFound:
+    """Any unknown route: JSON 404."""
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, **kwargs: Any) -> None:
+        raise ApiError(404)
+
+
+class Config:
+    """``GET /config``: the pool configuration with the live overrides from Redis applied."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ctx = self._ctx
+        if not ctx.config.pools:
+            raise ApiError(404)
+        sizes = pool_sizes(ctx)
+        templates = ctx.store.overrides("template")
+        clone_targets = ctx.store.overrides("clone_target")
+        prepared = ctx.store.prepared_templates()
+        pools = []
+        for pool in ctx.config.pools:
+            entry = _redacted(dict(pool.raw))
+            entry["size"] = sizes[pool.name]
+            entry["template"] = templates.get(pool.name, pool.template)
+            if pool.name in clone_targets:
+                entry["clone_target"] = clone_targets[pool.name]
+            entry["template_ready"] = prepared.get(pool.name) == entry["template"]
+            pools.append(entry)
+        resp.media = {"pool_configuration": pools, "status": {"ok": True}}
+
+
+def _redacted(value: Any) -> Any:
+    """Copy of a config value with secrets replaced (the original's /full_config leaked them)."""
+    if isinstance(value, dict):
+        return {
+            k: "<redacted>" if any(w in str(k).lower() for w in _SECRET_WORDS) else _redacted(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
+
+
+class OpenAPI:
+    """``GET /api/v3/openapi.json``: the OpenAPI 3.1 description of the v3 API."""
+
+    def __init__(self) -> None:
+        text = importlib_resources.files("vmpooler.http").joinpath("openapi.json").read_text()
+        self._document = json.loads(text)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._document
+
+
+class Metrics:
+    """The Prometheus exposition of every process (see ``vmpooler.metrics``)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = metrics.CONTENT_TYPE_LATEST
+        resp.data = metrics.exposition()

@@ -1,0 +1,260 @@
+"""``/vm``: list pools, check VMs out, inspect, modify and return them, disk and snapshot requests."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import falcon
+
+from vmpooler import metrics
+from vmpooler.errors import PoolEmpty
+from vmpooler.http import validate
+from vmpooler.http.context import ApiContext, generate_token, group_hostnames
+from vmpooler.http.errors import ApiError
+from vmpooler.http.vminfo import describe_vm
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["VMCollection", "VMDisk", "VMItem", "VMSnapshot", "VMSnapshotRevert"]
+
+log = logging.getLogger(__name__)
+
+
+def _checkout(ctx: ApiContext, req: falcon.Request, resp: falcon.Response, wanted: Mapping[str, int]) -> None:
+    """The shared part of both checkout forms (reference §1.3 steps 3-7)."""
+    if not wanted:
+        metrics.CHECKOUT_INVALID.labels("unknown").inc()
+        raise ApiError(404)
+    unknown = [name for name in wanted if name not in ctx.config.pool_names]
+    if unknown:
+        for name in unknown:
+            metrics.CHECKOUT_INVALID.labels(name).inc()
+        raise ApiError(404)
+    owner = ctx.owner(req, required=False)
+    lifetime = ctx.config.globals.vm_lifetime_auth if owner else None
+    try:
+        allocations = ctx.store.checkout(
+            ctx.plan(wanted),
+            now=ctx.now(),
+            token=owner.token if owner else None,
+            user=owner.user if owner else None,
+            lifetime=lifetime or None,
+        )
+    except PoolEmpty as empty:
+        metrics.CHECKOUT_EMPTY.labels(empty.requested).inc()
+        raise ApiError(503) from None
+    for alloc in allocations:
+        metrics.CHECKOUT_SUCCESS.labels(alloc.pool).inc()
+    log.info("checked out %s", ", ".join(f"{a.vm} ({a.pool})" for a in allocations))
+    resp.media = {
+        "ok": True,
+        **group_hostnames(ctx, allocations),
+        **ctx.v1_domain(a.pool for a in allocations),
+    }
+
+
+def _existing_vm(ctx: ApiContext, host: str, *, validate_name: bool = True) -> tuple[str, dict[str, str]]:
+    """The short name and metadata of a known VM; 400 for a malformed name, 404 when unknown."""
+    vm = validate.hostname(host) if validate_name and ctx.version >= 3 else host.split(".", 1)[0]
+    data = ctx.store.get_vm(vm) if vm else {}
+    if not data:
+        raise ApiError(404)
+    return vm, data
+
+
+class VMCollection:
+    """``GET /vm`` (pool names) and ``POST /vm`` (checkout with a JSON body)."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = [pool.name for pool in self._ctx.config.pools]
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        metrics.HTTP_REQUESTS_VM.labels("post", "vm", "checkout").inc()
+        body = validate.json_object(req.bounded_stream.read(validate.MAX_BODY + 1))
+        wanted: dict[str, int] = {}
+        for name, count in body.items():
+            wanted[validate.pool_name(name)] = validate.vm_count(count)
+        _checkout(self._ctx, req, resp, wanted)
+
+
+class VMItem:
+    """``POST /vm/<a>+<b>`` (checkout) and ``GET``/``PUT``/``DELETE /vm/<host>``."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        metrics.HTTP_REQUESTS_VM.labels("get", "vm", "template").inc()
+        wanted: dict[str, int] = {}
+        for part in name.split("+"):
+            wanted[part] = wanted.get(part, 0) + 1
+        if len(wanted) > 100 or sum(wanted.values()) > 100 * len(wanted):
+            raise ApiError(400, error="Too many VMs requested")
+        _checkout(self._ctx, req, resp, wanted)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        metrics.HTTP_REQUESTS_VM.labels("get", "vm", "hostname").inc()
+        vm, data = _existing_vm(self._ctx, name)
+        resp.media = {"ok": True, vm: describe_vm(self._ctx, vm, data)}
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        metrics.HTTP_REQUESTS_VM.labels("put", "vm", "modify").inc()
+        ctx = self._ctx
+        vm, _ = _existing_vm(ctx, name)
+        raw = req.bounded_stream.read(validate.MAX_BODY + 1)
+        try:
+            body = validate.json_object(raw)
+        except ApiError:
+            if ctx.version >= 3:
+                raise
+            raise ApiError(400) from None
+        lifetime, tags, failures = _modification(ctx, req, body)
+        if failures:
+            raise ApiError(400, failure=failures)
+        ctx.store.modify_vm(vm, lifetime=lifetime, tags=tags, date=ctx.now()[:10])
+        resp.media = {"ok": True}
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        metrics.HTTP_REQUESTS_VM.labels("delete", "vm", "hostname").inc()
+        ctx = self._ctx
+        vm, data = _existing_vm(ctx, name)
+        owner_token = data.get("token:token")
+        if owner_token and ctx.auth_enabled:
+            caller = ctx.owner(req, required=True)
+            assert caller is not None
+            if caller.token != owner_token and caller.user != data.get("token:user"):
+                raise ApiError(401, error="this VM was checked out by another user")
+        pool = (
+            data.get("pool")
+            or data.get("template")
+            or ctx.store.running_pool_of(vm, (p.name for p in ctx.config.pools))
+        )
+        if pool and ctx.store.return_vm(vm, pool):
+            metrics.DELETE_SUCCESS.inc()
+            log.info("%s returned", vm)
+            resp.media = {"ok": True}
+            return
+        metrics.DELETE_FAILED.inc()
+        raise ApiError(404)
+
+
+def _modification(
+    ctx: ApiContext, req: falcon.Request, body: dict[str, Any]
+) -> tuple[int | None, dict[str, str], list[str]]:
+    """Validate a PUT body into (lifetime, tags to write, failure messages)."""
+    lifetime: int | None = None
+    tags: dict[str, str] = {}
+    failures: list[str] = []
+    for key, value in body.items():
+        if key == "lifetime":
+            ctx.owner(req, required=True)
+            lifetime, failure = _lifetime(ctx, value)
+            if failure:
+                failures.append(failure)
+        elif key == "tags":
+            failures += _tags(ctx, value, tags)
+        else:
+            failures.append(f"Unknown argument {key}.")
+    return lifetime, tags, failures
+
+
+def _lifetime(ctx: ApiContext, value: Any) -> tuple[int | None, str | None]:
+    text = str(value)
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        if ctx.version >= 3:
+            return None, f"Lifetime must be a positive integer (got {value})"
+        return None, f"You provided a lifetime ({value}) but you must provide a positive number."
+    hours = int(text)
+    limit = ctx.config.globals.max_lifetime_upper_limit
+    if limit and hours > limit:
+        return None, f"You provided a lifetime ({hours}) that exceeds the configured maximum of {limit}."
+    return hours, None
+
+
+def _tags(ctx: ApiContext, value: Any, out: dict[str, str]) -> list[str]:
+    if not isinstance(value, dict):
+        return [f"You provided tags ({value}) as something other than a hash."]
+    allowed = ctx.config.globals.allowed_tags
+    if allowed is not None:
+        unsupported = [k for k in value if k not in allowed]
+        if unsupported:
+            return [f"You provided unsupported tags ({', '.join(unsupported)})."]
+    failures = []
+    for key, tag_value in value.items():
+        try:
+            validate.tag(key, tag_value)
+        except ApiError as err:
+            failures.append(str(err))
+            continue
+        if tag_value is None or tag_value == "":
+            continue
+        text = str(tag_value)
+        pattern = ctx.config.tagfilter.get(key)
+        match = pattern.search(text) if pattern else None
+        if match and match.groups():
+            text = "".join(g for g in match.groups() if g)
+        out[key] = text
+    return failures
+
+
+class VMDisk:
+    """``POST /vm/<host>/disk/<size>``: queue a new disk for the manager."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str, size: str) -> None:
+        metrics.HTTP_REQUESTS_VM.labels("post", "vm", "disksize").inc()
+        ctx = self._ctx
+        ctx.owner(req, required=True)
+        if ctx.version >= 3:
+            validate.hostname(name)
+            gigabytes = validate.disk_size(size)
+        else:
+            if not size.isdigit() or int(size) < 1:
+                raise ApiError(404)
+            gigabytes = int(size)
+        vm, data = _existing_vm(ctx, name)
+        ctx.store.queue_task("disk", vm, data.get("template", ""), str(gigabytes))
+        resp.status = falcon.HTTP_202
+        resp.media = {"ok": True, vm: {"disk": f"+{gigabytes}gb"}}
+
+
+class VMSnapshot:
+    """``POST /vm/<host>/snapshot``: queue a snapshot under a generated name."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        metrics.HTTP_REQUESTS_VM.labels("post", "vm", "snapshot").inc()
+        ctx = self._ctx
+        ctx.owner(req, required=True)
+        vm, data = _existing_vm(ctx, name, validate_name=False)
+        snapshot = generate_token()
+        ctx.store.queue_task("snapshot", vm, data.get("template", ""), snapshot)
+        resp.status = falcon.HTTP_202
+        resp.media = {"ok": True, vm: {"snapshot": snapshot}}
+
+
+class VMSnapshotRevert:
+    """``POST /vm/<host>/snapshot/<name>``: queue a revert to an existing snapshot."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str, snapshot: str) -> None:
+        metrics.HTTP_REQUESTS_VM.labels("post", "vm", "snapshot").inc()
+        ctx = self._ctx
+        ctx.owner(req, required=True)
+        vm, data = _existing_vm(ctx, name, validate_name=False)
+        if not data.get(f"snapshot:{snapshot}"):
+            raise ApiError(404)
+        ctx.store.queue_task("snapshot-revert", vm, data.get("template", ""), snapshot)
+        resp.status = falcon.HTTP_202
+        resp.media = {"ok": True}

@@ -1,0 +1,216 @@
+"""The figures of ``/status``, ``/summary`` and ``/poolstat`` (reference §1.11), computed from the store.
+
+Fixes of the original: the ``queue`` figures are computed from the sets of every configured pool
+(the original read per-pool keys that are never written for ``requested``), and the range-level
+``average``/``min``/``max`` of ``/summary`` are filled in (the original never computed them).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vmpooler.http.context import ApiContext
+
+__all__ = ["duration_stats", "pool_sizes", "status_body", "summary_body"]
+
+STATUS_SECTIONS = ("boot", "capacity", "clone", "pools", "queue")
+_OK_MESSAGE = "Battle station fully armed and operational."
+
+
+def pool_sizes(ctx: ApiContext) -> dict[str, int]:
+    """Each pool's size, with the size overrides of ``POST /config/poolsize`` applied."""
+    overrides = ctx.store.overrides("poolsize")
+    sizes = {}
+    for pool in ctx.config.pools:
+        override = overrides.get(pool.name, "")
+        sizes[pool.name] = int(override) if override.isdigit() else pool.size
+    return sizes
+
+
+def _alias(pool: Any) -> Any:
+    """The alias as configured: a string for one name, a list for several."""
+    raw = pool.raw.get("alias")
+    return raw if raw is not None else list(pool.alias)
+
+
+def duration_stats(values: Iterable[float]) -> dict[str, Any]:
+    """``{"duration": {average, min, max, total}, "count": {"total"}}`` of some durations."""
+    numbers = list(values)
+    total = round(sum(numbers), 2)
+    return {
+        "duration": {
+            "average": round(total / len(numbers), 2) if numbers else 0,
+            "min": round(min(numbers), 2) if numbers else 0,
+            "max": round(max(numbers), 2) if numbers else 0,
+            "total": total,
+        },
+        "count": {"total": len(numbers)},
+    }
+
+
+def _floats(values: Iterable[str]) -> list[float]:
+    out = []
+    for value in values:
+        try:
+            out.append(float(value))
+        except ValueError:
+            continue
+    return out
+
+
+def status_body(ctx: ApiContext, sections: Sequence[str]) -> dict[str, Any]:
+    """The ``/status`` body with the requested sections (``status`` is always there)."""
+    names = [p.name for p in ctx.config.pools]
+    counts = ctx.store.pool_counts(names)
+    sizes = pool_sizes(ctx)
+    body: dict[str, Any] = {}
+    if "capacity" in sections:
+        current = sum(c.ready for c in counts.values())
+        total = sum(sizes.values())
+        body["capacity"] = {
+            "current": current,
+            "total": total,
+            "percent": round(current / total * 100, 1) if total else 0,
+        }
+    if "queue" in sections:
+        cloning = sum(ctx.store.task_counters())
+        pending = sum(c.pending for c in counts.values())
+        queue = {
+            "requested": ctx.store.requested_count(),
+            "pending": pending,
+            "cloning": cloning,
+            "booting": max(0, pending - cloning),
+            "ready": sum(c.ready for c in counts.values()),
+            "running": sum(c.running for c in counts.values()),
+            "completed": sum(c.completed for c in counts.values()),
+        }
+        queue["total"] = sum(queue[k] for k in ("requested", "pending", "ready", "running", "completed"))
+        body["queue"] = queue
+    today = ctx.now()[:10]
+    for kind in ("clone", "boot"):
+        if kind in sections:
+            (day,) = ctx.store.daily_hashes(kind, [today])
+            body[kind] = duration_stats(_floats(day.values()))
+    if "pools" in sections:
+        lastboot = ctx.store.lastboot()
+        pools: dict[str, Any] = {}
+        for pool in ctx.config.pools:
+            c = counts[pool.name]
+            entry: dict[str, Any] = {
+                "ready": c.ready,
+                "running": c.running,
+                "pending": c.pending,
+                "max": sizes[pool.name],
+                "lastBoot": lastboot.get(pool.name, ""),
+            }
+            if pool.alias:
+                entry["alias"] = _alias(pool)
+            pools[pool.name] = entry
+        body["pools"] = pools
+    empty = [p for p in names if counts[p].ready == 0 and sizes[p] != 0]
+    status: dict[str, Any] = {
+        "ok": not empty,
+        "message": f"Found {len(empty)} empty pools." if empty else _OK_MESSAGE,
+    }
+    if empty:
+        status["empty"] = empty
+    status["uptime"] = round(ctx.clock() - ctx.config.loaded_at, 1)
+    body["status"] = status
+    return dict(sorted(body.items()))
+
+
+def poolstat_body(ctx: ApiContext, wanted: Iterable[str]) -> dict[str, Any]:
+    names = set(wanted)
+    matched = [p for p in ctx.config.pools if p.name in names or names.intersection(p.alias)]
+    ready = ctx.store.ready_counts(p.name for p in matched)
+    sizes = pool_sizes(ctx) if matched else {}
+    pools: dict[str, Any] = {}
+    for pool in matched:
+        entry: dict[str, Any] = {"max": sizes[pool.name]}
+        if pool.alias:
+            entry["alias"] = _alias(pool)
+        entry["ready"] = ready[pool.name]
+        pools[pool.name] = entry
+    return {"pools": pools}
+
+
+def _day_task(day: dict[str, str]) -> dict[str, Any]:
+    """One day's clone or boot stats with the per-pool breakdown (fields are ``<pool>:<vm>``)."""
+    per_pool: dict[str, list[float]] = {}
+    for field, value in day.items():
+        pool = field.rsplit(":", 1)[0]
+        per_pool.setdefault(pool, []).extend(_floats([value]))
+    stats = duration_stats(_floats(day.values()))
+    stats["duration"]["pool"] = {}
+    stats["count"]["pool"] = {}
+    for pool, values in sorted(per_pool.items()):
+        pool_stats = duration_stats(values)
+        stats["duration"]["pool"][pool] = {
+            k: pool_stats["duration"][k] for k in ("total", "average", "min", "max")
+        }
+        stats["count"]["pool"][pool] = {"total": len(values)}
+    return stats
+
+
+def _day_tags(day: dict[str, str]) -> dict[str, Any]:
+    tags: dict[str, dict[str, int]] = {}
+    for field, value in day.items():
+        name = field.split(":", 1)[1] if ":" in field else field
+        counts = tags.setdefault(name, {})
+        counts[value] = counts.get(value, 0) + 1
+    return {name: {**counts, "total": sum(counts.values())} for name, counts in sorted(tags.items())}
+
+
+def _merge_tasks(raw_days: list[dict[str, str]]) -> dict[str, Any]:
+    merged = duration_stats(_floats(v for day in raw_days for v in day.values()))
+    merged["duration"]["pool"] = {}
+    merged["count"]["pool"] = {}
+    per_pool: dict[str, list[float]] = {}
+    for day in raw_days:
+        for field, value in day.items():
+            per_pool.setdefault(field.rsplit(":", 1)[0], []).extend(_floats([value]))
+    for pool, values in sorted(per_pool.items()):
+        pool_stats = duration_stats(values)
+        merged["duration"]["pool"][pool] = {
+            k: pool_stats["duration"][k] for k in ("total", "average", "min", "max")
+        }
+        merged["count"]["pool"][pool] = {"total": len(values)}
+    return merged
+
+
+def _merge_tags(days: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, dict[str, int]] = {}
+    for day in days:
+        for name, counts in day.items():
+            into = merged.setdefault(name, {})
+            for value, n in counts.items():
+                into[value] = into.get(value, 0) + n
+    return merged
+
+
+def summary_body(ctx: ApiContext, start: _dt.date, end: _dt.date) -> dict[str, Any]:
+    """``/summary`` for the dates ``start..end`` inclusive."""
+    dates = [(start + _dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+    raw: dict[str, list[dict[str, str]]] = {
+        kind: ctx.store.daily_hashes(kind, dates) for kind in ("boot", "clone", "tag")
+    }
+    daily: list[dict[str, Any]] = []
+    day_tags = [_day_tags(day) for day in raw["tag"]]
+    for i, date in enumerate(dates):
+        daily.append(
+            {
+                "date": date,
+                "boot": _day_task(raw["boot"][i]),
+                "clone": _day_task(raw["clone"][i]),
+                "tag": day_tags[i],
+            }
+        )
+    return {
+        "boot": _merge_tasks(raw["boot"]),
+        "clone": _merge_tasks(raw["clone"]),
+        "tag": _merge_tags(day_tags),
+        "daily": daily,
+    }

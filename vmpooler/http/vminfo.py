@@ -1,0 +1,72 @@
+"""The body of ``GET /vm/<host>``: a VM's metadata hash turned into the API's fields (reference §1.5)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vmpooler.timeutil import parse_time, rfc3339
+
+if TYPE_CHECKING:
+    from vmpooler.http.context import ApiContext
+
+__all__ = ["describe_vm", "vm_state"]
+
+
+def vm_state(data: dict[str, str]) -> str:
+    if data.get("destroy"):
+        return "destroyed"
+    if data.get("checkout"):
+        return "running"
+    if data.get("check") or data.get("ready"):
+        return "ready"
+    return "pending"
+
+
+def _hours(seconds: float) -> float:
+    return round(seconds / 3600, 2)
+
+
+def describe_vm(ctx: ApiContext, vm: str, data: dict[str, str]) -> dict[str, Any]:
+    """The VM's fields as the original shows them, with one fix.
+
+    Fix: ``remaining`` and ``end_time`` use the lifetime in force (the VM's own, else the configured
+    default), where the original used the VM's own field only and so showed 0 for default lifetimes.
+    ``ip`` is the address the manager recorded, not a DNS lookup done while the request waits.
+    """
+    pool = data.get("pool") or data.get("template")
+    own_lifetime = data.get("lifetime", "")
+    lifetime = int(own_lifetime) if own_lifetime.isdigit() else int(ctx.config.globals.vm_lifetime or 0)
+    state = vm_state(data)
+    info: dict[str, Any] = {"template": data.get("template", ""), "lifetime": lifetime}
+    checkout = parse_time(data.get("checkout"))
+    now = ctx.clock()
+    if state == "running" and checkout is not None:
+        info["running"] = _hours(now - checkout)
+        end = checkout + lifetime * 3600
+        info["remaining"] = _hours(end - now)
+        info["start_time"] = rfc3339(checkout)
+        info["end_time"] = rfc3339(end)
+    elif state == "destroyed" and checkout is not None:
+        destroyed = parse_time(data.get("destroy"))
+        info["running"] = _hours((destroyed or now) - checkout)
+    else:
+        info["running"] = 0
+    info["state"] = state
+    tags = {k[4:]: v for k, v in data.items() if k.startswith("tag:")}
+    if tags:
+        info["tags"] = tags
+    snapshots = [k[9:] for k in data if k.startswith("snapshot:")]
+    if snapshots:
+        info["snapshots"] = snapshots
+    if data.get("disk"):
+        info["disk"] = [d for d in data["disk"].split(":") if d]
+    info["ip"] = data.get("ip", "")
+    domain = ctx.domain_of(pool) or data.get("domain") or None
+    if ctx.version >= 2 and domain:
+        info["fqdn"] = f"{vm}.{domain}"
+    elif ctx.version == 1 and domain:
+        info["domain"] = domain
+    for key in ("host", "migrated"):
+        if data.get(key):
+            info[key] = data[key]
+    return info

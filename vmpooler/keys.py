@@ -1,0 +1,176 @@
+"""Every Redis key and pub/sub channel name, built in one place.
+
+The layout is the original vmpooler's (``vmpooler__<kind>__<name>``) so that a Redis written by the
+original can be taken over. No other module may spell a key.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EVENTS",
+    "LASTBOOT",
+    "POOLRESET",
+    "POOLS",
+    "PROVISIONING_PROCESSING",
+    "PROVISIONING_REQUEST",
+    "TASKS_CLONE",
+    "TASKS_DISK",
+    "TASKS_ONDEMANDCLONE",
+    "TASKS_SNAPSHOT",
+    "TASKS_SNAPSHOT_REVERT",
+    "TEMPLATE_DELTAS",
+    "TEMPLATE_PREPARED",
+    "UNDO_SIZE_OVERRIDE",
+    "UNDO_TEMPLATE_OVERRIDE",
+    "active_hash",
+    "boot_stats",
+    "clone_lease",
+    "clone_stats",
+    "completed_set",
+    "config_override",
+    "discovered_set",
+    "empty_flag",
+    "events_channel",
+    "migrating_set",
+    "odrequest",
+    "pending_set",
+    "pool_hash",
+    "ratelimit",
+    "ready_set",
+    "request_vms",
+    "running_set",
+    "state_set",
+    "tag_stats",
+    "token",
+    "token_pattern",
+    "vm_hash",
+]
+
+_P = "vmpooler__"
+
+POOLS = _P + "pools"
+LASTBOOT = _P + "lastboot"
+POOLRESET = _P + "poolreset"
+MIGRATION = _P + "migration"
+TASKS_CLONE = _P + "tasks__clone"
+TASKS_ONDEMANDCLONE = _P + "tasks__ondemandclone"
+TASKS_DISK = _P + "tasks__disk"
+TASKS_SNAPSHOT = _P + "tasks__snapshot"
+TASKS_SNAPSHOT_REVERT = _P + "tasks__snapshot-revert"
+TEMPLATE_PREPARED = _P + "template__prepared"
+TEMPLATE_DELTAS = _P + "template__deltas"
+UNDO_SIZE_OVERRIDE = _P + "pool__undo_size_override"
+UNDO_TEMPLATE_OVERRIDE = _P + "pool__undo_template_override"
+PROVISIONING_REQUEST = _P + "provisioning__request"
+PROVISIONING_PROCESSING = _P + "provisioning__processing"
+ODCREATE_TASK = _P + "odcreate__task"
+EVENTS = _P + "events"
+
+# The sets a VM moves through; ``state_set(state, pool)`` takes one of these names.
+STATES = ("pending", "ready", "running", "completed", "discovered", "migrating")
+# The override hashes written by the /config endpoints.
+OVERRIDES = ("poolsize", "template", "clone_target")
+
+
+def state_set(state: str, pool: str) -> str:
+    """The set of VMs of ``pool`` in ``state`` (one of ``STATES``)."""
+    if state not in STATES:
+        raise ValueError(f"unknown VM state set {state!r}")
+    return f"{_P}{state}__{pool}"
+
+
+def pending_set(pool: str) -> str:
+    return state_set("pending", pool)
+
+
+def ready_set(pool: str) -> str:
+    return state_set("ready", pool)
+
+
+def running_set(pool: str) -> str:
+    return state_set("running", pool)
+
+
+def completed_set(pool: str) -> str:
+    return state_set("completed", pool)
+
+
+def discovered_set(pool: str) -> str:
+    return state_set("discovered", pool)
+
+
+def migrating_set(pool: str) -> str:
+    return state_set("migrating", pool)
+
+
+def active_hash(pool: str) -> str:
+    """Hash vm → checkout time of the running VMs of ``pool``."""
+    return f"{_P}active__{pool}"
+
+
+def vm_hash(vm: str) -> str:
+    """Per-VM metadata hash (reference §3)."""
+    return f"{_P}vm__{vm}"
+
+
+def pool_hash(pool: str) -> str:
+    """The published configuration of one pool."""
+    return f"{_P}pool__{pool}"
+
+
+def empty_flag(pool: str) -> str:
+    return f"{_P}empty__{pool}"
+
+
+def token(tok: str) -> str:
+    return f"{_P}token__{tok}"
+
+
+def token_pattern() -> str:
+    """SCAN pattern matching every token hash."""
+    return f"{_P}token__*"
+
+
+def tag_stats(date: str) -> str:
+    """Hash ``<vm>:<tag>`` → value of the tags set on ``date`` (YYYY-MM-DD)."""
+    return f"{_P}tag__{date}"
+
+
+def clone_stats(date: str) -> str:
+    """Hash ``<pool>:<vm>`` → clone seconds of the clones finished on ``date``."""
+    return f"{_P}clone__{date}"
+
+
+def boot_stats(date: str) -> str:
+    """Hash ``<pool>:<vm>`` → seconds from clone start to ready, on ``date``."""
+    return f"{_P}boot__{date}"
+
+
+def config_override(kind: str) -> str:
+    """Hash pool → override value; ``kind`` is one of ``OVERRIDES``."""
+    if kind not in OVERRIDES:
+        raise ValueError(f"unknown override kind {kind!r}")
+    return f"{_P}config__{kind}"
+
+
+def odrequest(request_id: str) -> str:
+    return f"{_P}odrequest__{request_id}"
+
+
+def request_vms(request_id: str, alias: str, pool: str) -> str:
+    """Set of the VMs allocated to an on-demand request for one alias and pool."""
+    return f"{_P}{request_id}__{alias}__{pool}"
+
+
+def ratelimit(kind: str, client: str) -> str:
+    return f"{_P}ratelimit__{kind}__{client}"
+
+
+def clone_lease(provider: str) -> str:
+    """Hash vm → lease expiry (epoch) of the clone slots a provider process holds."""
+    return f"{_P}clonelease__{provider}"
+
+
+def events_channel(pool: str | None = None) -> str:
+    """The pub/sub channel for events about ``pool``, or the global one."""
+    return EVENTS if pool is None else f"{EVENTS}__{pool}"

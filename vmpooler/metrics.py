@@ -1,0 +1,59 @@
+"""Every Prometheus metric, declared once (reference §6.2 names, prefix ``vmpooler_``).
+
+API workers and provider processes are separate processes; when ``PROMETHEUS_MULTIPROC_DIR`` is set
+(the supervisor sets it), prometheus-client writes every process's samples there and the API's
+``/prometheus`` endpoint serves the sum of all of them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+__all__ = [
+    "CHECKOUT_EMPTY",
+    "CHECKOUT_INVALID",
+    "CHECKOUT_SUCCESS",
+    "CONTENT_TYPE_LATEST",
+    "DELETE_FAILED",
+    "DELETE_SUCCESS",
+    "HTTP_DURATION",
+    "HTTP_REQUESTS",
+    "HTTP_REQUESTS_VM",
+    "exposition",
+]
+
+CHECKOUT_SUCCESS = Counter("vmpooler_checkout_success", "VMs handed out", ["poolname"])
+CHECKOUT_EMPTY = Counter("vmpooler_checkout_empty", "Checkouts refused: no ready VM", ["poolname"])
+CHECKOUT_INVALID = Counter("vmpooler_checkout_invalid", "Checkouts of unknown pools", ["poolname"])
+DELETE_SUCCESS = Counter("vmpooler_delete_success", "VMs returned")
+DELETE_FAILED = Counter("vmpooler_delete_failed", "Returns of VMs that were not running")
+HTTP_REQUESTS_VM = Counter(
+    "vmpooler_http_requests_vm_total", "VM endpoint calls", ["method", "subpath", "operation"]
+)
+HTTP_REQUESTS = Counter("vmpooler_http_requests", "HTTP requests", ["code", "method", "path"])
+HTTP_DURATION = Histogram(
+    "vmpooler_http_request_duration_seconds", "HTTP request latency", ["method", "path"]
+)
+
+# Manager side (issue 3 fills these in).
+READY = Gauge("vmpooler_ready", "Ready VMs", ["poolname"], multiprocess_mode="livemax")
+RUNNING = Gauge("vmpooler_running", "Running VMs", ["poolname"], multiprocess_mode="livemax")
+
+
+def exposition() -> bytes:
+    """The text exposition of every metric of every process (multiprocess mode when configured)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()

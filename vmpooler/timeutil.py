@@ -1,0 +1,60 @@
+"""Timestamps in the format the original vmpooler stores (Ruby ``Time#to_s``).
+
+The original writes local time with an offset, e.g. ``2015-04-28 19:17:47 -0700``. We write the same
+and read that, ISO 8601, or a bare epoch number, so that a Redis written by either can be read.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+
+__all__ = ["format_time", "now_str", "parse_time", "rfc3339", "today"]
+
+_RUBY_FORMAT = "%Y-%m-%d %H:%M:%S %z"
+
+
+def format_time(epoch: float) -> str:
+    """Format an epoch in the original's format, in local time."""
+    return _dt.datetime.fromtimestamp(epoch).astimezone().strftime(_RUBY_FORMAT)
+
+
+def now_str() -> str:
+    return format_time(time.time())
+
+
+def parse_time(value: str | bytes | None) -> float | None:
+    """Parse a stored timestamp into an epoch; None for missing or unparsable values."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    for parse in (
+        lambda s: _dt.datetime.strptime(s, _RUBY_FORMAT),
+        lambda s: _dt.datetime.strptime(s, "%Y-%m-%d %H:%M:%S %Z"),
+        _dt.datetime.fromisoformat,
+    ):
+        try:
+            parsed = parse(text)
+        except ValueError:
+            continue
+        if parsed.tzinfo is None:
+            parsed = parsed.astimezone()
+        return parsed.timestamp()
+    return None
+
+
+def rfc3339(epoch: float) -> str:
+    """RFC 3339 in local time with offset, as the API's ``start_time``/``end_time``."""
+    return _dt.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def today(epoch: float | None = None) -> str:
+    """The local date ``YYYY-MM-DD`` used in the date-keyed stats hashes."""
+    return _dt.datetime.fromtimestamp(time.time() if epoch is None else epoch).strftime("%Y-%m-%d")
