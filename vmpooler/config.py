@@ -46,6 +46,7 @@ from vmpooler.config_env import Kind, Tree, coerce
 from vmpooler.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_HEALTH_THRESHOLDS",
     "DEFAULT_RATE_LIMITS",
     "AuthConfig",
     "Config",
@@ -126,9 +127,9 @@ class _Context:
             log.warning("%s", message)
 
 
-def _strict(parse: Callable[[_Context], _T | None]) -> _T:
+def _strict(parse: Callable[[_Context], _T | None], env: Mapping[str, str] | None = None) -> _T:
     """Run one section parser alone (the public ``from_dict``) and raise what it found."""
-    ctx = _Context()
+    ctx = _Context(env=env or {})
     result = parse(ctx)
     if ctx.problems or result is None:
         raise ConfigError(ctx.problems or ["invalid configuration"])
@@ -400,7 +401,7 @@ class PoolConfig:
     name: str
     template: str
     size: int = attrs.field(validator=attrs.validators.ge(0))
-    alias: tuple[str, ...] = ()
+    alias: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     provider: str = "dummy"
     dns_plugin: str | None = None
     domain: str | None = None
@@ -508,6 +509,15 @@ class DnsConfig:
     options: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=freeze)
 
     @classmethod
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> DnsConfig:
+        """Validate one DNS config entry alone.
+
+        Raises:
+            ConfigError: with every problem found.
+        """
+        return _strict(lambda ctx: cls._parse(name, data, f":dns_configs:.{name}", ctx))
+
+    @classmethod
     def _parse(cls, name: str, data: object, path: str, ctx: _Context) -> DnsConfig | None:
         reader = _Reader(data, path, ctx)
         dns_class = _symbol(reader.get("dns_class", _S, required=True))
@@ -523,6 +533,15 @@ class AuthConfig:
 
     provider: str = attrs.field(validator=attrs.validators.in_(("dummy", "ldap")))
     ldap: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=freeze)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> AuthConfig:
+        """Validate an ``:auth:`` mapping alone (``env`` is consulted for ``VMPOOLER_DEBUG``).
+
+        Raises:
+            ConfigError: with every problem found.
+        """
+        return _strict(lambda ctx: cls._parse(data, ctx), env)
 
     @classmethod
     def _parse(cls, data: object, ctx: _Context) -> AuthConfig | None:
@@ -568,6 +587,15 @@ class MetricsConfig:
     graphs_prefix: str = "vmpooler"
 
     @classmethod
+    def from_dict(cls, tree: Mapping[str, Any]) -> MetricsConfig:
+        """Validate the metrics sections of a whole (colon-free) document.
+
+        Raises:
+            ConfigError: with every problem found.
+        """
+        return _strict(lambda ctx: cls._parse(tree, ctx))
+
+    @classmethod
     def _parse(cls, tree: Mapping[str, Any], ctx: _Context) -> MetricsConfig:
         sinks: dict[str, dict[str, Any]] = {}
         for kind, port in (("statsd", 8125), ("graphite", 2003)):
@@ -606,6 +634,15 @@ class TracingConfig:
 
     enabled: bool = _setting(False, _B)
     jaeger_host: str = _setting("http://localhost:14268/api/traces", _S)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> TracingConfig:
+        """Validate a ``:tracing:`` mapping alone.
+
+        Raises:
+            ConfigError: with every problem found.
+        """
+        return _strict(lambda ctx: cls._parse(data, ctx))
 
     @classmethod
     def _parse(cls, data: object, ctx: _Context) -> TracingConfig:
@@ -795,7 +832,8 @@ def _parse_pools(data: object, ctx: _Context, globals_: GlobalConfig,
     for index, item in enumerate(data):
         name = item.get("name") if isinstance(item, Mapping) else None
         if isinstance(name, str) and name in seen:
-            ctx.problem(f":pools:[{index}].name", f"duplicate pool name {name!r} (also :pools:[{seen[name]}])")
+            ctx.problem(f":pools:[{index}].name",
+                        f"duplicate pool name {name!r} (also :pools:[{seen[name]}])")
         elif isinstance(name, str):
             seen[name] = index
         pool = PoolConfig._parse(item, f":pools:[{index}]", ctx, globals_, providers, dns_configs)

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +60,11 @@ class ChildSpec:
 
 
 class Heartbeat:
-    """The child's side of hang detection; the first ``beat()`` also marks the end of the boot."""
+    """The child's side of hang detection; the first ``beat()`` also marks the end of the boot.
+
+    An exception before the first beat (and a ``ConfigError`` at any time) exits with
+    :data:`EXIT_BOOT_ERROR`, so a child should beat once booted even when it has no heartbeat timeout.
+    """
 
     __slots__ = ("booted", "path")
 
@@ -128,8 +133,16 @@ class Supervisor:
         ValueError: duplicate names or an unknown ``on_boot_error``.
     """
 
-    def __init__(self, specs: Sequence[ChildSpec], *, stop_timeout: float = 10, backoff_initial: float = 0.5,
-                 backoff_max: float = 30, backoff_reset: float = 60, on_boot_error: str = "halt") -> None:
+    def __init__(
+        self,
+        specs: Sequence[ChildSpec],
+        *,
+        stop_timeout: float = 10,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30,
+        backoff_reset: float = 60,
+        on_boot_error: str = "halt",
+    ) -> None:
         if on_boot_error not in ("halt", "restart") or len({s.name for s in specs}) != len(specs):
             raise ValueError(f"duplicate child names, or on_boot_error {on_boot_error!r} not halt|restart")
         self._stop_timeout, self._on_boot_error = stop_timeout, on_boot_error
@@ -212,7 +225,7 @@ class Supervisor:
         if self._stop_requested and self._result is None:
             log.info("stop requested")
             self._result = EXIT_OK
-        return EXIT_OK if self._result is None else self._result
+        return self._result
 
     def _handle_sigterm(self) -> None:
         log.info("SIGTERM or SIGINT received: stopping gracefully")
@@ -229,28 +242,32 @@ class Supervisor:
 
     def _reap(self) -> int | None:
         now = time.monotonic()
-        initial, most, reset = self._backoff
         for child in self._children.values():
             if child.proc is None or child.proc.exitcode is None:
                 continue
             code, pid = child.proc.exitcode, child.pid
             child.proc.close()
             child.proc = child.pid = None
-            log.warning("%s (pid %s) exited (%s) after %.1fs", child.spec.name, pid, _describe(code),
-                        now - child.started)
+            up = now - child.started
+            level = logging.INFO if pid == child.reload_pid else logging.WARNING
+            log.log(level, "%s (pid %s) exited (%s) after %.1fs", child.spec.name, pid, _describe(code), up)
             if code == EXIT_BOOT_ERROR and self._on_boot_error == "halt":
                 log.error("%s failed to boot: halting, stopping every child", child.spec.name)
                 self._result = EXIT_BOOT_ERROR
-                return EXIT_OK if self._result is None else self._result
+                return self._result
             if pid == child.reload_pid:  # replaced on SIGHUP: no back-off
                 child.next_start = now
                 continue
-            child.failures = 0 if now - child.started >= reset else child.failures
-            delay = min(initial * 2**child.failures, most)
-            child.failures += 1
-            child.next_start = now + delay
-            log.info("restarting %s in %.2fs", child.spec.name, delay)
+            self._back_off(child, now, up)
         return None
+
+    def _back_off(self, child: _Child, now: float, up: float) -> None:
+        initial, most, reset = self._backoff
+        child.failures = 0 if up >= reset else child.failures
+        delay = min(initial * 2**child.failures, most)
+        child.failures += 1
+        child.next_start = now + delay
+        log.info("restarting %s in %.2fs", child.spec.name, delay)
 
     def _kill_hung(self) -> None:
         now = time.monotonic()
@@ -294,12 +311,19 @@ class Supervisor:
         for child in self._children.values():
             if child.proc is not None or now < child.next_start:
                 continue
-            Path(child.heartbeat_path).touch()
-            os.utime(child.heartbeat_path, ns=(0, 0))  # mtime 0: no beat yet
             proc = multiprocessing.get_context("spawn").Process(
-                name=child.spec.name, target=_child_main,
-                args=(child.spec.name, pickle.dumps(child.spec), child.heartbeat_path))
-            proc.start()
+                name=child.spec.name,
+                target=_child_main,
+                args=(child.spec.name, bytes(ForkingPickler.dumps(child.spec)), child.heartbeat_path),
+            )
+            try:
+                Path(child.heartbeat_path).touch()
+                os.utime(child.heartbeat_path, ns=(0, 0))  # mtime 0: no beat yet
+                proc.start()
+            except OSError:  # e.g. EAGAIN from fork(): try again later, as after a crash
+                log.exception("could not start %s", child.spec.name)
+                self._back_off(child, now, 0.0)
+                continue
             child.proc, child.pid, child.started, child.last_beat = proc, proc.pid, now, None
             child.seen_mtime, child.kill_at, child.killed = 0, float("inf"), False
             log.info("started %s (pid %s)", child.spec.name, proc.pid)
@@ -312,9 +336,8 @@ class Supervisor:
                 log.info("stopping %s (pid %s)", child.spec.name, child.pid)
                 proc.terminate()
         deadline = time.monotonic() + self._stop_timeout
-        while (waiting := [p.sentinel for _, p in live if p.exitcode is None]) and (
-                left := deadline - time.monotonic()) > 0:
-            multiprocessing.connection.wait(waiting, left)
+        while (busy := [p.sentinel for _, p in live if p.exitcode is None]) and time.monotonic() < deadline:
+            multiprocessing.connection.wait(busy, max(0.0, deadline - time.monotonic()))
         for child, proc in live:
             if proc.exitcode is None:
                 log.warning("%s did not stop within %ss: SIGKILL", child.spec.name, self._stop_timeout)

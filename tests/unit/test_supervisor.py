@@ -7,6 +7,7 @@ are ours and "gone from /proc" proves they were reaped. The signal tests run it 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -32,7 +33,7 @@ def _proc_state(pid: int) -> str | None:
     """The /proc state letter of ``pid`` ("Z" for a zombie), or None when no such process exists."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
     return stat.rsplit(")", 1)[1].split()[0]
 
@@ -97,6 +98,19 @@ def steady(out_dir: Path, name: str, **kwargs: Any) -> ChildSpec:
 
 EXITED = "%s (pid %s) exited (%s) after %.1fs"
 RESTARTING = "restarting %s in %.2fs"
+STARTED = "started %s (pid %s)"
+
+
+def restarts(caplog: pytest.LogCaptureFixture) -> list[tuple[logging.LogRecord, logging.LogRecord]]:
+    """Each "restarting" log record paired with the "started" record that followed it."""
+    pairs, pending = [], None
+    for record in caplog.records:
+        if record.msg == RESTARTING:
+            pending = record
+        elif record.msg == STARTED and pending is not None:
+            pairs.append((pending, record))
+            pending = None
+    return pairs
 
 
 def logged(caplog: pytest.LogCaptureFixture, template: str) -> list[tuple[Any, ...]]:
@@ -108,7 +122,7 @@ def test_children_start_and_are_reaped_on_stop(tmp_path: Path, start: Callable[.
     run = start([steady(tmp_path, "api-1"), steady(tmp_path, "provider-dummy")])
     wait_for(lambda: read_pids(tmp_path, "api-1") and read_pids(tmp_path, "provider-dummy"), 15, "children")
     pids = {name: first_pid(tmp_path, name) for name in ("api-1", "provider-dummy")}
-    assert run.sup.children() == pids
+    wait_for(lambda: run.sup.children() == pids, 5, "children() to show both pids")
     assert all(alive(pid) for pid in pids.values())
 
     assert run.finish() == EXIT_OK
@@ -145,10 +159,14 @@ def test_repeated_crashes_back_off_exponentially(
 
     delays = [delay for _, delay in logged(caplog, RESTARTING)][:4]
     assert delays == [0.2, 0.4, 0.8, 0.8]  # doubling, capped at backoff_max
+    # as the children saw it (spawn time included): never sooner than the back-off
     starts = [at for _, at in read_pids(tmp_path, "crashy")][:5]
-    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert all(gap >= delay for gap, delay in zip(gaps, delays, strict=True)), (gaps, delays)
-    assert gaps[2] > gaps[0] + 0.3, gaps
+    # as the supervisor saw it (decision to restart → start), free of spawn-time jitter: growing
+    waits = [started.created - restarting.created for restarting, started in restarts(caplog)][:4]
+    assert all(wait >= delay for wait, delay in zip(waits, delays, strict=True)), (waits, delays)
+    assert waits[0] < waits[1] < waits[2], waits
 
 
 def test_back_off_resets_after_a_long_uptime(
@@ -192,8 +210,10 @@ def test_hung_child_is_killed_and_restarted(
     target: Callable[..., None],
     timeouts: dict[str, float],
 ) -> None:
-    run = start([ChildSpec(name="stuck", target=target, args=(str(tmp_path), "stuck"), **timeouts)],
-                backoff_initial=0.05)
+    run = start(
+        [ChildSpec(name="stuck", target=target, args=(str(tmp_path), "stuck"), **timeouts)],
+        backoff_initial=0.05,
+    )
     wait_for(lambda: len(read_pids(tmp_path, "stuck")) >= 2, 15, "the hung child to be replaced")
     first, second = (pid for pid, _ in read_pids(tmp_path, "stuck")[:2])
     assert first != second and gone(first)
@@ -215,7 +235,9 @@ def test_stop_before_run_and_bad_arguments() -> None:
 
 # --- the supervisor as its own process, driven by signals -------------------------------------------
 
-_MAIN = "import sys; from tests.unit.supervisor_children import supervise_main; sys.exit(supervise_main(*sys.argv[1:]))"
+_MAIN = (
+    "import sys; from tests.unit.supervisor_children import supervise_main as m; sys.exit(m(*sys.argv[1:]))"
+)
 
 
 @pytest.fixture
@@ -224,8 +246,14 @@ def supervisor_process(tmp_path: Path) -> Iterator[Callable[[str, float], subpro
 
     def _start(mode: str, stop_timeout: float) -> subprocess.Popen[bytes]:
         with (tmp_path / "supervisor.log").open("wb") as log:
-            procs.append(subprocess.Popen([sys.executable, "-c", _MAIN, str(tmp_path), mode, str(stop_timeout)],
-                                          cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _MAIN, str(tmp_path), mode, str(stop_timeout)],
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         return procs[-1]
 
     yield _start
@@ -276,7 +304,7 @@ def test_sighup_replaces_children_one_at_a_time(
         assert gone(old[name])
         assert read_pids(tmp_path, name, "stopped")[0][0] == old[name]  # SIGTERM: graceful
     # one at a time: each old child stopped only after the previous one's replacement was up
-    for previous, following in zip(names, names[1:], strict=False):
+    for previous, following in itertools.pairwise(names):
         assert read_pids(tmp_path, following, "stopped")[0][1] >= read_pids(tmp_path, previous)[1][1]
 
     proc.send_signal(signal.SIGTERM)

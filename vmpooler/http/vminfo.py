@@ -49,8 +49,6 @@ def describe_vm(ctx: ApiContext, vm: str, data: dict[str, str]) -> dict[str, Any
     elif state == "destroyed" and checkout is not None:
         destroyed = parse_time(data.get("destroy"))
         info["running"] = _hours((destroyed or now) - checkout)
-    else:
-        info["running"] = 0
     info["state"] = state
     tags = {k[4:]: v for k, v in data.items() if k.startswith("tag:")}
     if tags:

@@ -50,7 +50,7 @@ def _sections(query: str) -> tuple[tuple[str, ...], str]:
     views = [part[5:] for part in query.split("&") if part.startswith("view=")]
     if not views:
         return stats.STATUS_SECTIONS, "*"
-    wanted = {unquote_plus(s) for s in views[-1].split(",")}
+    wanted = set(unquote_plus(views[-1]).split(","))  # clients may send the comma encoded (%2C)
     sections = tuple(s for s in stats.STATUS_SECTIONS if s in wanted)
     return sections, ",".join(sections)
 

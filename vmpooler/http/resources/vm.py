@@ -146,7 +146,11 @@ class VMItem:
 def _modification(
     ctx: ApiContext, req: falcon.Request, body: dict[str, Any]
 ) -> tuple[int | None, dict[str, str], list[str]]:
-    """Validate a PUT body into (lifetime, tags to write, failure messages)."""
+    """Validate a PUT body into (lifetime, tags to write, failure messages).
+
+    The failure texts are the original's with two deliberate differences: an unknown argument is
+    named by its key (the original printed its value), and "unsupported" is spelt correctly.
+    """
     lifetime: int | None = None
     tags: dict[str, str] = {}
     failures: list[str] = []

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Benchmark of the API's checkout → get → delete cycle over real HTTP.
+
+Starts a private redis-server and ``vmpooler api`` on free ports (nothing else is touched), fills one
+pool with enough ready VMs for the whole run, then measures:
+
+* sequential: median and p99 latency of each request of the cycle;
+* throughput: requests/s of the cycle mix with 1, 4 and 16 concurrent keep-alive clients
+  (client processes, so the client side is not held back by one GIL).
+
+Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N]``; it prints a
+Markdown table for docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from vmpooler import keys  # noqa: E402
+
+POOL = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/healthcheck")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("vmpooler did not start")
+
+
+def fill(client: redis.Redis, count: int) -> None:
+    """``count`` ready VMs with the metadata the manager would have written."""
+    client.flushdb()
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(count):
+            vm = f"bench-{i:07d}"
+            pipe.sadd(keys.ready_set(POOL), vm)
+            pipe.hset(keys.vm_hash(vm), mapping={"template": POOL, "pool": POOL})
+            if i % 5000 == 4999:
+                pipe.execute()
+        pipe.execute()
+
+
+class Client:
+    """One keep-alive HTTP connection doing checkout → get → delete cycles."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def call(self, method: str, path: str) -> tuple[int, bytes]:
+        self.conn.request(method, path, headers={"Content-Length": "0"} if method != "GET" else {})
+        resp = self.conn.getresponse()
+        return resp.status, resp.read()
+
+    def cycle(self, timings: list[list[float]] | None = None) -> int:
+        t0 = time.perf_counter()
+        status, body = self.call("POST", f"/api/v3/vm/{POOL}")
+        t1 = time.perf_counter()
+        if status != 200:
+            raise RuntimeError(f"checkout failed: {status} {body!r}")
+        vm = json.loads(body)[POOL]["hostname"].split(".")[0]
+        status, _ = self.call("GET", f"/api/v3/vm/{vm}")
+        t2 = time.perf_counter()
+        status2, _ = self.call("DELETE", f"/api/v3/vm/{vm}")
+        t3 = time.perf_counter()
+        if status != 200 or status2 != 200:
+            raise RuntimeError(f"get/delete failed: {status} {status2}")
+        if timings is not None:
+            timings[0].append(t1 - t0)
+            timings[1].append(t2 - t1)
+            timings[2].append(t3 - t2)
+        return 3
+
+
+def _client_proc(port: int, seconds: float, start_at: float, out: multiprocessing.Queue) -> None:
+    client = Client(port)
+    client.cycle()  # connect and warm up
+    while time.time() < start_at:
+        time.sleep(0.001)
+    done = 0
+    end = start_at + seconds
+    while time.time() < end:
+        done += client.cycle()
+    out.put(done)
+
+
+def throughput(port: int, clients: int, seconds: float) -> float:
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    start_at = time.time() + 1.0
+    procs = [multiprocessing.Process(target=_client_proc, args=(port, seconds, start_at, queue))
+             for _ in range(clients)]
+    for proc in procs:
+        proc.start()
+    total = sum(queue.get(timeout=seconds + 60) for _ in procs)
+    for proc in procs:
+        proc.join()
+    return total / seconds
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="API worker processes")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    parser.add_argument("--cycles", type=int, default=2000, help="sequential cycles")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="vmpooler-bench-"))
+    redis_port, api_port = free_port(), free_port()
+    redis_proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL)
+    config = workdir / "vmpooler.yaml"
+    config.write_text(
+        f":config:\n  api_workers: {args.workers}\n:redis:\n  url: redis://127.0.0.1:{redis_port}/0\n"
+        ":dns_configs:\n  example:\n    dns_class: dynamic-dns\n    domain: example.com\n"
+        f":pools:\n  - name: {POOL}\n    template: templates/{POOL}\n    size: 10\n    dns_plugin: example\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_")}
+    env["VMPOOLER_LOG_LEVEL"] = "WARNING"
+    api = subprocess.Popen(
+        [sys.executable, "-m", "vmpooler", "api", "--config", str(config), "--bind", "127.0.0.1",
+         "--port", str(api_port)], cwd=workdir, env=env, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        client_redis = redis.Redis(port=redis_port)
+        fill(client_redis, args.cycles + 100 + int(args.seconds * 4000 * 3))
+        wait_http(api_port)
+        seq = Client(api_port)
+        for _ in range(100):
+            seq.cycle()
+        timings: list[list[float]] = [[], [], []]
+        for _ in range(args.cycles):
+            seq.cycle(timings)
+        rates = {n: throughput(api_port, n, args.seconds) for n in (1, 4, 16)}
+    finally:
+        api.terminate()
+        api.wait(20)
+        redis_proc.terminate()
+        redis_proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    cpu = os.cpu_count()
+    print(f"API workers: {args.workers}, cores: {cpu}, python {sys.version.split()[0]}")
+    print(f"sequential, {args.cycles} cycles (ms)\n")
+    print("| request | median | p99 |\n|---|---|---|")
+    for name, values in zip(("checkout (POST /vm/<pool>)", "get (GET /vm/<host>)",
+                             "delete (DELETE /vm/<host>)"), timings, strict=True):
+        print(f"| {name} | {statistics.median(values) * 1000:.2f} | {pct(values, 0.99):.2f} |")
+    print(f"\nthroughput of the cycle mix, {args.seconds:.0f} s per run\n")
+    print("| clients | requests/s |\n|---|---|")
+    for n, rate in rates.items():
+        print(f"| {n} | {rate:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
