@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +44,7 @@ class ApiWorkerArgs:
         config_env: dict[str, str],
         redis_url: str,
         sock: socket.socket,
-        threads: int = 8,
+        threads: int = int(os.environ.get("VMPOOLER_API_THREADS", "8")),
     ) -> None:
         self.config_path = config_path
         self.config_env = config_env
@@ -58,6 +60,10 @@ def _beat(heartbeat: Heartbeat, stop: threading.Event) -> None:
 
 def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> None:
     """The API child's main: load config, open Redis, serve until SIGTERM."""
+    # waitress hands each request between its I/O thread and a worker thread; with CPython's default
+    # 5 ms GIL switch interval, concurrent connections wait out whole intervals (p90 6 ms at two
+    # clients). A short interval keeps the hand-over prompt (see docs/performance.md).
+    sys.setswitchinterval(float(os.environ.get("VMPOOLER_SWITCH_INTERVAL", "0.0005")))
     config = load_config(args.config_path, env=args.config_env)
     setup_logging(logfile=config.globals.logfile)
     store = Store.from_url(
