@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from vmpooler import __version__
@@ -20,6 +21,7 @@ from vmpooler.http.serve import ApiWorkerArgs, listen, run_api_worker
 from vmpooler.log import setup_logging
 from vmpooler.redis_server import resolve_redis_url
 from vmpooler.supervisor import EXIT_BOOT_ERROR, ChildSpec, Supervisor
+from vmpooler.worker import ProviderWorkerArgs, publish_pools, run_provider_worker
 
 __all__ = ["main"]
 
@@ -85,18 +87,40 @@ def _api_children(config: Config, args: argparse.Namespace, redis_url: str) -> l
     ]
 
 
+def _manager_children(config: Config, args: argparse.Namespace, redis_url: str) -> list[ChildSpec]:
+    """One provider process per provider instance that serves a pool; publishes the pools first."""
+    publish_pools(config, redis_url)
+    providers = sorted({pool.provider for pool in config.pools})
+    log.info("manager: %d pool(s) on provider(s) %s", len(config.pools), ", ".join(providers) or "none")
+    return [
+        ChildSpec(
+            name=f"provider-{name}",
+            target=run_provider_worker,
+            args=(ProviderWorkerArgs(name, args.config, dict(os.environ), redis_url),),
+        )
+        for name in providers
+    ]
+
+
+def _metrics_dir() -> None:
+    """Let every child write its metrics where the API's /prometheus endpoint reads them."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vmpooler-metrics-")
+
+
 def _serve(args: argparse.Namespace, components: set[str]) -> int:
     config = load_config(args.config)
     setup_logging(args.log_level, config.globals.logfile)
     for warning in config.warnings:
         log.warning("config: %s", warning)
     redis_url, embedded = resolve_redis_url(config.redis)
+    _metrics_dir()
     try:
         children: list[ChildSpec] = []
         if "api" in components:
             children += _api_children(config, args, redis_url)
         if "manager" in components:
-            log.warning("the pool manager is not built yet: no provider process started")
+            children += _manager_children(config, args, redis_url)
         if not children:
             log.error("nothing to run")
             return 1

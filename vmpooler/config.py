@@ -247,9 +247,9 @@ class GlobalConfig:
     vm_lifetime: int = _setting(24, _I, 0)  # hours
     vm_lifetime_auth: int | None = _setting(None, _I, 0)
     max_lifetime_upper_limit: int | None = _setting(None, _I, 0)
-    ready_ttl: int = _setting(60, _I, 0)  # minutes
-    timeout: int = _setting(15, _I, 0)  # minutes
-    timeout_notification: int = _setting(5, _I, 0)  # minutes
+    ready_ttl: float = _setting(60, _N, 0)  # minutes (fractions allowed)
+    timeout: float = _setting(15, _N, 0)  # minutes (fractions allowed)
+    timeout_notification: float = _setting(5, _N, 0)  # minutes (fractions allowed)
     clone_target: str | None = _setting(None, _S)
     max_tries: int = _setting(3, _I, 1)
     retry_factor: int = _setting(10, _I, 0)
@@ -406,9 +406,9 @@ class PoolConfig:
     dns_plugin: str | None = None
     domain: str | None = None
     clone_target: str | None = None
-    timeout: int = 15
-    timeout_notification: int = 5
-    ready_ttl: int = 60
+    timeout: float = 15
+    timeout_notification: float = 5
+    ready_ttl: float = 60
     check_loop_delay_min: float = 5.0
     check_loop_delay_max: float = 60.0
     check_loop_delay_decay: float = 2.0
@@ -448,9 +448,9 @@ class PoolConfig:
         if dns_configs is not None and dns_plugin is not None and dns_plugin not in dns_configs:
             ctx.problem(reader.at("dns_plugin"), f"no DNS config {dns_plugin!r} in :dns_configs:")
         values = {key: reader.get(key, kind, default, minimum=minimum) for key, kind, default, minimum in (
-            ("clone_target", _S, globals_.clone_target, None), ("timeout", _I, globals_.timeout, 0),
-            ("timeout_notification", _I, globals_.timeout_notification, 0),
-            ("ready_ttl", _I, globals_.ready_ttl, 0), ("check_loop_delay_min", _N, None, 0),
+            ("clone_target", _S, globals_.clone_target, None), ("timeout", _N, globals_.timeout, 0),
+            ("timeout_notification", _N, globals_.timeout_notification, 0),
+            ("ready_ttl", _N, globals_.ready_ttl, 0), ("check_loop_delay_min", _N, None, 0),
             ("check_loop_delay_max", _N, None, 0), ("check_loop_delay_decay", _N, None, None))}
         values["check_hostname_for_mismatch"] = reader.get(
             "check_hostname_for_mismatch", _B, globals_.check_ready_vm_hostname_for_mismatch)

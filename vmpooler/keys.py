@@ -7,6 +7,7 @@ original can be taken over. No other module may spell a key.
 from __future__ import annotations
 
 __all__ = [
+    "CLONE_LEASES",
     "EVENTS",
     "LASTBOOT",
     "POOLRESET",
@@ -24,7 +25,6 @@ __all__ = [
     "UNDO_TEMPLATE_OVERRIDE",
     "active_hash",
     "boot_stats",
-    "clone_lease",
     "clone_stats",
     "completed_set",
     "config_override",
@@ -65,6 +65,9 @@ PROVISIONING_REQUEST = _P + "provisioning__request"
 PROVISIONING_PROCESSING = _P + "provisioning__processing"
 ODCREATE_TASK = _P + "odcreate__task"
 EVENTS = _P + "events"
+# Ours: clone task slots as leases (member ``<provider>:<vm>``, score = expiry epoch), so a provider
+# process that dies cannot leak a slot; TASKS_CLONE is kept equal to its size for /status.
+CLONE_LEASES = _P + "tasks__clone_leases"
 
 # The sets a VM moves through; ``state_set(state, pool)`` takes one of these names.
 STATES = ("pending", "ready", "running", "completed", "discovered", "migrating")
@@ -164,11 +167,6 @@ def request_vms(request_id: str, alias: str, pool: str) -> str:
 
 def ratelimit(kind: str, client: str) -> str:
     return f"{_P}ratelimit__{kind}__{client}"
-
-
-def clone_lease(provider: str) -> str:
-    """Hash vm → lease expiry (epoch) of the clone slots a provider process holds."""
-    return f"{_P}clonelease__{provider}"
 
 
 def events_channel(pool: str | None = None) -> str:

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 import falcon
 import falcon.media
 
+from vmpooler.http.auth import Authenticator, make_authenticator
 from vmpooler.http.context import ApiContext
 from vmpooler.http.errors import install_error_handlers
 from vmpooler.http.middleware import RequestMetrics
-from vmpooler.http.resources import meta, status, vm
+from vmpooler.http.resources import dashboard, meta, status, token, vm
 
 if TYPE_CHECKING:
     from vmpooler.config import Config
@@ -42,6 +43,8 @@ def _mount(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(f"{prefix}/summary/{{route}}", summary, suffix="route")
     app.add_route(f"{prefix}/summary/{{route}}/{{key}}", summary, suffix="route")
     app.add_route(f"{prefix}/config", meta.Config(ctx))
+    app.add_route(f"{prefix}/token", token.TokenCollection(ctx))
+    app.add_route(f"{prefix}/token/{{token}}", token.TokenItem(ctx))
 
 
 def create_app(
@@ -50,6 +53,7 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    authenticator: Authenticator | None = None,
 ) -> falcon.App:
     """Build the WSGI app serving ``/api/v1``, ``/api/v2`` and ``/api/v3``.
 
@@ -58,6 +62,11 @@ def create_app(
         store: the Redis store every resource reads and writes through.
         clock: the time source (tests pass a fixed one).
         rng: randomness for alias selection (tests pass a seeded one).
+        authenticator: checks the Basic credentials of the token routes when ``:auth:`` is
+            configured; default: the one ``:auth:`` names (tests pass one with a fake LDAP).
+
+    Raises:
+        ConfigError: ``:auth:`` names LDAP and ``ldap3`` is not installed.
     """
     app = falcon.App(middleware=[RequestMetrics(log_requests=config.globals.request_logger)])
     app.req_options.strip_url_path_trailing_slash = True
@@ -65,11 +74,20 @@ def create_app(
     pretty = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, indent=2), loads=json.loads)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = pretty
     install_error_handlers(app)
-    base = ApiContext(config=config, store=store, clock=clock, rng=rng or random.Random())
+    if config.auth is None:
+        authenticator = None
+    elif authenticator is None:
+        authenticator = make_authenticator(config.auth, raw=config.raw.get("auth"))
+    base = ApiContext(
+        config=config, store=store, clock=clock, rng=rng or random.Random(), authenticator=authenticator
+    )
     for version in API_VERSIONS:
         _mount(app, base.with_version(version))
     app.add_route("/api/v3/openapi.json", meta.OpenAPI())
     app.add_route("/healthcheck", meta.Healthcheck())
+    app.add_route("/dashboard", dashboard.Dashboard(base))  # "/dashboard/" too: trailing slashes are stripped
+    app.add_route("/dashboard/stats/vmpooler/pool", dashboard.PoolStats(base))
+    app.add_route("/dashboard/stats/vmpooler/running", dashboard.RunningStats(base))
     app.add_route(config.metrics.prometheus_endpoint, meta.Metrics())
     app.add_route("/", meta.Root())
     app.add_sink(meta.NotFound(), "/")

@@ -18,6 +18,7 @@ from vmpooler.timeutil import format_time
 
 if TYPE_CHECKING:
     from vmpooler.config import Config
+    from vmpooler.http.auth import Authenticator
     from vmpooler.store import Store
 
 __all__ = ["ApiContext", "Owner", "generate_token"]
@@ -45,6 +46,7 @@ class ApiContext:
 
     Attributes:
         version: 1, 2 or 3 (``/api/v<version>``).
+        authenticator: checks Basic credentials of the token routes; None when no ``:auth:``.
     """
 
     config: Config
@@ -52,6 +54,7 @@ class ApiContext:
     version: int = 3
     clock: Callable[[], float] = time.time
     rng: random.Random = attrs.field(factory=random.Random)
+    authenticator: Authenticator | None = None
 
     def with_version(self, version: int) -> ApiContext:
         return attrs.evolve(self, version=version)

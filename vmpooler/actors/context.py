@@ -1,0 +1,71 @@
+"""What the actors of one pool share: immutable settings and thread-safe collaborators."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from vmpooler.actors.ticker import Ticker
+    from vmpooler.config import Config, PoolConfig
+    from vmpooler.manager_store import ManagerStore
+    from vmpooler.providers.base import Provider
+
+__all__ = ["PoolContext"]
+
+
+@attrs.frozen(kw_only=True)
+class PoolContext:
+    """Dependencies of a ``PoolActor`` and its ``VMActor``s.
+
+    Attributes:
+        owner: the provider instance name; it owns the clone slots this process takes.
+        provider: the plugin instance (thread-safe; called from many actor threads).
+    """
+
+    config: Config
+    pool: PoolConfig
+    owner: str
+    provider: Provider
+    store: ManagerStore
+    ticker: Ticker
+    clock: Callable[[], float] = time.time
+    rng: random.Random = attrs.field(factory=random.Random)
+
+    @property
+    def name(self) -> str:
+        return self.pool.name
+
+    # Settings resolved pool → global → default (reference §4.1, fixed), in seconds.
+    @property
+    def timeout(self) -> float:
+        return float(self.pool.timeout if self.pool.timeout is not None else self.config.globals.timeout) * 60
+
+    @property
+    def timeout_notification(self) -> float:
+        value = self.pool.timeout_notification
+        return float(value if value is not None else self.config.globals.timeout_notification) * 60
+
+    @property
+    def ready_ttl(self) -> float:
+        value = self.pool.ready_ttl if self.pool.ready_ttl is not None else self.config.globals.ready_ttl
+        return float(value) * 60
+
+    @property
+    def vm_checktime(self) -> float:
+        return float(self.config.globals.vm_checktime) * 60
+
+    @property
+    def data_ttl(self) -> int:
+        return int(self.config.redis.data_ttl * 3600)
+
+    def lifetime_hours(self, own: str | None) -> float:
+        """A running VM's lifetime: its own field, else ``vm_lifetime``, else 12 (0 = never expires)."""
+        if own and own.strip().isdigit():
+            return float(own)
+        default = self.config.globals.vm_lifetime
+        return float(default if default is not None else 12)

@@ -1,0 +1,69 @@
+"""ProviderActor: owns one provider plugin instance and the PoolActors of the pools it serves.
+
+It starts a PoolActor per pool, routes the API's events to them, and supervises them: a PoolActor
+that died is started again (its state is rebuilt from the store on its first pass: reconcile, not
+resurrect). Provider calls themselves are made by the pool and VM actors on their own threads; the
+plugin is thread-safe by contract.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from vmpooler.actors.pool import PoolActor
+from vmpooler.log import get_logger
+
+if TYPE_CHECKING:
+    from vmpooler.actors.context import PoolContext
+    from vmpooler.actors.ticker import Handle
+
+__all__ = ["ProviderActor"]
+
+_SUPERVISE_EVERY = 5.0
+
+
+class ProviderActor(pykka.ThreadingActor):
+    """Args: contexts: one ``PoolContext`` per pool this provider instance serves."""
+
+    def __init__(self, name: str, contexts: list[PoolContext]) -> None:
+        super().__init__()
+        self._name = name
+        self._contexts = {ctx.name: ctx for ctx in contexts}
+        self._pools: dict[str, Any] = {}
+        self._log = get_logger(__name__, provider=name)
+        self._supervision: Handle | None = None
+
+    def on_start(self) -> None:
+        for pool in self._contexts:
+            self._start_pool(pool)
+        ticker = next(iter(self._contexts.values())).ticker if self._contexts else None
+        if ticker is not None:
+            self._supervision = ticker.call_every(_SUPERVISE_EVERY, self.actor_ref.proxy().supervise)
+        self._log.info("serving %d pool(s)", len(self._pools))
+
+    def on_stop(self) -> None:
+        if self._supervision is not None:
+            self._supervision.cancel()
+        for proxy in self._pools.values():
+            proxy.actor_ref.stop(block=False)
+
+    def route(self, event: dict[str, Any]) -> None:
+        """Hand an API event to the pool it is about (a pool-less event goes to every pool)."""
+        pool = event.get("pool")
+        targets = [self._pools[pool]] if pool in self._pools else ([] if pool else list(self._pools.values()))
+        for proxy in targets:
+            proxy.on_event(event)
+
+    def supervise(self) -> None:
+        for pool, proxy in list(self._pools.items()):
+            if not proxy.actor_ref.is_alive():
+                self._log.error("pool actor of %s died; starting it again", pool)
+                self._start_pool(pool)
+
+    def pool_names(self) -> list[str]:
+        return list(self._pools)
+
+    def _start_pool(self, pool: str) -> None:
+        self._pools[pool] = PoolActor.start(self._contexts[pool]).proxy()

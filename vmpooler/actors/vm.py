@@ -1,0 +1,376 @@
+"""VMActor: the single owner of one VM's lifecycle (reference §4.2, §4.4, §4.5).
+
+Every message runs on this actor's own thread, one at a time, so work on one VM is never concurrent:
+no mutex map, no "skip if locked". Every state change is one atomic ``ManagerStore.move``/``retire``
+from the state this actor believes the VM is in; if the API moved the VM first (checkout, return),
+the move finds nothing and changes nothing.
+
+Messages (proxy calls; none is ever ``.get()`` by another actor):
+    clone()          create the VM in the provider, then poll until ready
+    check(state, in_inventory)   the pool's periodic look at this VM
+    poll_ready()     one readiness check of a pending VM (scheduled on the ticker)
+    destroy()        destroy a completed VM now (a return event)
+    run_task(task)   a disk / snapshot / revert request from the API
+    drain()          pending or ready → completed (pool reset, shrink, template change)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from vmpooler import keys, metrics
+from vmpooler.errors import ProviderError, StoreError, VMNotFound
+from vmpooler.log import get_logger
+from vmpooler.timeutil import format_time, parse_time, today
+
+if TYPE_CHECKING:
+    from vmpooler.actors.context import PoolContext
+    from vmpooler.actors.ticker import Handle
+    from vmpooler.manager_store import Task
+
+__all__ = ["VMActor"]
+
+_READY_POLL = 1.0  # seconds between readiness checks of a pending VM
+_DESTROY_RETRY_MAX = 300.0
+_MISMATCH_GRACE = 60.0  # seconds in ready before the hostname-mismatch check applies
+
+
+class VMActor(pykka.ThreadingActor):
+    """Owns one VM. ``pool_proxy`` is told when this actor is done (``vm_gone``).
+
+    Args:
+        ctx: the pool's shared context.
+        name: the VM name.
+        pool_proxy: the PoolActor's proxy, for ``vm_gone``/``vm_actor_failed`` notices.
+        slot: the clone slot this VM holds while cloning (None for an adopted VM).
+    """
+
+    def __init__(self, ctx: PoolContext, name: str, pool_proxy: Any, slot: str | None = None) -> None:
+        super().__init__()
+        self._ctx = ctx
+        self._name = name
+        self._pool_proxy = pool_proxy
+        self._slot = slot
+        self._log = get_logger(__name__, pool=ctx.name, vm=name)
+        self._proxy: Any = None
+        self._cloning = False
+        self._cloned_at: float | None = None
+        self._last_ready_check = 0.0
+        self._poll: Handle | None = None
+        self._destroy_backoff = 1.0
+        self._destroy_retry: Handle | None = None
+        self._notified = False
+        self._tagged = False
+        self._done = False
+
+    # -- pykka hooks (this actor's thread) -----------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._proxy = self.actor_ref.proxy()
+
+    def on_stop(self) -> None:
+        for handle in (self._poll, self._destroy_retry):
+            if handle is not None:
+                handle.cancel()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._log.error("actor crashed: %s", exception_value)
+        self._release_slot()
+        self._pool_proxy.vm_actor_failed(self._name, self.actor_ref)
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    def clone(self) -> None:
+        """Create the VM (it is already in ``pending``), then start polling it for readiness."""
+        ctx = self._ctx
+        self._cloning = True
+        started = ctx.clock()
+        try:
+            info = ctx.provider.create_vm(ctx.name, self._name)
+        except Exception as exc:
+            self._clone_failed(exc)
+            return
+        finally:
+            self._cloning = False
+            self._release_slot()
+        seconds = ctx.clock() - started
+        self._cloned_at = started
+        metrics.CLONE.labels(ctx.name).observe(seconds)
+        self._log.info("cloned in %.2f seconds", seconds)
+        self._guard(
+            ctx.store.record_clone, ctx.name, self._name, date=today(ctx.clock()), seconds=seconds, ip=info.ip
+        )
+        self.poll_ready()
+
+    def check(self, state: str | None, in_inventory: bool) -> None:
+        """The pool's periodic look: act on the state the store says the VM is in."""
+        if self._done or self._cloning:
+            return
+        try:
+            if state is None:
+                self._finish("no longer in any set")
+            elif state == "pending":
+                self._check_pending(in_inventory)
+            elif state == "ready":
+                self._check_ready(in_inventory)
+            elif state == "running":
+                self._check_running(in_inventory)
+            elif state in ("completed", "discovered"):
+                self._destroy(state, in_inventory)
+        except (StoreError, ProviderError) as exc:
+            self._log.warning("check of %s VM failed: %s", state, exc)
+
+    def poll_ready(self) -> None:
+        """One readiness check of a pending VM; reschedules itself until ready or timed out."""
+        self._poll = None
+        if self._done or self._cloning:
+            return
+        try:
+            self._check_pending(in_inventory=True)
+        except (StoreError, ProviderError) as exc:
+            self._log.warning("readiness check failed: %s", exc)
+            self._schedule_poll()
+
+    def destroy(self) -> None:
+        """A return event: destroy the completed VM now instead of on the next pool pass."""
+        if not self._done and not self._cloning:
+            try:
+                self._destroy("completed", in_inventory=True)
+            except (StoreError, ProviderError) as exc:
+                self._log.warning("destroy failed: %s", exc)
+
+    def drain(self) -> None:
+        """Move a pending or ready VM to completed (its replacement comes from a fresh clone)."""
+        if self._done or self._cloning:
+            return
+        for src in ("ready", "pending"):
+            if self._guard(self._ctx.store.move, self._ctx.name, self._name, src, "completed"):
+                self._log.info("moved from '%s' to 'completed': pool drained", src)
+                self.destroy()
+                return
+
+    def run_task(self, task: Task) -> None:
+        """Carry out a disk, snapshot or revert request; the result shows in the VM's metadata."""
+        ctx = self._ctx
+        try:
+            if task.kind == "disk":
+                ctx.provider.create_disk(ctx.name, self._name, int(task.argument))
+                ctx.store.append_disk(self._name, f"+{task.argument}gb")
+            elif task.kind == "snapshot":
+                ctx.provider.create_snapshot(ctx.name, self._name, task.argument)
+                ctx.store.set_vm_fields(self._name, {f"snapshot:{task.argument}": format_time(ctx.clock())})
+            else:
+                ctx.provider.revert_snapshot(ctx.name, self._name, task.argument)
+            self._log.info("%s %s done", task.kind, task.argument)
+        except NotImplementedError:
+            self._log.warning("the provider cannot do %s", task.kind)
+        except (ProviderError, StoreError, ValueError) as exc:
+            metrics.ERRORS.labels(f"{task.kind}_failed", ctx.name).inc()
+            self._log.error("%s %s failed: %s", task.kind, task.argument, exc)
+
+    def migrate(self) -> None:
+        """A just-checked-out VM: let the provider decide whether to move it (vSphere)."""
+        ctx = self._ctx
+        if not self._guard(ctx.store.remove_from_migrating, ctx.name, self._name):
+            return
+        try:
+            host = ctx.provider.migrate_vm(ctx.name, self._name)
+        except (ProviderError, NotImplementedError) as exc:
+            self._log.warning("migration failed: %s", exc)
+            return
+        if host:
+            self._guard(
+                ctx.store.set_vm_fields,
+                self._name,
+                {"host": host, "migrated": "true", "migration_time": format_time(ctx.clock())},
+            )
+
+    # -- pending -------------------------------------------------------------------------------------
+
+    def _check_pending(self, in_inventory: bool) -> None:
+        ctx = self._ctx
+        now = ctx.clock()
+        fields = ctx.store.vm_fields(self._name)
+        clone_start = parse_time(fields.get("clone")) or self._cloned_at or now
+        age = now - clone_start
+        ready = False
+        if in_inventory:
+            try:
+                ready = ctx.provider.vm_ready(ctx.name, self._name)
+            except VMNotFound:
+                in_inventory = False
+        if ready:
+            self._become_ready(fields, clone_start)
+            return
+        if age > ctx.timeout:
+            self._pending_timed_out(age, fields, in_inventory)
+            return
+        if age > ctx.timeout_notification and not self._notified and not fields.get("timeout_notification"):
+            self._notified = True
+            ctx.store.set_vm_fields(self._name, {"timeout_notification": "1"})
+            self._log.warning(
+                "has been pending for %.1f minutes, impending failure in %.1f minutes",
+                age / 60,
+                (ctx.timeout - age) / 60,
+            )
+        self._schedule_poll()
+
+    def _become_ready(self, fields: dict[str, str], clone_start: float) -> None:
+        ctx = self._ctx
+        now = ctx.clock()
+        boot = now - clone_start
+        moved = ctx.store.move(
+            ctx.name,
+            self._name,
+            "pending",
+            "ready",
+            {"ready": format_time(now)},
+            other=[
+                (keys.boot_stats(today(now)), f"{ctx.name}:{self._name}", f"{boot:.2f}"),
+                (keys.LASTBOOT, ctx.name, format_time(now)),
+            ],
+        )
+        if moved:
+            metrics.TIME_TO_READY.labels(ctx.name).observe(boot)
+            self._last_ready_check = now
+            self._log.info("moved from 'pending' to 'ready' queue after %.2f seconds", boot)
+
+    def _pending_timed_out(self, age: float, fields: dict[str, str], in_inventory: bool) -> None:
+        ctx = self._ctx
+        error = fields.get("open_socket_error") or fields.get("clone_error") or "not ready"
+        if not in_inventory:
+            ctx.store.retire(ctx.name, self._name, ttl_seconds=ctx.data_ttl)
+            self._log.warning("pending for %.1f minutes and gone from the provider: removed", age / 60)
+            self._finish(None)
+            return
+        if ctx.store.move(ctx.name, self._name, "pending", "completed"):
+            metrics.ERRORS.labels("markedasfailed", ctx.name).inc()
+            self._log.error("marked as 'failed' after %.1f minutes with error: %s", age / 60, error)
+            self._destroy("completed", in_inventory=True)
+
+    def _schedule_poll(self) -> None:
+        if self._poll is None and not self._done:
+            self._poll = self._ctx.ticker.call_later(_READY_POLL, self._proxy.poll_ready)
+
+    # -- ready ---------------------------------------------------------------------------------------
+
+    def _check_ready(self, in_inventory: bool) -> None:
+        ctx = self._ctx
+        if not in_inventory:
+            self._complete("ready", "missing from the provider's inventory")
+            return
+        now = ctx.clock()
+        if now - self._last_ready_check < ctx.vm_checktime:
+            return
+        self._last_ready_check = now
+        ctx.store.set_vm_fields(self._name, {"check": format_time(now)})
+        fields = ctx.store.vm_fields(self._name)
+        ready_at = parse_time(fields.get("ready")) or 0.0
+        if now - ready_at > ctx.ready_ttl:
+            self._complete("ready", f"reached end of TTL after {(now - ready_at) / 60:.0f} minutes")
+            return
+        if ctx.pool.check_hostname_for_mismatch and now - ready_at > _MISMATCH_GRACE:
+            info = ctx.provider.get_vm(ctx.name, self._name)
+            if info is not None and info.hostname and info.hostname != self._name:
+                self._complete("ready", f"has mismatched hostname {info.hostname}")
+                return
+        if not ctx.provider.vm_ready(ctx.name, self._name):
+            self._complete("ready", f"is unreachable: {fields.get('open_socket_error') or 'not ready'}")
+
+    # -- running -------------------------------------------------------------------------------------
+
+    def _check_running(self, in_inventory: bool) -> None:
+        ctx = self._ctx
+        fields = ctx.store.vm_fields(self._name)
+        checkout = parse_time(ctx.store.checkout_time(ctx.name, self._name) or fields.get("checkout"))
+        if checkout is None:
+            self._complete("running", "has no checkout time")
+            return
+        lifetime = ctx.lifetime_hours(fields.get("lifetime"))
+        hours = (ctx.clock() - checkout) / 3600
+        if lifetime > 0 and hours >= lifetime:
+            self._complete("running", f"reached end of TTL after {hours:.1f} hours")
+            return
+        if not in_inventory:
+            self._complete("running", "is no longer in the provider's inventory")
+            return
+        user = fields.get("token:user")
+        if user and not self._tagged and fields.get("user_tagged") != "true":
+            if ctx.provider.tag_vm_user(ctx.name, self._name, user):
+                self._tagged = True
+                ctx.store.set_vm_fields(self._name, {"user_tagged": "true"})
+
+    # -- completed / destroy -------------------------------------------------------------------------
+
+    def _complete(self, src: str, reason: str) -> None:
+        if self._ctx.store.move(self._ctx.name, self._name, src, "completed"):
+            self._log.info("moved from '%s' to 'completed': %s", src, reason)
+            self._destroy("completed", in_inventory=True)
+
+    def _destroy(self, state: str, in_inventory: bool) -> None:
+        ctx = self._ctx
+        if state == "discovered":
+            if not ctx.store.move(ctx.name, self._name, "discovered", "completed"):
+                return
+            self._log.info("discovered in the provider but unknown to vmpooler: destroying")
+        if self._destroy_retry is not None:
+            return
+        started = ctx.clock()
+        if in_inventory:
+            try:
+                ctx.provider.destroy_vm(ctx.name, self._name)
+            except ProviderError as exc:
+                metrics.ERRORS.labels("destroy_failed", ctx.name).inc()
+                self._log.error("destroy failed, retrying in %.0f seconds: %s", self._destroy_backoff, exc)
+                self._destroy_retry = ctx.ticker.call_later(self._destroy_backoff, self._proxy.retry_destroy)
+                self._destroy_backoff = min(self._destroy_backoff * 2, _DESTROY_RETRY_MAX)
+                return
+        seconds = ctx.clock() - started
+        ctx.store.retire(
+            ctx.name, self._name, ttl_seconds=ctx.data_ttl, fields={"destroy": format_time(ctx.clock())}
+        )
+        metrics.DESTROY.labels(ctx.name).observe(seconds)
+        self._log.info("destroyed in %.2f seconds", seconds)
+        self._finish(None)
+
+    def retry_destroy(self) -> None:
+        self._destroy_retry = None
+        self.destroy()
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _clone_failed(self, exc: BaseException) -> None:
+        ctx = self._ctx
+        metrics.ERRORS.labels("clone_failed", ctx.name).inc()
+        self._log.error("clone failed: %s: %s", type(exc).__name__, exc)
+        self._guard(
+            ctx.store.retire,
+            ctx.name,
+            self._name,
+            ttl_seconds=ctx.data_ttl,
+            fields={"clone_error": str(exc), "clone_error_class": type(exc).__name__},
+        )
+        self._finish(None)
+
+    def _release_slot(self) -> None:
+        if self._slot is not None:
+            slot, self._slot = self._slot, None
+            self._guard(self._ctx.store.release_clone_slot, self._ctx.owner, slot)
+
+    def _finish(self, reason: str | None) -> None:
+        """This VM is gone from vmpooler: tell the pool and stop."""
+        if reason:
+            self._log.info("%s: forgetting it", reason)
+        self._done = True
+        self._pool_proxy.vm_gone(self._name, self.actor_ref)
+        self.stop()
+
+    def _guard(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call a store operation, logging (not raising) a Redis failure; the next pass retries."""
+        try:
+            return func(*args, **kwargs)
+        except StoreError as exc:
+            self._log.warning("redis operation %s failed: %s", getattr(func, "__name__", func), exc)
+            return None

@@ -1,0 +1,329 @@
+"""The pool manager's Redis operations: VM transitions, clone slots, tasks, pool publication.
+
+Every VM transition here is one atomic step (a Lua script or MULTI/EXEC) and is made only by the VM's
+own ``VMActor`` (or its ``PoolActor`` before the VM has an actor), so no VM is ever in two sets.
+Key names come from ``vmpooler.keys``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from vmpooler import keys
+from vmpooler.store import Store, _translated
+
+__all__ = ["ManagerStore", "PoolSnapshot", "Task"]
+
+# Sets a VM can be in, in the order the manager looks at them.
+_STATES = ("pending", "ready", "running", "completed", "discovered")
+
+# KEYS: vm hash, pending set. ARGV: vm, field, value, ... -> 0 if the name is taken.
+_CREATE_PENDING = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: leases zset, counter. ARGV: member, limit, now, expiry -> 1 if a slot was taken.
+_ACQUIRE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 1
+end
+if n >= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], n)
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+redis.call('SET', KEYS[2], n + 1)
+return 1
+"""
+
+# KEYS: leases zset, counter. ARGV: members... -> remaining slots in use.
+_RELEASE_SLOTS = """
+if #ARGV > 0 then redis.call('ZREM', KEYS[1], unpack(ARGV)) end
+local n = redis.call('ZCARD', KEYS[1])
+redis.call('SET', KEYS[2], n)
+return n
+"""
+
+# KEYS: src set, dst set, vm hash, then hash/field pairs' keys. ARGV: vm, nfields, field, value, ...,
+# then (key index, field, value) triples for other hashes. -> 1 if moved.
+_MOVE = """
+if redis.call('SMOVE', KEYS[1], KEYS[2], ARGV[1]) == 0 then return 0 end
+local nfields = tonumber(ARGV[2])
+if nfields > 0 then
+  redis.call('HSET', KEYS[3], unpack(ARGV, 3, 2 + 2 * nfields))
+end
+local i = 3 + 2 * nfields
+while i <= #ARGV do
+  redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+return 1
+"""
+
+# KEYS: the pool's state sets..., active hash, vm hash. ARGV: vm, ttl seconds (0 = delete), field, value...
+_RETIRE = """
+local n = #KEYS
+for i = 1, n - 2 do redis.call('SREM', KEYS[i], ARGV[1]) end
+redis.call('HDEL', KEYS[n - 1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if ttl <= 0 then
+  redis.call('DEL', KEYS[n])
+  return 1
+end
+if #ARGV > 2 then redis.call('HSET', KEYS[n], unpack(ARGV, 3)) end
+redis.call('EXPIRE', KEYS[n], ttl)
+return 1
+"""
+
+
+@attrs.frozen
+class PoolSnapshot:
+    """The members of each state set of one pool, read in one round trip."""
+
+    pending: frozenset[str]
+    ready: frozenset[str]
+    running: frozenset[str]
+    completed: frozenset[str]
+    discovered: frozenset[str]
+    migrating: frozenset[str] = frozenset()  # a side set: these VMs are also running
+
+    def state_of(self, vm: str) -> str | None:
+        for state in _STATES:
+            if vm in getattr(self, state):
+                return state
+        return None
+
+    def all(self) -> frozenset[str]:
+        return self.pending | self.ready | self.running | self.completed | self.discovered
+
+
+@attrs.frozen
+class Task:
+    """A disk, snapshot or revert request claimed from the API's task sets."""
+
+    kind: str
+    vm: str
+    argument: str
+
+
+_TASK_SETS = {
+    "disk": keys.TASKS_DISK,
+    "snapshot": keys.TASKS_SNAPSHOT,
+    "snapshot-revert": keys.TASKS_SNAPSHOT_REVERT,
+}
+
+
+class ManagerStore(Store):
+    """``Store`` plus the operations only the manager makes."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self._create_pending = client.register_script(_CREATE_PENDING)
+        self._acquire_slot = client.register_script(_ACQUIRE_SLOT)
+        self._release_slots = client.register_script(_RELEASE_SLOTS)
+        self._move = client.register_script(_MOVE)
+        self._retire = client.register_script(_RETIRE)
+
+    # -- pools -----------------------------------------------------------------------------------
+
+    @_translated
+    def publish_pools(self, pools: Mapping[str, Mapping[str, str]], *, remove_others: bool) -> None:
+        """Write each pool's config hash and the pool name set (reference §4.1 step 3)."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            if remove_others:
+                for stale in set(self._redis.smembers(keys.POOLS)) - set(pools):
+                    pipe.srem(keys.POOLS, stale)
+                    pipe.delete(keys.pool_hash(stale))
+            for name, fields in pools.items():
+                pipe.sadd(keys.POOLS, name)
+                pipe.delete(keys.pool_hash(name))
+                if fields:
+                    pipe.hset(keys.pool_hash(name), mapping=dict(fields))
+            pipe.execute()
+
+    @_translated
+    def snapshot(self, pool: str) -> PoolSnapshot:
+        with self._redis.pipeline(transaction=True) as pipe:
+            for state in (*_STATES, "migrating"):
+                pipe.smembers(keys.state_set(state, pool))
+            members = pipe.execute()
+        return PoolSnapshot(*(frozenset(m) for m in members))
+
+    @_translated
+    def claim_pool_reset(self, pool: str) -> bool:
+        """Take a pending ``POST /poolreset`` request for ``pool``; True if there was one."""
+        return bool(self._redis.srem(keys.POOLRESET, pool))
+
+    @_translated
+    def set_empty_flag(self, pool: str, empty: bool) -> bool:
+        """Set or clear the pool's empty flag; True if it changed (for logging once)."""
+        if empty:
+            return bool(self._redis.set(keys.empty_flag(pool), "true", nx=True))
+        return bool(self._redis.delete(keys.empty_flag(pool)))
+
+    # -- clone slots -----------------------------------------------------------------------------
+
+    @_translated
+    def acquire_clone_slot(self, owner: str, vm: str, *, limit: int, lease_seconds: float) -> bool:
+        """Take one of the ``task_limit`` clone slots shared by every provider process.
+
+        A slot is a lease that expires by itself, and a provider process releases all of its own at
+        start (``release_owner_slots``), so a process that dies never leaks one.
+        """
+        now = time.time()
+        return bool(
+            self._acquire_slot(
+                keys=[keys.CLONE_LEASES, keys.TASKS_CLONE],
+                args=[f"{owner}:{vm}", limit, now, now + lease_seconds],
+            )
+        )
+
+    @_translated
+    def release_clone_slot(self, owner: str, vm: str) -> None:
+        self._release_slots(keys=[keys.CLONE_LEASES, keys.TASKS_CLONE], args=[f"{owner}:{vm}"])
+
+    @_translated
+    def release_owner_slots(self, owner: str) -> int:
+        """Drop every slot ``owner`` holds (its clones died with its previous process)."""
+        prefix = f"{owner}:"
+        mine = [m for m in self._redis.zrange(keys.CLONE_LEASES, 0, -1) if m.startswith(prefix)]
+        self._release_slots(keys=[keys.CLONE_LEASES, keys.TASKS_CLONE], args=mine)
+        return len(mine)
+
+    # -- VM transitions --------------------------------------------------------------------------
+
+    @_translated
+    def create_pending(self, pool: str, vm: str, fields: Mapping[str, str]) -> bool:
+        """Add a new VM to ``pending`` with its metadata; False if the name is already taken."""
+        flat: list[str] = []
+        for field, value in fields.items():
+            flat += [field, value]
+        return bool(self._create_pending(keys=[keys.vm_hash(vm), keys.pending_set(pool)], args=[vm, *flat]))
+
+    @_translated
+    def move(
+        self,
+        pool: str,
+        vm: str,
+        src: str,
+        dst: str,
+        fields: Mapping[str, str] | None = None,
+        other: Sequence[tuple[str, str, str]] = (),
+    ) -> bool:
+        """Move ``vm`` from one state set to another and, only if it moved, write fields.
+
+        Args:
+            fields: fields of the VM's own hash.
+            other: ``(hash key, field, value)`` writes to other hashes (stats, lastboot).
+
+        Returns:
+            False if the VM was not in ``src`` (someone else moved it): nothing written.
+        """
+        fields = fields or {}
+        script_keys = [keys.state_set(src, pool), keys.state_set(dst, pool), keys.vm_hash(vm)]
+        argv: list[Any] = [vm, len(fields)]
+        for field, value in fields.items():
+            argv += [field, value]
+        for key, field, value in other:
+            script_keys.append(key)
+            argv += [len(script_keys), field, value]
+        return bool(self._move(keys=script_keys, args=argv))
+
+    @_translated
+    def retire(
+        self, pool: str, vm: str, *, ttl_seconds: int, fields: Mapping[str, str] | None = None
+    ) -> None:
+        """Take ``vm`` out of every set of its pool and its active hash.
+
+        With ``ttl_seconds`` > 0 its metadata is kept that long (after a destroy or a failed clone, so
+        ``GET /vm`` can still show it), with ``fields`` written first; with 0 it is deleted now.
+        """
+        script_keys = [keys.state_set(state, pool) for state in _STATES]
+        script_keys += [keys.migrating_set(pool), keys.active_hash(pool), keys.vm_hash(vm)]
+        argv: list[Any] = [vm, int(ttl_seconds)]
+        for field, value in (fields or {}).items():
+            argv += [field, value]
+        self._retire(keys=script_keys, args=argv)
+
+    @_translated
+    def add_discovered(self, pool: str, vms: Iterable[str]) -> None:
+        names = list(vms)
+        if names:
+            self._redis.sadd(keys.discovered_set(pool), *names)
+
+    @_translated
+    def vm_fields(self, vm: str) -> dict[str, str]:
+        return dict(self._redis.hgetall(keys.vm_hash(vm)))
+
+    @_translated
+    def set_vm_fields(self, vm: str, fields: Mapping[str, str]) -> None:
+        if fields:
+            self._redis.hset(keys.vm_hash(vm), mapping=dict(fields))
+
+    @_translated
+    def checkout_time(self, pool: str, vm: str) -> str | None:
+        return self._redis.hget(keys.active_hash(pool), vm)
+
+    @_translated
+    def record_clone(self, pool: str, vm: str, *, date: str, seconds: float, ip: str | None) -> None:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.clone_stats(date), f"{pool}:{vm}", f"{seconds:.2f}")
+            fields = {"clone_time": f"{seconds:.2f}"}
+            if ip:
+                fields["ip"] = ip
+            pipe.hset(keys.vm_hash(vm), mapping=fields)
+            pipe.execute()
+
+    @_translated
+    def remove_from_migrating(self, pool: str, vm: str) -> bool:
+        return bool(self._redis.srem(keys.migrating_set(pool), vm))
+
+    # -- tasks from the API ------------------------------------------------------------------------
+
+    @_translated
+    def claim_tasks(self, vms: Iterable[str]) -> list[Task]:
+        """Take the queued disk/snapshot/revert requests of ``vms`` (SREM makes the claim exclusive)."""
+        wanted = set(vms)
+        claimed: list[Task] = []
+        with self._redis.pipeline(transaction=False) as pipe:
+            for task_set in _TASK_SETS.values():
+                pipe.smembers(task_set)
+            queued = pipe.execute()
+        for (kind, task_set), members in zip(_TASK_SETS.items(), queued, strict=True):
+            for member in members:
+                vm, _, argument = member.partition(":")
+                if vm in wanted and self._redis.srem(task_set, member):
+                    claimed.append(Task(kind, vm, argument))
+        return claimed
+
+    @_translated
+    def append_disk(self, vm: str, disk: str) -> None:
+        current = self._redis.hget(keys.vm_hash(vm), "disk")
+        self._redis.hset(keys.vm_hash(vm), "disk", f"{current}:{disk}" if current else disk)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def events_pubsub(self, pools: Iterable[str]) -> Any:
+        """A pub/sub object subscribed to the channels of ``pools`` and the global channel."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(keys.events_channel(None), *(keys.events_channel(p) for p in pools))
+        return pubsub
+
+
+def decode_event(data: str | bytes) -> dict[str, Any] | None:
+    """An event published by the API, or None for anything that is not one."""
+    try:
+        event = json.loads(data)
+    except (ValueError, TypeError):
+        return None
+    return event if isinstance(event, dict) and "event" in event else None

@@ -1,0 +1,218 @@
+"""The provider process: one per ``:providers:`` instance that serves a pool.
+
+``run_provider_worker`` runs in a fresh spawned process: it loads the config, opens Redis, starts the
+plugin, the ticker, the actor tree and the event subscriber, then beats the supervisor's heartbeat
+until SIGTERM. Everything process-wide is set up here, after the spawn.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pykka
+
+from vmpooler.actors.context import PoolContext
+from vmpooler.actors.provider import ProviderActor
+from vmpooler.actors.ticker import Ticker
+from vmpooler.config import Config, load_config
+from vmpooler.errors import ConfigError, StoreError
+from vmpooler.log import setup_logging
+from vmpooler.manager_store import ManagerStore, decode_event
+from vmpooler.providers import load_provider_class
+from vmpooler.providers.base import PoolSpec, Provider
+from vmpooler.store import connect
+
+if TYPE_CHECKING:
+    from vmpooler.supervisor import Heartbeat
+
+__all__ = ["ProviderWorkerArgs", "build_provider", "publish_pools", "run_provider_worker", "start_manager"]
+
+log = logging.getLogger(__name__)
+
+# Actor threads block in provider and Redis calls, never recurse deeply: a small stack keeps
+# 10,000 VMActors cheap (see docs/performance.md).
+_THREAD_STACK = 512 * 1024
+
+
+@attrs.frozen
+class ProviderWorkerArgs:
+    """What a provider child needs; picklable."""
+
+    provider: str
+    config_path: str | None
+    config_env: dict[str, str]
+    redis_url: str
+
+
+def build_provider(config: Config, name: str) -> Provider:
+    """Instantiate the plugin of provider instance ``name`` with the pools it serves."""
+    if name not in config.providers:
+        raise ConfigError(f":providers:.{name}: no such provider instance")
+    spec = config.providers[name]
+    cls = load_provider_class(spec.provider_class)
+    settings = cls.config_class.from_options(spec.options, instance=name)
+    pools = {
+        pool.name: PoolSpec(
+            name=pool.name,
+            template=pool.template,
+            size=pool.size,
+            domain=pool.domain,
+            clone_target=pool.clone_target,
+            options=pool.provider_options,
+        )
+        for pool in config.pools_for_provider(name)
+    }
+    return cls(name, settings, pools)
+
+
+@attrs.define
+class Manager:
+    """A running actor tree of one provider instance (also used directly by tests)."""
+
+    provider: Provider
+    store: ManagerStore
+    ticker: Ticker
+    actor: Any
+    subscriber: threading.Thread
+    stopping: threading.Event
+
+    def alive(self) -> bool:
+        return self.actor.actor_ref.is_alive() and self.subscriber.is_alive()
+
+    def stop(self, timeout: float = 10) -> None:
+        self.stopping.set()
+        self.ticker.stop()
+        self.provider.stop()
+        self.actor.actor_ref.stop(block=True, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        for ref in pykka.ActorRegistry.get_all():
+            ref.stop(block=False)
+        while pykka.ActorRegistry.get_all() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.subscriber.join(timeout=2)
+
+
+def start_manager(
+    config: Config,
+    provider_name: str,
+    store: ManagerStore,
+    *,
+    rng: random.Random | None = None,
+    provider: Provider | None = None,
+) -> Manager:
+    """Start the plugin, ticker, actors and subscriber of one provider instance.
+
+    Args:
+        provider: an already built plugin instance (tests); by default it is built from the config.
+    """
+    provider = provider or build_provider(config, provider_name)
+    provider.start()
+    released = store.release_owner_slots(provider_name)
+    if released:
+        log.info("released %d clone slot(s) left by an earlier process", released)
+    ticker = Ticker()
+    ticker.start()
+    rng = rng or random.Random()
+    contexts = [
+        PoolContext(
+            config=config,
+            pool=pool,
+            owner=provider_name,
+            provider=provider,
+            store=store,
+            ticker=ticker,
+            rng=random.Random(rng.random()),
+        )
+        for pool in config.pools_for_provider(provider_name)
+    ]
+    actor = ProviderActor.start(provider_name, contexts).proxy()
+    stopping = threading.Event()
+    subscriber = threading.Thread(
+        target=_subscribe,
+        args=(store, [c.name for c in contexts], actor, stopping),
+        name="subscriber",
+        daemon=True,
+    )
+    subscriber.start()
+    return Manager(provider, store, ticker, actor, subscriber, stopping)
+
+
+def _subscribe(store: ManagerStore, pools: list[str], actor: Any, stopping: threading.Event) -> None:
+    """Forward the API's pub/sub events to the ProviderActor; reconnect with back-off when Redis drops."""
+    backoff = 0.5
+    while not stopping.is_set():
+        pubsub = None
+        try:
+            pubsub = store.events_pubsub(pools)
+            backoff = 0.5
+            while not stopping.is_set():
+                message = pubsub.get_message(timeout=1.0)
+                if message and message.get("type") == "message":
+                    event = decode_event(message["data"])
+                    if event is not None:
+                        actor.route(event)
+        except pykka.ActorDeadError:
+            return
+        except Exception as exc:
+            log.warning("event subscription lost (%s); reconnecting in %.1f s", exc, backoff)
+            stopping.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+        finally:
+            if pubsub is not None:
+                try:
+                    pubsub.close()
+                except Exception:
+                    pass
+
+
+def publish_pools(config: Config, redis_url: str) -> None:
+    """Publish the configured pools to Redis (``vmpooler__pools`` and each pool's hash), once at start,
+    so that an API node without ``:pools:`` and the original's tools see them."""
+    store = ManagerStore(connect(redis_url, max_connections=1))
+    try:
+        pools = {}
+        for pool in config.pools:
+            fields = {k: str(v) for k, v in pool.raw.items() if isinstance(v, str | int | float | bool)}
+            if pool.alias:
+                fields["alias"] = ",".join(pool.alias)
+            if pool.domain:
+                fields["domain"] = pool.domain
+            pools[pool.name] = fields
+        store.publish_pools(pools, remove_others=True)
+    finally:
+        store.close()
+
+
+def run_provider_worker(args: ProviderWorkerArgs, heartbeat: Heartbeat | None = None) -> None:
+    """The provider child's main: build everything, then beat until SIGTERM."""
+    threading.stack_size(_THREAD_STACK)
+    config = load_config(args.config_path, env=args.config_env)
+    setup_logging(logfile=config.globals.logfile)
+    pool_size = max(config.redis.connection_pool_size, config.globals.task_limit + 10)
+    store = ManagerStore(
+        connect(args.redis_url, max_connections=pool_size, pool_timeout=config.redis.connection_pool_timeout)
+    )
+    manager = None
+    try:
+        while manager is None:
+            try:
+                manager = start_manager(config, args.provider, store)
+            except StoreError as exc:
+                log.warning("redis unavailable at start (%s); retrying", exc)
+                if heartbeat is not None:
+                    heartbeat.beat()
+                time.sleep(1)
+        log.info("provider %s running", args.provider)
+        while True:
+            if heartbeat is not None and manager.alive():
+                heartbeat.beat()
+            time.sleep(1.0)
+    finally:
+        if manager is not None:
+            manager.stop()
+        store.close()
