@@ -11,6 +11,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -109,6 +110,7 @@ def start_manager(
 
     Args:
         provider: an already built plugin instance (tests); by default it is built from the config.
+        clock: the wall clock the actors judge ages and lifetimes by (tests move it forward).
     """
     provider = provider or build_provider(config, provider_name)
     provider.start()
