@@ -70,8 +70,23 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _SPEC = "vmpooler.config.spec"
 _POOL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_CORE_SECTIONS = frozenset({"config", "redis", "pools", "providers", "dns_configs", "auth", "statsd",
-                            "graphite", "prometheus", "graphs", "tracing", "tagfilter", "rate_limits"})
+_CORE_SECTIONS = frozenset(
+    {
+        "config",
+        "redis",
+        "pools",
+        "providers",
+        "dns_configs",
+        "auth",
+        "statsd",
+        "graphite",
+        "prometheus",
+        "graphs",
+        "tracing",
+        "tagfilter",
+        "rate_limits",
+    }
+)
 _LEGACY_PROVIDERS = ("vsphere", "dummy")
 _LOOP_DELAY_KEYS = ("check_loop_delay_min", "check_loop_delay_max", "check_loop_delay_decay")
 _LOOP_DELAY_DEFAULTS = (5.0, 60.0, 2.0)  # seconds, seconds, factor
@@ -152,8 +167,15 @@ class _Reader:
     def given(self, key: str) -> bool:
         return self.data.get(key) is not None
 
-    def get(self, key: str, kind: Kind, default: Any = None, *, minimum: float | None = None,
-            required: bool = False) -> Any:
+    def get(
+        self,
+        key: str,
+        kind: Kind,
+        default: Any = None,
+        *,
+        minimum: float | None = None,
+        required: bool = False,
+    ) -> Any:
         """The value of ``key`` as ``kind``; ``default`` when absent, empty or invalid (recorded)."""
         self.used.add(key)
         value = self.data.get(key)
@@ -205,26 +227,35 @@ def _read_settings(cls: type[Any], reader: _Reader) -> dict[str, Any]:
     return values
 
 
-def _loop_delays(values: dict[str, Any], inherited: tuple[float, float, float], reader: _Reader,
-                 ctx: _Context) -> tuple[float, float, float]:
+def _loop_delays(
+    values: dict[str, Any], inherited: tuple[float, float, float], reader: _Reader, ctx: _Context
+) -> tuple[float, float, float]:
     """``check_loop_delay_min/max/decay`` of a section, falling back to ``inherited``, made sane."""
-    low, high, decay = (float(values[key]) if key in values else default
-                        for key, default in zip(_LOOP_DELAY_KEYS, inherited, strict=True))
+    low, high, decay = (
+        float(values[key]) if key in values else default
+        for key, default in zip(_LOOP_DELAY_KEYS, inherited, strict=True)
+    )
     if high < low:
         if reader.given("check_loop_delay_max"):
-            ctx.warn(f"{reader.at('check_loop_delay_max')}: {high:g} is below check_loop_delay_min "
-                     f"{low:g}; using {low:g}")
+            ctx.warn(
+                f"{reader.at('check_loop_delay_max')}: {high:g} is below check_loop_delay_min "
+                f"{low:g}; using {low:g}"
+            )
         high = low
     if decay <= 1.0:
-        ctx.warn(f"{reader.at('check_loop_delay_decay')}: must be greater than 1.0, got {decay:g}; "
-                 "using 2.0")
+        ctx.warn(f"{reader.at('check_loop_delay_decay')}: must be greater than 1.0, got {decay:g}; using 2.0")
         decay = 2.0
     return low, high, decay
 
 
 DEFAULT_HEALTH_THRESHOLDS = FrozenDict(
-    pending_queue_max=100, ready_queue_max=500, dlq_max_warning=100, dlq_max_critical=1000,
-    stuck_vm_age_threshold=7200, stuck_vm_max_warning=10, stuck_vm_max_critical=50,
+    pending_queue_max=100,
+    ready_queue_max=500,
+    dlq_max_warning=100,
+    dlq_max_critical=1000,
+    stuck_vm_age_threshold=7200,
+    stuck_vm_max_warning=10,
+    stuck_vm_max_critical=50,
 )
 
 _S, _I, _N, _B, _L = Kind.STR, Kind.INT, Kind.NUMBER, Kind.BOOL, Kind.STR_LIST
@@ -314,8 +345,9 @@ class GlobalConfig:
         values = _read_settings(cls, reader)
         legacy = reader.get("purge_unconfigured_folders", _B)
         if legacy is not None:
-            ctx.warn(f"{reader.at('purge_unconfigured_folders')} is deprecated: use "
-                     "purge_unconfigured_resources")
+            ctx.warn(
+                f"{reader.at('purge_unconfigured_folders')} is deprecated: use purge_unconfigured_resources"
+            )
             values.setdefault("purge_unconfigured_resources", legacy)
         if "health_thresholds" in values:
             values["health_thresholds"] = {**DEFAULT_HEALTH_THRESHOLDS, **values["health_thresholds"]}
@@ -383,12 +415,12 @@ class RedisConfig:
         return cls(**values)
 
 
-def _resolve_pool_domain(pool: Mapping[str, Any], provider: ProviderConfig | None,
-                         globals_: GlobalConfig, dns: DnsConfig | None) -> str | None:
+def _resolve_pool_domain(
+    pool: Mapping[str, Any], provider: ProviderConfig | None, globals_: GlobalConfig, dns: DnsConfig | None
+) -> str | None:
     if dns is not None:
         return dns.domain
-    for domain in (pool.get("domain"), provider.options.get("domain") if provider else None,
-                   globals_.domain):
+    for domain in (pool.get("domain"), provider.options.get("domain") if provider else None, globals_.domain):
         if domain is not None:
             return str(domain)
     return None
@@ -426,9 +458,15 @@ class PoolConfig:
         return _strict(lambda ctx: cls._parse(data, ":pools:[0]", ctx, globals_ or GlobalConfig()))
 
     @classmethod
-    def _parse(cls, data: object, path: str, ctx: _Context, globals_: GlobalConfig,
-               providers: Mapping[str, ProviderConfig] | None = None,
-               dns_configs: Mapping[str, DnsConfig] | None = None) -> PoolConfig | None:
+    def _parse(
+        cls,
+        data: object,
+        path: str,
+        ctx: _Context,
+        globals_: GlobalConfig,
+        providers: Mapping[str, ProviderConfig] | None = None,
+        dns_configs: Mapping[str, DnsConfig] | None = None,
+    ) -> PoolConfig | None:
         if not isinstance(data, Mapping):
             ctx.problem(path, f"must be a mapping, got {data!r:.60}")
             return None
@@ -447,29 +485,48 @@ class PoolConfig:
         dns_plugin = _symbol(reader.get("dns_plugin", _S))
         if dns_configs is not None and dns_plugin is not None and dns_plugin not in dns_configs:
             ctx.problem(reader.at("dns_plugin"), f"no DNS config {dns_plugin!r} in :dns_configs:")
-        values = {key: reader.get(key, kind, default, minimum=minimum) for key, kind, default, minimum in (
-            ("clone_target", _S, globals_.clone_target, None), ("timeout", _N, globals_.timeout, 0),
-            ("timeout_notification", _N, globals_.timeout_notification, 0),
-            ("ready_ttl", _N, globals_.ready_ttl, 0), ("check_loop_delay_min", _N, None, 0),
-            ("check_loop_delay_max", _N, None, 0), ("check_loop_delay_decay", _N, None, None))}
+        values = {
+            key: reader.get(key, kind, default, minimum=minimum)
+            for key, kind, default, minimum in (
+                ("clone_target", _S, globals_.clone_target, None),
+                ("timeout", _N, globals_.timeout, 0),
+                ("timeout_notification", _N, globals_.timeout_notification, 0),
+                ("ready_ttl", _N, globals_.ready_ttl, 0),
+                ("check_loop_delay_min", _N, None, 0),
+                ("check_loop_delay_max", _N, None, 0),
+                ("check_loop_delay_decay", _N, None, None),
+            )
+        }
         values["check_hostname_for_mismatch"] = reader.get(
-            "check_hostname_for_mismatch", _B, globals_.check_ready_vm_hostname_for_mismatch)
+            "check_hostname_for_mismatch", _B, globals_.check_ready_vm_hostname_for_mismatch
+        )
         alias = reader.get("alias", _L, ())
         reader.get("domain", _S)
         if reader.given("domain") and dns_plugin is None:
             ctx.warn(f"{reader.at('domain')} is deprecated: set dns_plugin to a :dns_configs: entry")
         if len(ctx.problems) > before:
             return None
-        inherited = (globals_.check_loop_delay_min, globals_.check_loop_delay_max,
-                     globals_.check_loop_delay_decay)
+        inherited = (
+            globals_.check_loop_delay_min,
+            globals_.check_loop_delay_max,
+            globals_.check_loop_delay_decay,
+        )
         given = {key: value for key, value in values.items() if value is not None}
         values.update(zip(_LOOP_DELAY_KEYS, _loop_delays(given, inherited, reader, ctx), strict=True))
         provider_config = (providers or {}).get(provider)
         dns = (dns_configs or {}).get(dns_plugin) if dns_plugin else None
-        return cls(name=name, template=template, size=size, alias=alias, provider=provider,
-                   dns_plugin=dns_plugin, domain=_resolve_pool_domain(data, provider_config, globals_, dns),
-                   provider_options={k: v for k, v in reader.rest().items() if k != "domain"},
-                   raw=data, **values)
+        return cls(
+            name=name,
+            template=template,
+            size=size,
+            alias=alias,
+            provider=provider,
+            dns_plugin=dns_plugin,
+            domain=_resolve_pool_domain(data, provider_config, globals_, dns),
+            provider_options={k: v for k, v in reader.rest().items() if k != "domain"},
+            raw=data,
+            **values,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -494,8 +551,10 @@ class ProviderConfig:
         reader = _Reader(data, path, ctx)
         provider_class = _symbol(reader.get("provider_class", _S)) or name
         if reader.given("domain"):
-            ctx.warn(f"{reader.at('domain')} is deprecated: move it to a :dns_configs: entry and set "
-                     "dns_plugin on the pools")
+            ctx.warn(
+                f"{reader.at('domain')} is deprecated: move it to a :dns_configs: entry and set "
+                "dns_plugin on the pools"
+            )
         return cls(name=name, provider_class=provider_class, options=reader.rest())
 
 
@@ -550,8 +609,10 @@ class AuthConfig:
         if provider not in (None, "dummy", "ldap"):
             ctx.problem(reader.at("provider"), f"must be 'dummy' or 'ldap', got {provider!r}")
         if provider == "dummy" and not ctx.env.get("VMPOOLER_DEBUG"):
-            ctx.problem(reader.at("provider"), "'dummy' accepts any password: only allowed when env "
-                                               "VMPOOLER_DEBUG is set")
+            ctx.problem(
+                reader.at("provider"),
+                "'dummy' accepts any password: only allowed when env VMPOOLER_DEBUG is set",
+            )
         reader.used.add("ldap")
         ldap = cls._parse_ldap(reader.data.get("ldap"), reader.at("ldap"), ctx, provider == "ldap")
         reader.reject_unknown()
@@ -565,7 +626,13 @@ class AuthConfig:
             return {}
         reader = _Reader(data, path, ctx)
         ldap = {"host": reader.get("host", _S, required=needed), "port": reader.port("port", 389)}
-        ldap.update((key, reader.get(key, _L, (), required=needed)) for key in ("base", "user_object"))
+        for key in ("base", "user_object"):
+            given = reader.data.get(key) if isinstance(reader.data, dict) else None
+            # A DN holds commas: a string is split on whitespace only, as the original does.
+            ldap[key] = (
+                tuple(given.split()) if isinstance(given, str) else reader.get(key, _L, (), required=needed)
+            )
+            reader.used.add(key)
         ldap["encryption"] = reader.get("encryption", Kind.MAPPING, {})
         ldap["service_account_hash"] = reader.get("service_account_hash", Kind.MAPPING)
         reader.reject_unknown()
@@ -576,8 +643,9 @@ class AuthConfig:
 class MetricsConfig:
     """The metrics sink: exactly one of statsd > graphite > prometheus, or none (``kind`` None)."""
 
-    kind: str | None = attrs.field(default=None, validator=attrs.validators.in_(
-        (None, "statsd", "graphite", "prometheus")))
+    kind: str | None = attrs.field(
+        default=None, validator=attrs.validators.in_((None, "statsd", "graphite", "prometheus"))
+    )
     server: str | None = None
     port: int | None = None
     prefix: str = "vmpooler"
@@ -601,15 +669,22 @@ class MetricsConfig:
         for kind, port in (("statsd", 8125), ("graphite", 2003)):
             if kind in tree:
                 reader = _Reader(tree[kind], f":{kind}:", ctx)
-                sinks[kind] = {"server": reader.get("server", _S, required=True),
-                               "prefix": reader.get("prefix", _S, "vmpooler"),
-                               "port": reader.port("port", port)}
+                sinks[kind] = {
+                    "server": reader.get("server", _S, required=True),
+                    "prefix": reader.get("prefix", _S, "vmpooler"),
+                    "port": reader.port("port", port),
+                }
                 reader.reject_unknown()
         if "prometheus" in tree:
             reader = _Reader(tree["prometheus"], ":prometheus:", ctx)
-            sinks["prometheus"] = {key: reader.get(key, _S, default) for key, default in (
-                ("prefix", "vmpooler"), ("prometheus_prefix", "vmpooler"),
-                ("prometheus_endpoint", "/prometheus"))}
+            sinks["prometheus"] = {
+                key: reader.get(key, _S, default)
+                for key, default in (
+                    ("prefix", "vmpooler"),
+                    ("prometheus_prefix", "vmpooler"),
+                    ("prometheus_endpoint", "/prometheus"),
+                )
+            }
             if not sinks["prometheus"]["prometheus_endpoint"].startswith("/"):
                 ctx.problem(reader.at("prometheus_endpoint"), "must start with '/'")
             reader.reject_unknown()
@@ -661,8 +736,10 @@ class RateLimit:
 
 
 DEFAULT_RATE_LIMITS: Mapping[str, RateLimit] = FrozenDict(
-    vm_creation=RateLimit(limit=20, period=60), vm_deletion=RateLimit(limit=50, period=60),
-    authenticated=RateLimit(limit=500, period=60), global_per_ip=RateLimit(limit=100, period=60),
+    vm_creation=RateLimit(limit=20, period=60),
+    vm_deletion=RateLimit(limit=50, period=60),
+    authenticated=RateLimit(limit=500, period=60),
+    global_per_ip=RateLimit(limit=100, period=60),
 )
 
 
@@ -691,6 +768,7 @@ def _parse_tagfilter(data: object, ctx: _Context) -> dict[str, re.Pattern[str]]:
         except (re.error, TypeError) as err:
             ctx.problem(reader.at(tag), f"invalid regular expression {text!r}: {err}")
     return patterns
+
 
 @attrs.frozen(kw_only=True)
 class Config:
@@ -736,8 +814,9 @@ class Config:
         object.__setattr__(self, "_aliases", FrozenDict({k: tuple(v) for k, v in aliases.items() if v}))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], env: Mapping[str, str] | None = None,
-                  source: str = "<dict>") -> Config:
+    def from_dict(
+        cls, data: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = "<dict>"
+    ) -> Config:
         """Validate an already parsed document (keys may keep their leading colons).
 
         Env overrides apply as in :func:`load_config`; extra files are not read.
@@ -799,11 +878,13 @@ def _referenced_providers(pools: object) -> set[str]:
     return {name.removeprefix(":") for name in names if isinstance(name, str)}
 
 
-def _parse_named(data: object, path: str, parse: Callable[[str, object, str, _Context], _T | None],
-                 ctx: _Context) -> dict[str, _T]:
+def _parse_named(
+    data: object, path: str, parse: Callable[[str, object, str, _Context], _T | None], ctx: _Context
+) -> dict[str, _T]:
     section = _Reader(data, path, ctx)
-    parsed = {str(name): parse(str(name), item, section.at(str(name)), ctx)
-              for name, item in section.data.items()}
+    parsed = {
+        str(name): parse(str(name), item, section.at(str(name)), ctx) for name, item in section.data.items()
+    }
     return {name: item for name, item in parsed.items() if item is not None}
 
 
@@ -819,9 +900,13 @@ def _parse_providers(tree: Tree, referenced: set[str], ctx: _Context) -> dict[st
     return providers
 
 
-def _parse_pools(data: object, ctx: _Context, globals_: GlobalConfig,
-                 providers: Mapping[str, ProviderConfig],
-                 dns_configs: Mapping[str, DnsConfig]) -> list[PoolConfig]:
+def _parse_pools(
+    data: object,
+    ctx: _Context,
+    globals_: GlobalConfig,
+    providers: Mapping[str, ProviderConfig],
+    dns_configs: Mapping[str, DnsConfig],
+) -> list[PoolConfig]:
     if data is None:
         return []
     if not isinstance(data, list):
@@ -832,8 +917,9 @@ def _parse_pools(data: object, ctx: _Context, globals_: GlobalConfig,
     for index, item in enumerate(data):
         name = item.get("name") if isinstance(item, Mapping) else None
         if isinstance(name, str) and name in seen:
-            ctx.problem(f":pools:[{index}].name",
-                        f"duplicate pool name {name!r} (also :pools:[{seen[name]}])")
+            ctx.problem(
+                f":pools:[{index}].name", f"duplicate pool name {name!r} (also :pools:[{seen[name]}])"
+            )
         elif isinstance(name, str):
             seen[name] = index
         pool = PoolConfig._parse(item, f":pools:[{index}]", ctx, globals_, providers, dns_configs)
@@ -850,21 +936,29 @@ def _parse_tree(tree: Tree, source: str, ctx: _Context, origins: Mapping[str, st
     globals_ = GlobalConfig._parse(tree.get("config"), ctx)
     if globals_.domain is not None:
         given = "env DOMAIN" if origins.get(":config:.domain") else ":config:.domain"
-        ctx.warn(f"{given} is deprecated: move the domain to a :dns_configs: entry and set dns_plugin "
-                 "on the pools; it is used for pools without dns_plugin until then")
+        ctx.warn(
+            f"{given} is deprecated: move the domain to a :dns_configs: entry and set dns_plugin "
+            "on the pools; it is used for pools without dns_plugin until then"
+        )
     providers = _parse_providers(tree, referenced, ctx)
     dns_configs = _parse_named(tree.get("dns_configs"), ":dns_configs:", DnsConfig._parse, ctx)
     pools = _parse_pools(tree.get("pools"), ctx, globals_, providers, dns_configs)
     if "dummy" not in providers and any(pool.provider == "dummy" for pool in pools):
         providers["dummy"] = ProviderConfig(name="dummy", provider_class="dummy")
     config = Config(
-        globals=globals_, redis=RedisConfig._parse(tree.get("redis"), ctx), pools=pools,
-        providers=providers, dns_configs=dns_configs,
+        globals=globals_,
+        redis=RedisConfig._parse(tree.get("redis"), ctx),
+        pools=pools,
+        providers=providers,
+        dns_configs=dns_configs,
         auth=AuthConfig._parse(tree["auth"], ctx) if "auth" in tree else None,
-        metrics=MetricsConfig._parse(tree, ctx), tracing=TracingConfig._parse(tree.get("tracing"), ctx),
+        metrics=MetricsConfig._parse(tree, ctx),
+        tracing=TracingConfig._parse(tree.get("tracing"), ctx),
         tagfilter=_parse_tagfilter(tree.get("tagfilter"), ctx),
         rate_limits=_parse_rate_limits(tree.get("rate_limits"), ctx),
-        raw=tree, source=source, warnings=ctx.warnings,
+        raw=tree,
+        source=source,
+        warnings=ctx.warnings,
     )
     return None if ctx.problems else config
 
@@ -892,8 +986,10 @@ def _warn_extra_ignored(tree: Tree, ctx: _Context) -> None:
     section = tree.get("config")
     wanted = isinstance(section, Mapping) and section.get("extra_config")
     if wanted or ctx.env.get("EXTRA_CONFIG", "").strip():
-        ctx.warn("extra config files are not read when the whole configuration is given inline "
-                 "(env VMPOOLER_CONFIG or a string)")
+        ctx.warn(
+            "extra config files are not read when the whole configuration is given inline "
+            "(env VMPOOLER_CONFIG or a string)"
+        )
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -932,8 +1028,9 @@ def load_config_text(text: str, env: Mapping[str, str] | None = None, *, source:
     return _build(tree, source, ctx)
 
 
-def check_config(path: str | os.PathLike[str] | None = None,
-                 env: Mapping[str, str] | None = None) -> list[str]:
+def check_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> list[str]:
     """Every problem of a configuration, as ``"<key path>: <reason>"``; an empty list when it is valid."""
     try:
         load_config(path, env)

@@ -108,7 +108,8 @@ def _to_number(value: object) -> float:
     if isinstance(value, int):
         return value
     if not isinstance(value, float | str) or (
-            isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value.strip())):
+        isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value.strip())
+    ):
         raise TypeError
     number = float(value)
     if not math.isfinite(number):
@@ -199,34 +200,89 @@ def _rows(section: str, kind: Kind, pairs: Iterable[tuple[str, str]]) -> tuple[E
 _S, _I, _N, _B = Kind.STR, Kind.INT, Kind.NUMBER, Kind.BOOL
 
 ENV_OVERRIDES: tuple[EnvOverride, ...] = (
-    *_rows("config", _S, [("SITE_NAME", "site_name"), ("LOGFILE", "logfile"), ("PREFIX", "prefix"),
-                          ("CLONE_TARGET", "clone_target"), ("EXTRA_CONFIG", "extra_config"),
-                          ("DOMAIN", "domain")]),
-    *_rows("config", _I, [("TASK_LIMIT", "task_limit"), ("ONDEMAND_CLONE_LIMIT", "ondemand_clone_limit"),
-                          ("MAX_ONDEMAND_INSTANCES_PER_REQUEST", "max_ondemand_instances_per_request"),
-                          ("ONDEMAND_REQUEST_TTL", "ondemand_request_ttl"),
-                          ("MIGRATION_LIMIT", "migration_limit"), ("VM_LIFETIME", "vm_lifetime"),
-                          ("VM_LIFETIME_AUTH", "vm_lifetime_auth"),
-                          ("MAX_LIFETIME_UPPER_LIMIT", "max_lifetime_upper_limit"),
-                          ("MAX_TRIES", "max_tries"), ("RETRY_FACTOR", "retry_factor")]),
-    *_rows("config", _N, [("VM_CHECKTIME", "vm_checktime"), ("READY_TTL", "ready_ttl"), ("TIMEOUT", "timeout"),
-                          ("TIMEOUT_NOTIFICATION", "timeout_notification")]),
-    EnvOverride(name="PURGE_UNCONFIGURED_FOLDERS", path=("config", "purge_unconfigured_resources"),
-                kind=_B, replaced_by="PURGE_UNCONFIGURED_RESOURCES"),
-    *_rows("config", _B, [("CREATE_FOLDERS", "create_folders"),
-                          ("CREATE_TEMPLATE_DELTA_DISKS", "create_template_delta_disks"),
-                          ("CREATE_LINKED_CLONES", "create_linked_clones"),
-                          ("PURGE_UNCONFIGURED_RESOURCES", "purge_unconfigured_resources"),
-                          ("EXPERIMENTAL_FEATURES", "experimental_features"), ("USAGE_STATS", "usage_stats"),
-                          ("REQUEST_LOGGER", "request_logger")]),
-    *_rows("redis", _S, [("REDIS_SERVER", "server"), ("REDIS_PASSWORD", "password"),
-                         ("VMPOOLER_REDIS_URL", "url")]),
-    *_rows("redis", _I, [("REDIS_PORT", "port"), ("REDIS_DATA_TTL", "data_ttl"),
-                         ("REDIS_CONNECTION_POOL_SIZE", "connection_pool_size"),
-                         ("REDIS_CONNECTION_POOL_TIMEOUT", "connection_pool_timeout"),
-                         ("REDIS_RECONNECT_ATTEMPTS", "reconnect_attempts")]),
-    *_rows("auth", _S, [("AUTH_PROVIDER", "provider"), ("LDAP_HOST", "ldap.host"),
-                        ("LDAP_BASE", "ldap.base"), ("LDAP_USER_OBJECT", "ldap.user_object")]),
+    *_rows(
+        "config",
+        _S,
+        [
+            ("SITE_NAME", "site_name"),
+            ("LOGFILE", "logfile"),
+            ("PREFIX", "prefix"),
+            ("CLONE_TARGET", "clone_target"),
+            ("EXTRA_CONFIG", "extra_config"),
+            ("DOMAIN", "domain"),
+        ],
+    ),
+    *_rows(
+        "config",
+        _I,
+        [
+            ("TASK_LIMIT", "task_limit"),
+            ("ONDEMAND_CLONE_LIMIT", "ondemand_clone_limit"),
+            ("MAX_ONDEMAND_INSTANCES_PER_REQUEST", "max_ondemand_instances_per_request"),
+            ("ONDEMAND_REQUEST_TTL", "ondemand_request_ttl"),
+            ("MIGRATION_LIMIT", "migration_limit"),
+            ("VM_LIFETIME", "vm_lifetime"),
+            ("VM_LIFETIME_AUTH", "vm_lifetime_auth"),
+            ("MAX_LIFETIME_UPPER_LIMIT", "max_lifetime_upper_limit"),
+            ("MAX_TRIES", "max_tries"),
+            ("RETRY_FACTOR", "retry_factor"),
+        ],
+    ),
+    *_rows(
+        "config",
+        _N,
+        [
+            ("VM_CHECKTIME", "vm_checktime"),
+            ("READY_TTL", "ready_ttl"),
+            ("TIMEOUT", "timeout"),
+            ("TIMEOUT_NOTIFICATION", "timeout_notification"),
+        ],
+    ),
+    EnvOverride(
+        name="PURGE_UNCONFIGURED_FOLDERS",
+        path=("config", "purge_unconfigured_resources"),
+        kind=_B,
+        replaced_by="PURGE_UNCONFIGURED_RESOURCES",
+    ),
+    *_rows(
+        "config",
+        _B,
+        [
+            ("CREATE_FOLDERS", "create_folders"),
+            ("CREATE_TEMPLATE_DELTA_DISKS", "create_template_delta_disks"),
+            ("CREATE_LINKED_CLONES", "create_linked_clones"),
+            ("PURGE_UNCONFIGURED_RESOURCES", "purge_unconfigured_resources"),
+            ("EXPERIMENTAL_FEATURES", "experimental_features"),
+            ("USAGE_STATS", "usage_stats"),
+            ("REQUEST_LOGGER", "request_logger"),
+        ],
+    ),
+    *_rows(
+        "redis",
+        _S,
+        [("REDIS_SERVER", "server"), ("REDIS_PASSWORD", "password"), ("VMPOOLER_REDIS_URL", "url")],
+    ),
+    *_rows(
+        "redis",
+        _I,
+        [
+            ("REDIS_PORT", "port"),
+            ("REDIS_DATA_TTL", "data_ttl"),
+            ("REDIS_CONNECTION_POOL_SIZE", "connection_pool_size"),
+            ("REDIS_CONNECTION_POOL_TIMEOUT", "connection_pool_timeout"),
+            ("REDIS_RECONNECT_ATTEMPTS", "reconnect_attempts"),
+        ],
+    ),
+    *_rows(
+        "auth",
+        _S,
+        [
+            ("AUTH_PROVIDER", "provider"),
+            ("LDAP_HOST", "ldap.host"),
+            ("LDAP_BASE", "ldap.base"),
+            ("LDAP_USER_OBJECT", "ldap.user_object"),
+        ],
+    ),
     *_rows("auth", _I, [("LDAP_PORT", "ldap.port")]),
     *_rows("statsd", _S, [("STATSD_SERVER", "server"), ("STATSD_PREFIX", "prefix")]),
     *_rows("statsd", _I, [("STATSD_PORT", "port")]),

@@ -7,11 +7,11 @@ until SIGTERM. Everything process-wide is set up here, after the spawn.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -166,10 +166,8 @@ def _subscribe(store: ManagerStore, pools: list[str], actor: Any, stopping: thre
             backoff = min(backoff * 2, 10.0)
         finally:
             if pubsub is not None:
-                try:
+                with contextlib.suppress(Exception):
                     pubsub.close()
-                except Exception:
-                    pass
 
 
 def publish_pools(config: Config, redis_url: str) -> None:

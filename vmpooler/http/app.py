@@ -77,7 +77,7 @@ def create_app(
     if config.auth is None:
         authenticator = None
     elif authenticator is None:
-        authenticator = make_authenticator(config.auth, raw=config.raw.get("auth"))
+        authenticator = make_authenticator(config.auth)
     base = ApiContext(
         config=config, store=store, clock=clock, rng=rng or random.Random(), authenticator=authenticator
     )

@@ -359,14 +359,8 @@ def basic_credentials(req: falcon.Request) -> tuple[str, str] | None:
     return user, password
 
 
-def make_authenticator(auth: AuthConfig | None, *, raw: Any = None) -> Authenticator | None:
+def make_authenticator(auth: AuthConfig | None) -> Authenticator | None:
     """The authenticator of the ``:auth:`` section, None when none is configured.
-
-    Args:
-        auth: the validated ``:auth:`` section.
-        raw: the ``:auth:`` section as written (``Config.raw["auth"]``). The ``base`` and
-            ``user_object`` of its ``ldap`` are used when given, so that a string is split on
-            whitespace as in the original (a base DN is itself a comma-separated string).
 
     Raises:
         ConfigError: LDAP is configured but unusable (e.g. ``ldap3`` is not installed).
@@ -375,10 +369,4 @@ def make_authenticator(auth: AuthConfig | None, *, raw: Any = None) -> Authentic
         return None
     if auth.provider == "dummy":
         return DummyAuthenticator()
-    ldap = dict(auth.ldap)
-    raw_ldap = raw.get("ldap") if isinstance(raw, Mapping) else None
-    if isinstance(raw_ldap, Mapping):
-        for key in ("base", "user_object"):
-            if raw_ldap.get(key) is not None:
-                ldap[key] = raw_ldap[key]
-    return LdapAuthenticator(LdapSettings.from_mapping(ldap))
+    return LdapAuthenticator(LdapSettings.from_mapping(dict(auth.ldap)))

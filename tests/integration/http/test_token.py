@@ -510,7 +510,7 @@ def test_ldap_settings_from_config_text():
     directory = FakeLdapDirectory({})
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(auth, "_ldap3_connect", lambda settings: directory.connect)
-        authenticator = make_authenticator(config.auth, raw=config.raw.get("auth"))
+        authenticator = make_authenticator(config.auth)
     assert isinstance(authenticator, LdapAuthenticator)
     settings = authenticator.settings
     assert (settings.host, settings.port, settings.encryption, settings.verify) == (
