@@ -297,8 +297,8 @@ class VMActor(pykka.ThreadingActor):
             self._complete("running", "is no longer in the provider's inventory")
             return
         user = fields.get("token:user")
-        untagged = user and not self._tagged and fields.get("user_tagged") != "true"
-        if untagged and ctx.provider.tag_vm_user(ctx.name, self._name, user):
+        untagged = not self._tagged and fields.get("user_tagged") != "true"
+        if user and untagged and ctx.provider.tag_vm_user(ctx.name, self._name, user):
             self._tagged = True
             ctx.store.set_vm_fields(self._name, {"user_tagged": "true"})
 
