@@ -137,13 +137,13 @@ def poolstat_body(ctx: ApiContext, wanted: Iterable[str]) -> dict[str, Any]:
     return {"pools": pools}
 
 
-def _day_task(day: dict[str, str]) -> dict[str, Any]:
-    """One day's clone or boot stats with the per-pool breakdown (fields are ``<pool>:<vm>``)."""
+def _task_stats(days: list[dict[str, str]]) -> dict[str, Any]:
+    """Clone or boot stats of some days with the per-pool breakdown (fields are ``<pool>:<vm>``)."""
     per_pool: dict[str, list[float]] = {}
-    for field, value in day.items():
-        pool = field.rsplit(":", 1)[0]
-        per_pool.setdefault(pool, []).extend(_floats([value]))
-    stats = duration_stats(_floats(day.values()))
+    for day in days:
+        for field, value in day.items():
+            per_pool.setdefault(field.rsplit(":", 1)[0], []).extend(_floats([value]))
+    stats = duration_stats(v for values in per_pool.values() for v in values)
     stats["duration"]["pool"] = {}
     stats["count"]["pool"] = {}
     for pool, values in sorted(per_pool.items()):
@@ -162,23 +162,6 @@ def _day_tags(day: dict[str, str]) -> dict[str, Any]:
         counts = tags.setdefault(name, {})
         counts[value] = counts.get(value, 0) + 1
     return {name: {**counts, "total": sum(counts.values())} for name, counts in sorted(tags.items())}
-
-
-def _merge_tasks(raw_days: list[dict[str, str]]) -> dict[str, Any]:
-    merged = duration_stats(_floats(v for day in raw_days for v in day.values()))
-    merged["duration"]["pool"] = {}
-    merged["count"]["pool"] = {}
-    per_pool: dict[str, list[float]] = {}
-    for day in raw_days:
-        for field, value in day.items():
-            per_pool.setdefault(field.rsplit(":", 1)[0], []).extend(_floats([value]))
-    for pool, values in sorted(per_pool.items()):
-        pool_stats = duration_stats(values)
-        merged["duration"]["pool"][pool] = {
-            k: pool_stats["duration"][k] for k in ("total", "average", "min", "max")
-        }
-        merged["count"]["pool"][pool] = {"total": len(values)}
-    return merged
 
 
 def _merge_tags(days: list[dict[str, Any]]) -> dict[str, Any]:
@@ -203,14 +186,14 @@ def summary_body(ctx: ApiContext, start: _dt.date, end: _dt.date) -> dict[str, A
         daily.append(
             {
                 "date": date,
-                "boot": _day_task(raw["boot"][i]),
-                "clone": _day_task(raw["clone"][i]),
+                "boot": _task_stats([raw["boot"][i]]),
+                "clone": _task_stats([raw["clone"][i]]),
                 "tag": day_tags[i],
             }
         )
     return {
-        "boot": _merge_tasks(raw["boot"]),
-        "clone": _merge_tasks(raw["clone"]),
+        "boot": _task_stats(raw["boot"]),
+        "clone": _task_stats(raw["clone"]),
         "tag": _merge_tags(day_tags),
         "daily": daily,
     }
