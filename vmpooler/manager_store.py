@@ -262,6 +262,13 @@ class ManagerStore(Store):
             self._redis.sadd(keys.discovered_set(pool), *names)
 
     @_translated
+    def forget_discovered(self, pool: str, vms: Iterable[str]) -> None:
+        """Take VMs out of ``discovered`` that turned out to be in another set (reference §4.3 step 6)."""
+        names = list(vms)
+        if names:
+            self._redis.srem(keys.discovered_set(pool), *names)
+
+    @_translated
     def vm_fields(self, vm: str) -> dict[str, str]:
         return dict(self._redis.hgetall(keys.vm_hash(vm)))
 

@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -105,6 +106,7 @@ def start_manager(
     *,
     rng: random.Random | None = None,
     provider: Provider | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Manager:
     """Start the plugin, ticker, actors and subscriber of one provider instance.
 
@@ -128,6 +130,7 @@ def start_manager(
             provider=provider,
             store=store,
             ticker=ticker,
+            clock=clock,
             rng=random.Random(rng.random()),
         )
         for pool in config.pools_for_provider(provider_name)

@@ -86,7 +86,7 @@ class PoolActor(pykka.ThreadingActor):
             if kind == "checkout":
                 self._repopulate_now()
             elif kind == "return" and vm:
-                self._actor_for(vm).destroy()
+                self._tell(vm, "destroy")
             elif kind == "task":
                 self._dispatch_tasks()
             elif kind == "config":
@@ -119,18 +119,20 @@ class PoolActor(pykka.ThreadingActor):
             return False
         snap = ctx.store.snapshot(ctx.name)  # after the inventory: a new clone is in pending first
         self._apply_overrides()
+        known = snap.pending | snap.ready | snap.running | snap.completed
+        if snap.discovered & known:  # found in another set after all: not discovered (§4.3 step 6)
+            ctx.store.forget_discovered(ctx.name, snap.discovered & known)
         discovered = [vm for vm in inventory if vm not in snap.all() and vm not in self._vms]
         if discovered:
             ctx.store.add_discovered(ctx.name, discovered)
             snap = ctx.store.snapshot(ctx.name)
         for vm in snap.all():
-            state = snap.state_of(vm)
-            self._actor_for(vm).check(state, vm in inventory)
+            self._tell(vm, "check", snap.state_of(vm), vm in inventory)
         for vm in list(self._vms):
             if vm not in snap.all():
-                self._vms[vm].check(None, vm in inventory)
+                self._tell(vm, "check", None, vm in inventory, create=False)
         for vm in snap.migrating & snap.running:
-            self._actor_for(vm).migrate()
+            self._tell(vm, "migrate")
         self._dispatch_tasks()
         if ctx.store.claim_pool_reset(ctx.name):
             self._drain(snap.ready | snap.pending, "pool reset")
@@ -178,7 +180,7 @@ class PoolActor(pykka.ThreadingActor):
             if ctx.store.create_pending(ctx.name, name, fields):
                 proxy = VMActor.start(ctx, name, self._proxy, slot).proxy()
                 self._vms[name] = proxy
-                proxy.clone()
+                self._tell(name, "clone")
                 return True
             metrics.ERRORS.labels("duplicatehostname", ctx.name).inc()
         ctx.store.release_clone_slot(ctx.owner, slot)
@@ -188,11 +190,11 @@ class PoolActor(pykka.ThreadingActor):
     def _drain(self, vms: Any, reason: str) -> None:
         self._log.info("draining %d VM(s): %s", len(vms), reason)
         for vm in vms:
-            self._actor_for(vm).drain()
+            self._tell(vm, "drain")
 
     def _dispatch_tasks(self) -> None:
         for task in self._ctx.store.claim_tasks(self._vms):
-            self._vms[task.vm].run_task(task)
+            self._tell(task.vm, "run_task", task)
 
     def _apply_overrides(self) -> None:
         override = self._ctx.store.overrides("poolsize").get(self._ctx.name, "")
@@ -210,6 +212,22 @@ class PoolActor(pykka.ThreadingActor):
             self._log.warning("pool is empty")
 
     # -- helpers -------------------------------------------------------------------------------------
+
+    def _tell(self, vm: str, message: str, *args: Any, create: bool = True) -> None:
+        """Send a fire-and-forget message to the VM's actor (started first if ``create``).
+
+        A ``tell``, not an ``ask``: an unexpected exception in the VMActor must kill it so that its
+        ``on_failure`` runs and the next pass recreates it, instead of vanishing into an unread future.
+        """
+        proxy = self._actor_for(vm) if create else self._vms.get(vm)
+        if proxy is None:
+            return
+        try:
+            getattr(proxy, message).defer(*args)
+        except pykka.ActorDeadError:
+            self._log.debug("actor of %s stopped before %s; the next pass sees to it", vm, message)
+            if self._vms.get(vm) is proxy:
+                del self._vms[vm]
 
     def _actor_for(self, vm: str) -> Any:
         proxy = self._vms.get(vm)

@@ -5,7 +5,8 @@ no mutex map, no "skip if locked". Every state change is one atomic ``ManagerSto
 from the state this actor believes the VM is in; if the API moved the VM first (checkout, return),
 the move finds nothing and changes nothing.
 
-Messages (proxy calls; none is ever ``.get()`` by another actor):
+Messages (told: ``proxy.<message>.defer()``, so an unexpected exception kills the actor and its
+``on_failure`` makes the pool recreate it; none is ever ``.get()`` by another actor):
     clone()          create the VM in the provider, then poll until ready
     check(state, in_inventory)   the pool's periodic look at this VM
     poll_ready()     one readiness check of a pending VM (scheduled on the ticker)
@@ -195,17 +196,19 @@ class VMActor(pykka.ThreadingActor):
         fields = ctx.store.vm_fields(self._name)
         clone_start = parse_time(fields.get("clone")) or self._cloned_at or now
         age = now - clone_start
-        ready = False
+        ready, error = False, None
         if in_inventory:
             try:
                 ready = ctx.provider.vm_ready(ctx.name, self._name)
             except VMNotFound:
                 in_inventory = False
+            except ProviderError as exc:  # a raising readiness check means "not ready" (reference §4.4)
+                error = str(exc)
         if ready:
             self._become_ready(fields, clone_start)
             return
         if age > ctx.timeout:
-            self._pending_timed_out(age, fields, in_inventory)
+            self._pending_timed_out(age, fields, in_inventory, error)
             return
         if age > ctx.timeout_notification and not self._notified and not fields.get("timeout_notification"):
             self._notified = True
@@ -237,9 +240,11 @@ class VMActor(pykka.ThreadingActor):
             self._last_ready_check = now
             self._log.info("moved from 'pending' to 'ready' queue after %.2f seconds", boot)
 
-    def _pending_timed_out(self, age: float, fields: dict[str, str], in_inventory: bool) -> None:
+    def _pending_timed_out(
+        self, age: float, fields: dict[str, str], in_inventory: bool, error: str | None = None
+    ) -> None:
         ctx = self._ctx
-        error = fields.get("open_socket_error") or fields.get("clone_error") or "not ready"
+        error = error or fields.get("open_socket_error") or fields.get("clone_error") or "not ready"
         if not in_inventory:
             ctx.store.retire(ctx.name, self._name, ttl_seconds=ctx.data_ttl)
             self._log.warning("pending for %.1f minutes and gone from the provider: removed", age / 60)
@@ -252,7 +257,7 @@ class VMActor(pykka.ThreadingActor):
 
     def _schedule_poll(self) -> None:
         if self._poll is None and not self._done:
-            self._poll = self._ctx.ticker.call_later(_READY_POLL, self._proxy.poll_ready)
+            self._poll = self._ctx.ticker.call_later(_READY_POLL, self._proxy.poll_ready.defer)
 
     # -- ready ---------------------------------------------------------------------------------------
 
@@ -262,6 +267,8 @@ class VMActor(pykka.ThreadingActor):
             self._complete("ready", "missing from the provider's inventory")
             return
         now = ctx.clock()
+        if not self._last_ready_check:  # a new actor: respect the check an earlier one made
+            self._last_ready_check = parse_time(ctx.store.vm_fields(self._name).get("check")) or 0.0
         if now - self._last_ready_check < ctx.vm_checktime:
             return
         self._last_ready_check = now
@@ -276,8 +283,13 @@ class VMActor(pykka.ThreadingActor):
             if info is not None and info.hostname and info.hostname != self._name:
                 self._complete("ready", f"has mismatched hostname {info.hostname}")
                 return
-        if not ctx.provider.vm_ready(ctx.name, self._name):
-            self._complete("ready", f"is unreachable: {fields.get('open_socket_error') or 'not ready'}")
+        try:
+            reachable, error = ctx.provider.vm_ready(ctx.name, self._name), None
+        except ProviderError as exc:  # raising counts as not ready (reference §4.4)
+            reachable, error = False, str(exc)
+        if not reachable:
+            error = error or fields.get("open_socket_error") or "not ready"
+            self._complete("ready", f"is unreachable with error: {error}")
 
     # -- running -------------------------------------------------------------------------------------
 
@@ -324,7 +336,9 @@ class VMActor(pykka.ThreadingActor):
             except ProviderError as exc:
                 metrics.ERRORS.labels("destroy_failed", ctx.name).inc()
                 self._log.error("destroy failed, retrying in %.0f seconds: %s", self._destroy_backoff, exc)
-                self._destroy_retry = ctx.ticker.call_later(self._destroy_backoff, self._proxy.retry_destroy)
+                self._destroy_retry = ctx.ticker.call_later(
+                    self._destroy_backoff, self._proxy.retry_destroy.defer
+                )
                 self._destroy_backoff = min(self._destroy_backoff * 2, _DESTROY_RETRY_MAX)
                 return
         seconds = ctx.clock() - started

@@ -97,3 +97,28 @@ class SlowCloneDummy:
 
     def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
         return getattr(self._inner, attr)
+
+
+@pytest.fixture
+def start_pool_manager(manager_store: ManagerStore) -> Iterator[Callable[..., Manager]]:
+    """Like ``run_manager``, with every ``start_manager`` keyword (``clock=`` takes a fake wall clock).
+
+    Every started manager is stopped at teardown."""
+    started: list[Manager] = []
+
+    def run(
+        config: Config,
+        *,
+        seed: int = 1,
+        provider: Provider | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Manager:
+        manager = start_manager(
+            config, "dummy", manager_store, rng=random.Random(seed), provider=provider, clock=clock
+        )
+        started.append(manager)
+        return manager
+
+    yield run
+    for manager in started:
+        manager.stop()
