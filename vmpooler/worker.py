@@ -156,7 +156,7 @@ def _subscribe(store: ManagerStore, pools: list[str], actor: Any, stopping: thre
             pubsub = store.events_pubsub(pools)
             backoff = 0.5
             while not stopping.is_set():
-                message = pubsub.get_message(timeout=1.0)
+                message = pubsub.get_message(timeout=0.25)
                 if message and message.get("type") == "message":
                     event = decode_event(message["data"])
                     if event is not None:
