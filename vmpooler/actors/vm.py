@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["VMActor"]
 
 _READY_POLL = 1.0  # seconds between readiness checks of a pending VM
-_DESTROY_RETRY_MAX = 300.0
 _MISMATCH_GRACE = 60.0  # seconds in ready before the hostname-mismatch check applies
 
 
@@ -155,6 +154,9 @@ class VMActor(pykka.ThreadingActor):
     def run_task(self, task: Task) -> None:
         """Carry out a disk, snapshot or revert request; the result shows in the VM's metadata."""
         ctx = self._ctx
+        if self._done:
+            self._log.info("%s %s dropped: the VM is gone", task.kind, task.argument)
+            return
         try:
             if task.kind == "disk":
                 ctx.provider.create_disk(ctx.name, self._name, int(task.argument))
@@ -206,6 +208,19 @@ class VMActor(pykka.ThreadingActor):
                 error = str(exc)
         if ready:
             self._become_ready(fields, clone_start)
+            return
+        if not in_inventory and self._cloned_at is None:
+            # Adopted, never cloned by this process, and the provider does not have it: its clone
+            # died with an earlier process. Waiting for the timeout would keep the pool short.
+            # Should the clone still finish in the provider, the VM is discovered and destroyed.
+            ctx.store.retire(
+                ctx.name,
+                self._name,
+                ttl_seconds=ctx.data_ttl,
+                fields={"clone_error": "clone interrupted: not in the provider's inventory"},
+            )
+            self._log.warning("pending but unknown to the provider and not being cloned: removed")
+            self._finish(None)
             return
         if age > ctx.timeout:
             self._pending_timed_out(age, fields, in_inventory, error)
@@ -339,7 +354,8 @@ class VMActor(pykka.ThreadingActor):
                 self._destroy_retry = ctx.ticker.call_later(
                     self._destroy_backoff, self._proxy.retry_destroy.defer
                 )
-                self._destroy_backoff = min(self._destroy_backoff * 2, _DESTROY_RETRY_MAX)
+                # retried at least as often as the pool's slowest pass, as the original does
+                self._destroy_backoff = min(self._destroy_backoff * 2, ctx.pool.check_loop_delay_max)
                 return
         seconds = ctx.clock() - started
         ctx.store.retire(

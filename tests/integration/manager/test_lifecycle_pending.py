@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 from prometheus_client import REGISTRY
 
 from tests.conftest import wait_for
-from tests.integration.manager.helpers import FakeProvider, ManualClock, fast_config, wait_passes
+from tests.integration.manager.helpers import (
+    FakeProvider,
+    ManualClock,
+    fast_config,
+    ruby_time,
+    wait_passes,
+    write_vm,
+)
 from vmpooler import keys
 
 pytestmark = pytest.mark.integration
@@ -120,3 +128,15 @@ def test_failed_clone_is_recorded_and_its_slot_released(start_pool_manager, mana
         assert data["clone_error_class"] == "CloneFailed"
         assert "simulated clone failure" in data["clone_error"]
         assert 168 * 3600 - 30 < redis.ttl(key) <= 168 * 3600
+
+
+def test_adopted_pending_vm_the_provider_never_got_is_removed_at_once(start_pool_manager, redis):
+    """A clone that died with an earlier process: the pool must not stay short until the timeout."""
+    config = fast_config({"a": 1})
+    write_vm(redis, "a", "orphan-clone", "pending", clone=ruby_time(time.time()))
+    fake = FakeProvider(config)
+    start_pool_manager(config, provider=fake)
+    wait_for(lambda: not redis.sismember(keys.pending_set("a"), "orphan-clone"), 5, "orphan removed")
+    assert "not in the provider" in redis.hget(keys.vm_hash("orphan-clone"), "clone_error")
+    wait_for(lambda: redis.scard(keys.ready_set("a")) == 1, 5, "pool refilled")
+    assert fake.calls("destroy_vm", "orphan-clone") == 0
