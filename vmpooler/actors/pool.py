@@ -169,6 +169,19 @@ class PoolActor(pykka.ThreadingActor):
         if not ctx.store.acquire_clone_slot(ctx.owner, slot, limit=limit, lease_seconds=ctx.timeout):
             self._log.debug("task_limit %d reached; clone deferred", limit)
             return False
+        try:
+            if self._reserve_and_clone(slot):
+                return True
+        except StoreError:
+            self._release_slot_quietly(slot)
+            raise
+        self._release_slot_quietly(slot)
+        self._log.error("unable to generate a unique hostname after %d attempts", _NAME_ATTEMPTS)
+        return False
+
+    def _reserve_and_clone(self, slot: str) -> bool:
+        """Reserve a fresh name in ``pending`` and hand the clone (and the slot) to a new VMActor."""
+        ctx = self._ctx
         for _ in range(_NAME_ATTEMPTS):
             name = generate_name(ctx.rng, ctx.config.globals.prefix)
             if name in self._vms:
@@ -183,9 +196,14 @@ class PoolActor(pykka.ThreadingActor):
                 self._tell(name, "clone")
                 return True
             metrics.ERRORS.labels("duplicatehostname", ctx.name).inc()
-        ctx.store.release_clone_slot(ctx.owner, slot)
-        self._log.error("unable to generate a unique hostname after %d attempts", _NAME_ATTEMPTS)
         return False
+
+    def _release_slot_quietly(self, slot: str) -> None:
+        """Give a slot back; if Redis fails now, the lease expires by itself after the pending timeout."""
+        try:
+            self._ctx.store.release_clone_slot(self._ctx.owner, slot)
+        except StoreError as exc:
+            self._log.warning("could not release clone slot %s (it expires by itself): %s", slot, exc)
 
     def _drain(self, vms: Any, reason: str) -> None:
         self._log.info("draining %d VM(s): %s", len(vms), reason)

@@ -1,0 +1,660 @@
+#!/usr/bin/env python3
+"""Benchmark of the pool manager (provider process) with instant dummy clones.
+
+Starts a private redis-server on a free port (nothing else is touched) and measures:
+
+1. fill: empty → 3 pools × 70 ready, ``task_limit`` 50, default loop delays (5 s … 60 s);
+2. drain: one checkout of all 10 VMs of a pool → the pool is full again (loop delays 30 s, so only
+   the checkout event can refill it);
+3. replace: one checkout → its replacement's ``create_vm`` is called (same pool, event path only);
+4. scale: one real ``python -m vmpooler manager`` holding N pools × 10 VMs (default loop delays): time
+   to fill, then RSS and CPU (from /proc) of its provider process over a window right after full and
+   a steady window once every pool is at the 60 s max delay (all pools pass in step, so that window
+   spans two passes);
+5. connections: Redis connections held by that provider process (CLIENT LIST, mapped to the process
+   through /proc/net/tcp socket inodes).
+
+Sections 1-3 run the actor tree in a spawned child process set up like ``run_provider_worker`` (own
+GIL, small thread stacks), with the dummy provider's ``create_vm`` wrapped to report
+``time.monotonic()`` (system-wide on Linux, so comparable across processes) through a queue.
+
+Usage: ``python scripts/bench_manager.py [--quick] [--only fill,drain,replace,scale]``; it prints
+Markdown tables for docs/performance.md. ``--futex-hash-slots N`` is an experiment: the scale run's
+processes get a ``sitecustomize`` that sets a private futex hash of N slots (Linux ≥ 6.16), the
+measured cause of the manager's kernel time with 10,000 threads (docs/performance.md, Manager).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import multiprocessing
+import os
+import queue
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from vmpooler import keys  # noqa: E402
+from vmpooler.store import Pick, Store  # noqa: E402
+from vmpooler.timeutil import format_time  # noqa: E402
+
+SECTIONS = ("fill", "drain", "replace", "scale")
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+        yield proc, port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def config_yaml(
+    pools: dict[str, int], *, task_limit: int, loop_min: float, loop_max: float, redis_url: str | None = None
+) -> str:
+    pool_yaml = "".join(
+        f"  - name: {name}\n    template: templates/{name}\n    size: {size}\n    provider: dummy\n"
+        "    dns_plugin: example\n"
+        for name, size in pools.items()
+    )
+    redis_part = f":redis:\n  url: {redis_url}\n" if redis_url else ""
+    return (
+        f":config:\n  task_limit: {task_limit}\n  check_loop_delay_min: {loop_min}\n"
+        f'  check_loop_delay_max: {loop_max}\n  prefix: "b-"\n{redis_part}'
+        ":providers:\n  :dummy:\n    ready_delay: 0\n"
+        ":dns_configs:\n  example:\n    dns_class: dynamic-dns\n    domain: example.com\n"
+        f":pools:\n{pool_yaml}"
+    )
+
+
+def ready_total(client: redis.Redis, pools: list[str]) -> int:
+    with client.pipeline(transaction=False) as pipe:
+        for pool in pools:
+            pipe.scard(keys.ready_set(pool))
+        return sum(pipe.execute())
+
+
+def wait_ready(client: redis.Redis, pools: list[str], want: int, timeout: float, poll: float) -> float:
+    """Poll until ``want`` VMs are ready in ``pools``; returns ``time.monotonic()`` when seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if ready_total(client, pools) >= want:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out: {ready_total(client, pools)}/{want} ready after {timeout:.0f} s")
+        time.sleep(poll)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+# -- an in-process-like manager in a spawned child (sections 1-3) -------------------------------
+
+
+def _manager_child(config_text: str, redis_url: str, events: Any, stop: Any) -> None:
+    """Set up like ``run_provider_worker``; report each ``create_vm`` call's monotonic time."""
+    from vmpooler.config import load_config_text
+    from vmpooler.manager_store import ManagerStore
+    from vmpooler.store import connect
+    from vmpooler.worker import _THREAD_STACK, build_provider, start_manager
+
+    threading.stack_size(_THREAD_STACK)
+    logging.basicConfig(level=logging.ERROR)  # not the empty-pool warnings of the start
+    config = load_config_text(config_text, env={})
+    size = max(config.redis.connection_pool_size, config.globals.task_limit + 10)
+    store = ManagerStore(
+        connect(redis_url, max_connections=size, pool_timeout=config.redis.connection_pool_timeout)
+    )
+    provider = build_provider(config, "dummy")
+    create_vm = provider.create_vm
+
+    def timed_create_vm(pool: str, name: str) -> Any:
+        events.put(("clone", time.monotonic(), pool, name))
+        return create_vm(pool, name)
+
+    provider.create_vm = timed_create_vm  # type: ignore[method-assign]
+    events.put(("start", time.monotonic(), "", ""))
+    manager = start_manager(config, "dummy", store, provider=provider)
+    stop.wait()
+    logging.disable(logging.CRITICAL)  # VMs caught mid-destroy by the stop are not news
+    manager.stop()
+    store.close()
+
+
+class ChildManager:
+    """A spawned provider-like process running ``start_manager`` on the given config."""
+
+    def __init__(self, config_text: str, redis_url: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.events = ctx.Queue()
+        self._stop = ctx.Event()
+        self.launched = time.monotonic()
+        self._proc = ctx.Process(
+            target=_manager_child, args=(config_text, redis_url, self.events, self._stop)
+        )
+        self._proc.start()
+        kind, self.started, _, _ = self.events.get(timeout=60)
+        assert kind == "start"
+
+    def clones(self, timeout: float = 0.0) -> list[tuple[float, str, str]]:
+        """Drain the ``create_vm`` reports (waiting up to ``timeout`` for the first one)."""
+        out = []
+        with contextlib.suppress(queue.Empty):
+            item = self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
+            out.append(item[1:])
+            while True:
+                out.append(self.events.get_nowait()[1:])
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._proc.join(30)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+
+
+# -- sections 1-3 --------------------------------------------------------------------------------
+
+
+def bench_fill(client: redis.Redis, url: str) -> dict[str, Any]:
+    client.flushall()
+    pools = {f"fill{i}": 70 for i in range(3)}
+    text = config_yaml(pools, task_limit=50, loop_min=5, loop_max=60)
+    child = ChildManager(text, url)
+    try:
+        full = wait_ready(client, list(pools), sum(pools.values()), 120, 0.002)
+        clones = child.clones()
+    finally:
+        child.close()
+    first = min(t for t, _, _ in clones) if clones else child.started
+    return {
+        "from_start": full - child.started,
+        "from_launch": full - child.launched,
+        "from_first_clone": full - first,
+        "clones": len(clones),
+    }
+
+
+def _checkout(store: Store, pool: str, count: int) -> list[str]:
+    got = store.checkout([Pick(pool, (pool,))] * count, now=format_time(time.time()))
+    return [a.vm for a in got]
+
+
+def bench_drain(client: redis.Redis, store: Store, child: ChildManager, repeats: int) -> list[float]:
+    pool = "drain"
+    times = []
+    for _ in range(repeats):
+        wait_ready(client, [pool], 10, 30, 0.005)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        vms = _checkout(store, pool, 10)
+        t1 = wait_ready(client, [pool], 10, 30, 0.0005)
+        times.append(t1 - t0)
+        for vm in vms:
+            store.return_vm(vm, pool)
+        deadline = time.monotonic() + 10
+        while client.scard(keys.completed_set(pool)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    child.clones()
+    return times
+
+
+def bench_replace(client: redis.Redis, store: Store, child: ChildManager, repeats: int) -> list[float]:
+    pool = "replace"
+    delays = []
+    for _ in range(repeats):
+        wait_ready(client, [pool], 10, 30, 0.005)
+        time.sleep(0.1)
+        child.clones()
+        t0 = time.monotonic()
+        (vm,) = _checkout(store, pool, 1)
+        started = [t for t, p, _ in child.clones(timeout=10) if p == pool]
+        if not started:
+            raise SystemExit("no replacement clone within 10 s")
+        delays.append(started[0] - t0)
+        store.return_vm(vm, pool)
+    return delays
+
+
+# -- section 4/5: a real `vmpooler manager` --------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[float, int, float]:
+    """(utime+stime seconds, RSS bytes, stime seconds) of ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK, int(fields[21]) * PAGE, int(fields[12]) / TICK
+
+
+def _status(pid: int, field: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _provider_pid(parent: int, timeout: float = 60) -> int:
+    """The spawned provider child of the supervisor ``parent`` (not the resource tracker)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (entry / "cmdline").read_bytes()
+                if ppid == parent and b"spawn_main" in cmd:
+                    return int(entry.name)
+        time.sleep(0.1)
+    raise SystemExit("no provider process appeared")
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    return inodes
+
+
+def connections_of(client: redis.Redis, pid: int) -> tuple[int, int]:
+    """(connections of ``pid``, all clients but this one) from CLIENT LIST and /proc/net/tcp."""
+    port_inode = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        cols = line.split()
+        port_inode[int(cols[1].split(":")[1], 16)] = cols[9]
+    mine = _socket_inodes(pid)
+    me = client.client_id()
+    others = [c for c in client.client_list() if int(c["id"]) != me]
+    theirs = [c for c in others if port_inode.get(int(c["addr"].rsplit(":", 1)[1])) in mine]
+    return len(theirs), len(others)
+
+
+def _commands(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_commands_processed"])
+
+
+def _idle_window(client: redis.Redis, pid: int, redis_pid: int, seconds: float) -> dict[str, float]:
+    """CPU, RSS, threads and connections of ``pid`` over ``seconds``, plus Redis commands/s."""
+    cpu0, _, sys0 = _stat(pid)
+    rcpu0 = _stat(redis_pid)[0]
+    t0 = time.monotonic()
+    peak_rss, peak_conn, rates, last = 0, 0, [], _commands(client)
+    while time.monotonic() - t0 < seconds:
+        time.sleep(min(1.0, seconds))
+        peak_rss = max(peak_rss, _stat(pid)[1])
+        peak_conn = max(peak_conn, connections_of(client, pid)[0])
+        now = _commands(client)
+        rates.append(now - last - 3)  # minus this loop's own three commands
+        last = now
+    cpu1, rss, sys1 = _stat(pid)
+    rcpu1 = _stat(redis_pid)[0]
+    wall = time.monotonic() - t0
+    conn, total = connections_of(client, pid)
+    return {
+        "cpu": (cpu1 - cpu0) / wall * 100,
+        "sys": (sys1 - sys0) / wall * 100,
+        "redis_cpu": (rcpu1 - rcpu0) / wall * 100,
+        "rss": rss,
+        "peak_rss": max(peak_rss, rss),
+        "conn": conn,
+        "peak_conn": max(peak_conn, conn),
+        "clients": total,
+        "threads": int(_status(pid, "Threads")),
+        "seconds": wall,
+        "cmd_mean": sum(rates) / len(rates),
+        "cmd_max": max(rates),
+    }
+
+
+def _fill_scale(
+    client: redis.Redis, pid: int, pools: list[str], want: int, launched: float
+) -> dict[str, Any]:
+    peak_conn, peak_clients, last = 0, 0, 0.0
+    while True:
+        count = ready_total(client, pools)
+        if count >= want:
+            break
+        if time.monotonic() - launched > 1800:
+            raise SystemExit(f"timed out: {count}/{want} ready after 30 minutes")
+        conn, clients = connections_of(client, pid)
+        peak_conn, peak_clients = max(peak_conn, conn), max(peak_clients, clients)
+        if time.monotonic() - last > 30:
+            last = time.monotonic()
+            print(f"  … {count}/{want} ready after {last - launched:.0f} s", file=sys.stderr)
+        time.sleep(0.25)
+    full = time.monotonic()
+    cpu, rss, stime = _stat(pid)
+    return {
+        "fill": full - launched,
+        "fill_cpu": cpu,
+        "fill_sys": stime,
+        "rss_full": rss,
+        "hwm": _status(pid, "VmHWM"),
+        "fill_peak_conn": peak_conn,
+        "fill_peak_clients": peak_clients,
+    }
+
+
+def _futex_site(workdir: Path, slots: int) -> Path:
+    """A ``sitecustomize`` that gives every Python process started with it on PYTHONPATH a private
+    futex hash of ``slots`` buckets (Linux ≥ 6.16 ``PR_FUTEX_HASH``) and records what it got."""
+    site = workdir / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "import ctypes, os\n_libc = ctypes.CDLL(None)\n"
+        f"_libc.prctl(78, 1, {slots}, 0, 0)  # PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS\n"
+        f"with open(os.path.join({str(site)!r}, f'slots.{{os.getpid()}}'), 'w') as _f:\n"
+        "    _f.write(str(_libc.prctl(78, 2, 0, 0, 0)))  # PR_FUTEX_HASH_GET_SLOTS\n"
+    )
+    return site
+
+
+def _start_scale(workdir: Path, port: int, npools: int, futex_slots: int | None) -> subprocess.Popen[bytes]:
+    pools = {f"s{i:04d}": 10 for i in range(npools)}
+    config = workdir / "scale.yaml"
+    config.write_text(
+        config_yaml(pools, task_limit=50, loop_min=5, loop_max=60, redis_url=f"redis://127.0.0.1:{port}/0")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VMPOOLER_", "PROMETHEUS_"))}
+    env["VMPOOLER_LOG_LEVEL"] = "WARNING"
+    if futex_slots is not None:
+        env["PYTHONPATH"] = str(_futex_site(workdir, futex_slots))
+    return subprocess.Popen(
+        [sys.executable, "-m", "vmpooler", "manager", "--config", str(config)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "scale.log", "wb"),
+    )
+
+
+def bench_scale(
+    client: redis.Redis, port: int, redis_pid: int, workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    client.flushall()
+    pools = [f"s{i:04d}" for i in range(args.pools)]
+    launched = time.monotonic()
+    sup = _start_scale(workdir, port, args.pools, args.futex_hash_slots)
+    try:
+        pid = _provider_pid(sup.pid)
+        result = _fill_scale(client, pid, pools, 10 * args.pools, launched)
+        result["window1"] = _idle_window(client, pid, redis_pid, args.idle)
+        if args.steady > 0:
+            time.sleep(args.settle)
+            result["window2"] = _idle_window(client, pid, redis_pid, args.steady)
+        result["ready_end"] = ready_total(client, pools)
+        result["leases_end"] = client.zcard(keys.CLONE_LEASES)
+        slots = workdir / "site" / f"slots.{pid}"
+        result["futex_slots"] = slots.read_text() if slots.exists() else None
+    finally:
+        logged = (workdir / "scale.log").stat().st_size
+        sup.terminate()
+        try:
+            sup.wait(60)
+        except subprocess.TimeoutExpired:
+            sup.kill()
+            sup.wait()
+    result["log"] = _log_summary(workdir / "scale.log", logged)
+    return result
+
+
+def _log_summary(path: Path, upto: int) -> list[tuple[int, str]]:
+    """The manager's WARNING+ lines before the stop (first ``upto`` bytes), grouped with times, thread
+    numbers, pool and VM names blanked out, most frequent first."""
+    with open(path, "rb") as handle:
+        text = handle.read(upto).decode(errors="replace")
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        line = re.sub(r"^\S+ \S+ ", "", line)
+        line = re.sub(r"(Actor|Thread)-\d+", r"\1-N", line)
+        line = re.sub(r"\b(s\d{4}|b-[a-z0-9-]+)\b", "…", line)[:150]
+        counts[line] = counts.get(line, 0) + 1
+    return sorted(((n, line) for line, n in counts.items()), reverse=True)
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**MISSED**"
+
+
+def report(res: dict[str, Any]) -> None:
+    redis_version = subprocess.check_output(["redis-server", "--version"]).decode().split()[2][2:]
+    print(
+        f"cores: {os.cpu_count()}, python {sys.version.split()[0]}, redis-server {redis_version}, "
+        f"kernel {os.uname().release}"
+    )
+    print(f"command: .venv/bin/python scripts/bench_manager.py {' '.join(sys.argv[1:])}\n")
+    print("| measurement | result | target | |\n|---|---|---|---|")
+    if "fill" in res:
+        f = res["fill"]
+        print(
+            f"| 1. empty → 3 pools × 70 ready, from `start_manager()` | {f['from_start']:.2f} s | ≤ 5 s "
+            f"| {verdict(f['from_start'] <= 5)} |"
+        )
+        print(f"| … from process launch (spawn + imports) | {f['from_launch']:.2f} s | | |")
+        print(f"| … from the first `create_vm` | {f['from_first_clone']:.2f} s | | |")
+    if "drain" in res:
+        d = res["drain"]
+        print(
+            f"| 2. checkout of all 10 → pool full again, median of {len(d)} | {ms(statistics.median(d))} "
+            f"| ≤ 1 s | {verdict(statistics.median(d) <= 1)} |"
+        )
+        print(f"| … worst | {ms(max(d))} | ≤ 1 s | {verdict(max(d) <= 1)} |")
+    if "replace" in res:
+        r = res["replace"]
+        print(
+            f"| 3. checkout → replacement `create_vm`, median of {len(r)} | {ms(statistics.median(r))} "
+            f"| ≤ 0.2 s | {verdict(statistics.median(r) <= 0.2)} |"
+        )
+        print(f"| … p95 | {ms(pct(r, 0.95))} | ≤ 0.2 s | {verdict(pct(r, 0.95) <= 0.2)} |")
+    if "scale" in res:
+        report_scale(res["scale"], res["args"])
+
+
+def _report_window(label: str, w: dict[str, Any]) -> None:
+    print(
+        f"| … {label}: provider CPU (of it kernel) | {w['cpu']:.1f} % ({w['sys']:.1f} %) of a core "
+        f"| ≤ 10 % | {verdict(w['cpu'] <= 10)} |"
+    )
+    print(
+        f"| … {label}: provider RSS (peak) | {w['rss'] / 2**20:.0f} MB ({w['peak_rss'] / 2**20:.0f} MB) "
+        f"| ≤ 500 MB | {verdict(w['peak_rss'] <= 500 * 2**20)} |"
+    )
+    print(
+        f"| … {label}: Redis commands/s, mean (busiest second) | {w['cmd_mean']:.0f} ({w['cmd_max']}) | | |"
+    )
+    print(f"| … {label}: redis-server CPU | {w['redis_cpu']:.1f} % of a core | | |")
+
+
+def report_scale(s: dict[str, Any], args: argparse.Namespace) -> None:
+    n = args.pools
+    print(
+        f"| 4. `vmpooler manager` launch → {n} pools × 10 ({10 * n} VMs) ready | {s['fill']:.1f} s "
+        "| (report) | |"
+    )
+    print(
+        f"| … provider CPU time used to fill (of it kernel) | {s['fill_cpu']:.1f} s ({s['fill_sys']:.1f} s) "
+        "| | |"
+    )
+    print(
+        f"| … provider RSS when full (VmHWM) | {s['rss_full'] / 2**20:.0f} MB ({s['hwm']}) "
+        f"| ≤ 500 MB | {verdict(s['rss_full'] <= 500 * 2**20)} |"
+    )
+    print(f"| … provider threads | {s['window1']['threads']} | | |")
+    windows = [(f"first {s['window1']['seconds']:.0f} s after full", s["window1"])]
+    if "window2" in s:
+        windows.append(
+            (f"{s['window2']['seconds']:.0f} s from {args.idle + args.settle:.0f} s after full", s["window2"])
+        )
+    for label, window in windows:
+        _report_window(label, window)
+    last = windows[-1][1]
+    print(
+        f"| 5. Redis connections of the provider process, idle (peak) | {last['conn']} ({last['peak_conn']}) "
+        "| (report) | |"
+    )
+    print(
+        f"| … while filling: provider (all clients but the benchmark's) | {s['fill_peak_conn']} "
+        f"({s['fill_peak_clients']}) | | |"
+    )
+    _report_scale_notes(s, n)
+
+
+def _report_scale_notes(s: dict[str, Any], n: int) -> None:
+    if s["futex_slots"] is not None:
+        print(f"\nexperiment: the provider process ran with a private futex hash of {s['futex_slots']} slots")
+    if s["ready_end"] != 10 * n:
+        print(f"\nnote: only {s['ready_end']}/{10 * n} VMs ready at the end of the idle windows")
+    if s["leases_end"]:
+        print(f"\nnote: {s['leases_end']} clone slot(s) still held at the end, with nothing cloning")
+    if s["log"]:
+        lines = sum(c for c, _ in s["log"])
+        print(f"\nthe manager's log during the scale run ({lines} lines), most frequent:\n")
+        for count, text in s["log"][:8]:
+            print(f"    {count:6d} × {text}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 100 pools, short windows")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    parser.add_argument("--pools", type=int, default=None, help="pools of 10 VMs in the scale run (1000)")
+    parser.add_argument(
+        "--idle", type=float, default=None, help="seconds of the window right after full (30)"
+    )
+    parser.add_argument("--settle", type=float, default=None, help="seconds before the steady window (120)")
+    parser.add_argument(
+        "--steady",
+        type=float,
+        default=None,
+        help="seconds of the steady window; 0 skips it (120: two passes at the 60 s max delay)",
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="replace repetitions; drain does half (50)")
+    parser.add_argument(
+        "--futex-hash-slots",
+        type=int,
+        default=None,
+        help="experiment: run the scale manager with this private futex hash size (Linux ≥ 6.16)",
+    )
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    if only - set(SECTIONS):
+        parser.error(f"unknown section(s): {', '.join(sorted(only - set(SECTIONS)))}")
+    quick = args.quick
+    args.pools = args.pools or (100 if quick else 1000)
+    args.idle = args.idle if args.idle is not None else (10 if quick else 30)
+    args.settle = args.settle if args.settle is not None else (0 if quick else 120)
+    args.steady = args.steady if args.steady is not None else (0 if quick else 120)
+    args.repeats = args.repeats or (10 if quick else 50)
+    res = run(args, only)
+    report(res)
+    return 0
+
+
+def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="vmpooler-bench-"))
+    res: dict[str, Any] = {"args": args}
+    try:
+        with redis_server(workdir) as (redis_proc, port):
+            url = f"redis://127.0.0.1:{port}/0"
+            client = redis.Redis(port=port, decode_responses=True)
+            if "fill" in only:
+                res["fill"] = bench_fill(client, url)
+            if only & {"drain", "replace"}:
+                res.update(bench_events(client, port, url, only, args.repeats))
+            if "scale" in only:
+                res["scale"] = bench_scale(client, port, redis_proc.pid, workdir, args)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return res
+
+
+def bench_events(client: redis.Redis, port: int, url: str, only: set[str], repeats: int) -> dict[str, Any]:
+    """Sections 2 and 3 on one manager whose loop never runs (30 s delays): only events refill."""
+    client.flushall()
+    child = ChildManager(
+        config_yaml({"drain": 10, "replace": 10}, task_limit=50, loop_min=30, loop_max=30), url
+    )
+    store = Store(redis.Redis(port=port, decode_responses=True))
+    out = {}
+    try:
+        wait_ready(client, ["drain", "replace"], 20, 30, 0.01)
+        if "drain" in only:
+            out["drain"] = bench_drain(client, store, child, max(10, repeats // 2))
+        if "replace" in only:
+            out["replace"] = bench_replace(client, store, child, repeats)
+    finally:
+        child.close()
+        store.close()
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
