@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PoolActor"]
 
-_NAME_ATTEMPTS = 3
+_NAME_ATTEMPTS = 10  # the original tried 3; at 10,000 VMs that failed now and then
 
 
 class PoolActor(pykka.ThreadingActor):
