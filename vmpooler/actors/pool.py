@@ -41,7 +41,7 @@ class PoolActor(pykka.ThreadingActor):
         self._ctx = ctx
         self._log = get_logger(__name__, pool=ctx.name)
         self._proxy: Any = None
-        self._vms: dict[str, Any] = {}  # name -> VMActor proxy
+        self._vms: dict[str, pykka.ActorRef[Any]] = {}  # name -> VMActor
         self._delay = ctx.pool.check_loop_delay_min
         self._next: Handle | None = None
         self._size = ctx.pool.size
@@ -57,8 +57,8 @@ class PoolActor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         if self._next is not None:
             self._next.cancel()
-        for proxy in self._vms.values():
-            proxy.actor_ref.stop(block=False)
+        for ref in self._vms.values():
+            ref.stop(block=False)
         self._vms.clear()
 
     # -- messages ----------------------------------------------------------------------------------
@@ -95,8 +95,7 @@ class PoolActor(pykka.ThreadingActor):
             self._log.warning("handling %s event failed: %s", kind, exc)
 
     def vm_gone(self, name: str, ref: pykka.ActorRef[Any]) -> None:
-        proxy = self._vms.get(name)
-        if proxy is not None and proxy.actor_ref is ref:
+        if self._vms.get(name) is ref:
             del self._vms[name]
 
     def vm_actor_failed(self, name: str, ref: pykka.ActorRef[Any]) -> None:
@@ -191,8 +190,7 @@ class PoolActor(pykka.ThreadingActor):
             if ctx.pool.domain:
                 fields["domain"] = ctx.pool.domain
             if ctx.store.create_pending(ctx.name, name, fields):
-                proxy = VMActor.start(ctx, name, self._proxy, slot).proxy()
-                self._vms[name] = proxy
+                self._vms[name] = VMActor.start(ctx, name, self._proxy, slot)
                 self._tell(name, "clone")
                 return True
             metrics.ERRORS.labels("duplicatehostname", ctx.name).inc()
@@ -237,22 +235,22 @@ class PoolActor(pykka.ThreadingActor):
         A ``tell``, not an ``ask``: an unexpected exception in the VMActor must kill it so that its
         ``on_failure`` runs and the next pass recreates it, instead of vanishing into an unread future.
         """
-        proxy = self._actor_for(vm) if create else self._vms.get(vm)
-        if proxy is None:
+        ref = self._actor_for(vm) if create else self._vms.get(vm)
+        if ref is None:
             return
         try:
-            getattr(proxy, message).defer(*args)
+            ref.tell((message, args))
         except pykka.ActorDeadError:
             self._log.debug("actor of %s stopped before %s; the next pass sees to it", vm, message)
-            if self._vms.get(vm) is proxy:
+            if self._vms.get(vm) is ref:
                 del self._vms[vm]
 
-    def _actor_for(self, vm: str) -> Any:
-        proxy = self._vms.get(vm)
-        if proxy is None or not proxy.actor_ref.is_alive():
-            proxy = VMActor.start(self._ctx, vm, self._proxy).proxy()
-            self._vms[vm] = proxy
-        return proxy
+    def _actor_for(self, vm: str) -> pykka.ActorRef[Any]:
+        ref = self._vms.get(vm)
+        if ref is None or not ref.is_alive():
+            ref = VMActor.start(self._ctx, vm, self._proxy)
+            self._vms[vm] = ref
+        return ref
 
     def _adjust_delay(self, busy: bool) -> None:
         pool = self._ctx.pool

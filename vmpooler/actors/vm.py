@@ -5,8 +5,8 @@ no mutex map, no "skip if locked". Every state change is one atomic ``ManagerSto
 from the state this actor believes the VM is in; if the API moved the VM first (checkout, return),
 the move finds nothing and changes nothing.
 
-Messages (told: ``proxy.<message>.defer()``, so an unexpected exception kills the actor and its
-``on_failure`` makes the pool recreate it; none is ever ``.get()`` by another actor):
+Messages (told as ``(name, args)`` tuples, so an unexpected exception kills the actor and its
+``on_failure`` makes the pool recreate it; nothing ever waits on a VMActor):
     clone()          create the VM in the provider, then poll until ready
     check(state, in_inventory)   the pool's periodic look at this VM
     poll_ready()     one readiness check of a pending VM (scheduled on the ticker)
@@ -31,8 +31,12 @@ if TYPE_CHECKING:
     from vmpooler.actors.ticker import Handle
     from vmpooler.manager_store import Task
 
-__all__ = ["VMActor"]
+__all__ = ["MESSAGES", "VMActor"]
 
+# The messages a VMActor accepts, told as (name, args) tuples.
+MESSAGES = frozenset(
+    {"clone", "check", "poll_ready", "destroy", "retry_destroy", "drain", "run_task", "migrate"}
+)
 _READY_POLL = 1.0  # seconds between readiness checks of a pending VM
 _MISMATCH_GRACE = 60.0  # seconds in ready before the hostname-mismatch check applies
 
@@ -54,7 +58,6 @@ class VMActor(pykka.ThreadingActor):
         self._pool_proxy = pool_proxy
         self._slot = slot
         self._log = get_logger(__name__, pool=ctx.name, vm=name)
-        self._proxy: Any = None
         self._cloning = False
         self._cloned_at: float | None = None
         self._last_ready_check = 0.0
@@ -67,8 +70,17 @@ class VMActor(pykka.ThreadingActor):
 
     # -- pykka hooks (this actor's thread) -----------------------------------------------------------
 
-    def on_start(self) -> None:
-        self._proxy = self.actor_ref.proxy()
+    def on_receive(self, message: Any) -> None:
+        """Messages are told as ``(name, args)`` tuples, not through a proxy: a pykka proxy costs a
+        few KB of introspection per actor, which adds up at 10,000 VMs (docs/performance.md)."""
+        name, args = message
+        if name not in MESSAGES:
+            raise TypeError(f"VMActor has no message {name!r}")
+        getattr(self, name)(*args)
+
+    def _tell_self_later(self, delay: float, name: str) -> Handle:
+        ref = self.actor_ref
+        return self._ctx.ticker.call_later(delay, lambda: ref.tell((name, ())))
 
     def on_stop(self) -> None:
         for handle in (self._poll, self._destroy_retry):
@@ -272,7 +284,7 @@ class VMActor(pykka.ThreadingActor):
 
     def _schedule_poll(self) -> None:
         if self._poll is None and not self._done:
-            self._poll = self._ctx.ticker.call_later(_READY_POLL, self._proxy.poll_ready.defer)
+            self._poll = self._tell_self_later(_READY_POLL, "poll_ready")
 
     # -- ready ---------------------------------------------------------------------------------------
 
@@ -351,9 +363,7 @@ class VMActor(pykka.ThreadingActor):
             except ProviderError as exc:
                 metrics.ERRORS.labels("destroy_failed", ctx.name).inc()
                 self._log.error("destroy failed, retrying in %.0f seconds: %s", self._destroy_backoff, exc)
-                self._destroy_retry = ctx.ticker.call_later(
-                    self._destroy_backoff, self._proxy.retry_destroy.defer
-                )
+                self._destroy_retry = self._tell_self_later(self._destroy_backoff, "retry_destroy")
                 # retried at least as often as the pool's slowest pass, as the original does
                 self._destroy_backoff = min(self._destroy_backoff * 2, ctx.pool.check_loop_delay_max)
                 return
