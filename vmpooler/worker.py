@@ -90,16 +90,29 @@ class Manager:
         return self.actor.actor_ref.is_alive() and self.subscriber.is_alive()
 
     def stop(self, timeout: float = 10) -> None:
+        """Stop taking new work first, let VM actors finish the call they are in, then the plugin.
+
+        Pools stop before the provider does, so no clone starts against a stopped provider; a call
+        still running after half the deadline is cut short by ``provider.stop()``.
+        """
         self.stopping.set()
         self.ticker.stop()
-        self.provider.stop()
-        self.actor.actor_ref.stop(block=True, timeout=timeout)
         deadline = time.monotonic() + timeout
+        with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
+            self.actor.actor_ref.stop(block=True, timeout=timeout / 2)
         for ref in pykka.ActorRegistry.get_all():
             ref.stop(block=False)
-        while pykka.ActorRegistry.get_all() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_actors(time.monotonic() + timeout / 2)
+        self.provider.stop()
+        for ref in pykka.ActorRegistry.get_all():
+            ref.stop(block=False)
+        _wait_for_actors(deadline)
         self.subscriber.join(timeout=2)
+
+
+def _wait_for_actors(deadline: float) -> None:
+    while pykka.ActorRegistry.get_all() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def start_manager(
