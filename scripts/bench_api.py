@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,15 +32,11 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchlib import free_port, pct, redis_server  # noqa: E402
+
 from vmpooler import keys  # noqa: E402
 
 POOL = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(port: int, timeout: float = 20) -> None:
@@ -116,8 +111,10 @@ def _client_proc(port: int, seconds: float, start_at: float, out: multiprocessin
 def throughput(port: int, clients: int, seconds: float) -> float:
     queue: multiprocessing.Queue = multiprocessing.Queue()
     start_at = time.time() + 1.0
-    procs = [multiprocessing.Process(target=_client_proc, args=(port, seconds, start_at, queue))
-             for _ in range(clients)]
+    procs = [
+        multiprocessing.Process(target=_client_proc, args=(port, seconds, start_at, queue))
+        for _ in range(clients)
+    ]
     for proc in procs:
         proc.start()
     total = sum(queue.get(timeout=seconds + 60) for _ in procs)
@@ -126,38 +123,38 @@ def throughput(port: int, clients: int, seconds: float) -> float:
     return total / seconds
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2, help="API worker processes")
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
-    parser.add_argument("--cycles", type=int, default=2000, help="sequential cycles")
-    args = parser.parse_args()
-
-    workdir = Path(tempfile.mkdtemp(prefix="vmpooler-bench-"))
-    redis_port, api_port = free_port(), free_port()
-    redis_proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL)
+def run(
+    args: argparse.Namespace, workdir: Path, redis_port: int
+) -> tuple[list[list[float]], dict[int, float]]:
+    """Start ``vmpooler api`` on the private Redis, then time the sequential and concurrent runs."""
+    api_port = free_port()
     config = workdir / "vmpooler.yaml"
     config.write_text(
         f":config:\n  api_workers: {args.workers}\n:redis:\n  url: redis://127.0.0.1:{redis_port}/0\n"
         ":dns_configs:\n  example:\n    dns_class: dynamic-dns\n    domain: example.com\n"
-        f":pools:\n  - name: {POOL}\n    template: templates/{POOL}\n    size: 10\n    dns_plugin: example\n")
+        f":pools:\n  - name: {POOL}\n    template: templates/{POOL}\n    size: 10\n    dns_plugin: example\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_")}
     env["VMPOOLER_LOG_LEVEL"] = "WARNING"
     api = subprocess.Popen(
-        [sys.executable, "-m", "vmpooler", "api", "--config", str(config), "--bind", "127.0.0.1",
-         "--port", str(api_port)], cwd=workdir, env=env, stdout=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "vmpooler",
+            "api",
+            "--config",
+            str(config),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(api_port),
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     try:
-        time.sleep(0.3)
-        client_redis = redis.Redis(port=redis_port)
-        fill(client_redis, args.cycles + 100 + int(args.seconds * 4000 * 3))
+        fill(redis.Redis(port=redis_port), args.cycles + 100 + int(args.seconds * 4000 * 3))
         wait_http(api_port)
         seq = Client(api_port)
         for _ in range(100):
@@ -169,17 +166,33 @@ def main() -> int:
     finally:
         api.terminate()
         api.wait(20)
-        redis_proc.terminate()
-        redis_proc.wait(10)
+    return timings, rates
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="API worker processes")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    parser.add_argument("--cycles", type=int, default=2000, help="sequential cycles")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="vmpooler-bench-"))
+    try:
+        with redis_server(workdir) as (_, redis_port):
+            timings, rates = run(args, workdir, redis_port)
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     cpu = os.cpu_count()
     print(f"API workers: {args.workers}, cores: {cpu}, python {sys.version.split()[0]}")
     print(f"sequential, {args.cycles} cycles (ms)\n")
     print("| request | median | p99 |\n|---|---|---|")
-    for name, values in zip(("checkout (POST /vm/<pool>)", "get (GET /vm/<host>)",
-                             "delete (DELETE /vm/<host>)"), timings, strict=True):
-        print(f"| {name} | {statistics.median(values) * 1000:.2f} | {pct(values, 0.99):.2f} |")
+    for name, values in zip(
+        ("checkout (POST /vm/<pool>)", "get (GET /vm/<host>)", "delete (DELETE /vm/<host>)"),
+        timings,
+        strict=True,
+    ):
+        print(f"| {name} | {statistics.median(values) * 1000:.2f} | {pct(values, 0.99) * 1000:.2f} |")
     print(f"\nthroughput of the cycle mix, {args.seconds:.0f} s per run\n")
     print("| clients | requests/s |\n|---|---|")
     for n, rate in rates.items():

@@ -34,14 +34,12 @@ import os
 import queue
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +47,8 @@ import redis
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchlib import pct, redis_server  # noqa: E402
 
 from vmpooler import keys  # noqa: E402
 from vmpooler.store import Pick, Store  # noqa: E402
@@ -60,49 +60,6 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-        yield proc, port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def config_yaml(
@@ -139,11 +96,6 @@ def wait_ready(client: redis.Redis, pools: list[str], want: int, timeout: float,
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out: {ready_total(client, pools)}/{want} ready after {timeout:.0f} s")
         time.sleep(poll)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def ms(seconds: float) -> str:
