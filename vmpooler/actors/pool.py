@@ -45,7 +45,7 @@ class PoolActor(pykka.ThreadingActor):
         self._delay = ctx.pool.check_loop_delay_min
         self._next: Handle | None = None
         self._size = ctx.pool.size
-        self._cloning = 0
+        self._unreleased: set[str] = set()  # clone slots whose release failed, retried each pass
 
     # -- pykka hooks (this actor's thread) -----------------------------------------------------------
 
@@ -104,13 +104,17 @@ class PoolActor(pykka.ThreadingActor):
         self._log.error("actor of %s crashed; it is recreated on the next pass", name)
         self._schedule(self._ctx.pool.check_loop_delay_min)
 
-    def actor_count(self) -> int:
-        return len(self._vms)
+    def slot_unreleased(self, slot: str) -> None:
+        """A VMActor could not give its clone slot back: keep it and retry on every pass."""
+        self._unreleased.add(slot)
 
     # -- the pass ------------------------------------------------------------------------------------
 
     def _pass(self) -> bool:
         ctx = self._ctx
+        for slot in list(self._unreleased):
+            self._unreleased.discard(slot)
+            self._release_slot_quietly(slot)
         try:
             inventory = {info.name for info in ctx.provider.list_vms(ctx.name)}
         except ProviderError as exc:
@@ -197,11 +201,12 @@ class PoolActor(pykka.ThreadingActor):
         return False
 
     def _release_slot_quietly(self, slot: str) -> None:
-        """Give a slot back; if Redis fails now, the lease expires by itself after the pending timeout."""
+        """Give a slot back; if Redis fails now, keep it and retry on the next pass."""
         try:
             self._ctx.store.release_clone_slot(self._ctx.owner, slot)
         except StoreError as exc:
-            self._log.warning("could not release clone slot %s (it expires by itself): %s", slot, exc)
+            self._unreleased.add(slot)
+            self._log.warning("could not release clone slot %s, retrying next pass: %s", slot, exc)
 
     def _drain(self, vms: Any, reason: str) -> None:
         self._log.info("draining %d VM(s): %s", len(vms), reason)

@@ -62,8 +62,5 @@ class ProviderActor(pykka.ThreadingActor):
                 self._log.error("pool actor of %s died; starting it again", pool)
                 self._start_pool(pool)
 
-    def pool_names(self) -> list[str]:
-        return list(self._pools)
-
     def _start_pool(self, pool: str) -> None:
         self._pools[pool] = PoolActor.start(self._contexts[pool]).proxy()

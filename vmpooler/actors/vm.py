@@ -395,16 +395,15 @@ class VMActor(pykka.ThreadingActor):
         self._finish(None)
 
     def _release_slot(self) -> None:
-        """Give the clone slot back; a failed release is retried on the ticker, never forgotten."""
+        """Give the clone slot back; if Redis fails, the PoolActor keeps it and retries each pass."""
         if self._slot is None:
             return
+        slot, self._slot = self._slot, None
         try:
-            self._ctx.store.release_clone_slot(self._ctx.owner, self._slot)
+            self._ctx.store.release_clone_slot(self._ctx.owner, slot)
         except StoreError as exc:
-            self._log.warning("releasing the clone slot failed, retrying: %s", exc)
-            slot, ctx = self._slot, self._ctx
-            self._ctx.ticker.call_later(1.0, lambda: _release_later(ctx, slot))
-        self._slot = None
+            self._log.warning("releasing the clone slot failed; the pool retries it: %s", exc)
+            self._pool_proxy.slot_unreleased(slot)
 
     def _finish(self, reason: str | None) -> None:
         """This VM is gone from vmpooler: tell the pool and stop."""
@@ -421,12 +420,3 @@ class VMActor(pykka.ThreadingActor):
         except StoreError as exc:
             self._log.warning("redis operation %s failed: %s", getattr(func, "__name__", func), exc)
             return None
-
-
-def _release_later(ctx: PoolContext, slot: str, attempt: int = 1) -> None:
-    """Ticker callback: retry releasing a clone slot with back-off (the lease also expires by itself)."""
-    try:
-        ctx.store.release_clone_slot(ctx.owner, slot)
-    except StoreError:
-        if attempt < 10:
-            ctx.ticker.call_later(min(2.0**attempt, 60.0), lambda: _release_later(ctx, slot, attempt + 1))
