@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from vmpooler import keys
+from vmpooler.model import VMState, check_transition
 from vmpooler.store import Store, _translated
 
 __all__ = ["ManagerStore", "PoolSnapshot", "Task"]
@@ -228,7 +229,11 @@ class ManagerStore(Store):
 
         Returns:
             False if the VM was not in ``src`` (someone else moved it): nothing written.
+
+        Raises:
+            TransitionError: ``src → dst`` is not in ``model.TRANSITIONS`` (a bug: nothing written).
         """
+        check_transition(VMState(src), VMState(dst))
         fields = fields or {}
         script_keys = [keys.state_set(src, pool), keys.state_set(dst, pool), keys.vm_hash(vm)]
         argv: list[Any] = [vm, len(fields)]
