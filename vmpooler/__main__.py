@@ -1,8 +1,9 @@
 """Command line: ``vmpooler [api] [manager] [--config PATH] [--bind HOST] [--port N]``.
 
-No component word runs both, as the original. ``vmpooler check-config PATH`` validates a file and
-prints every problem. Config comes from ``--config``, else ``VMPOOLER_CONFIG`` (inline YAML), else
-``VMPOOLER_CONFIG_FILE``, else ``./vmpooler.yaml``.
+No component word runs both, as the original. ``vmpooler check-config [--strict] PATH`` validates a file
+(the provider plugins' options included) and prints every problem and warning. Config comes from
+``--config``, else ``VMPOOLER_CONFIG`` (inline YAML), else ``VMPOOLER_CONFIG_FILE``, else
+``./vmpooler.yaml``.
 """
 
 from __future__ import annotations
@@ -59,21 +60,29 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="API worker processes (default: :config: api_workers)"
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--strict", action="store_true", help="check-config: warnings (unknown keys, ...) count as errors"
+    )
     parser.add_argument("--version", action="version", version=f"vmpooler {__version__}")
     return parser
 
 
-def _check_config(paths: Sequence[str]) -> int:
+def _check_config(paths: Sequence[str], *, strict: bool) -> int:
+    """``vmpooler check-config [--strict] PATH``: every problem and warning; exit 1 if it would not start."""
     if len(paths) != 1:
-        print("usage: vmpooler check-config PATH", file=sys.stderr)
+        print("usage: vmpooler check-config [--strict] PATH", file=sys.stderr)
         return EXIT_USAGE
-    problems = check_config(paths[0])
-    if problems:
-        for problem in problems:
-            print(f"{paths[0]}: {problem}")
-        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+    result = check_config(paths[0])
+    for problem in result.problems:
+        print(f"{paths[0]}: error: {problem}")
+    for warning in result.warnings:
+        print(f"{paths[0]}: warning: {warning}")
+    if not result.ok(strict=strict):
+        label = "problem(s)" if not strict else "problem(s) and warning(s) (--strict)"
+        count = len(result.problems) + (len(result.warnings) if strict else 0)
+        print(f"{count} {label} found", file=sys.stderr)
         return 1
-    print(f"{paths[0]}: OK")
+    print(f"{paths[0]}: OK" + (f" ({len(result.warnings)} warning(s))" if result.warnings else ""))
     return 0
 
 
@@ -132,10 +141,10 @@ def _serve(args: argparse.Namespace, components: set[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vmpooler`` console script and ``python -m vmpooler``."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     words = list(args.components)
     if words and words[0] == "check-config":
-        return _check_config(words[1:])
+        return _check_config(words[1:], strict=args.strict)
     unknown = [w for w in words if w not in COMPONENTS]
     if unknown:
         print(f"vmpooler: unknown component {unknown[0]!r}; expected api and/or manager", file=sys.stderr)

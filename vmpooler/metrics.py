@@ -55,16 +55,35 @@ HTTP_DURATION = Histogram(
 # Manager side.
 READY = Gauge("vmpooler_ready", "Ready VMs", ["poolname"], multiprocess_mode="livemax")
 RUNNING = Gauge("vmpooler_running", "Running VMs", ["poolname"], multiprocess_mode="livemax")
-CLONE = Histogram("vmpooler_clone", "Seconds a clone took", ["poolname"],
-                  buckets=(10, 20, 30, 40, 50, 60, 120, 180, 240, 300, 600))
-DESTROY = Histogram("vmpooler_destroy", "Seconds a destroy took", ["poolname"],
-                    buckets=(10, 20, 30, 40, 50, 60, 120, 180, 240, 300, 600))
-TIME_TO_READY = Histogram("vmpooler_time_to_ready_state", "Seconds from clone start to ready", ["poolname"],
-                          buckets=(30, 60, 120, 180, 240, 300, 500, 800, 1200, 1600))
-ERRORS = Counter("vmpooler_errors", "Manager errors by kind (markedasfailed, duplicatehostname, "
-                 "clone_failed, destroy_failed, ...)", ["kind", "poolname"])
-CHECK_POOL = Gauge("vmpooler_check_pool_seconds", "Duration of the last pool check", ["poolname"],
-                   multiprocess_mode="livemax")
+CLONE = Histogram(
+    "vmpooler_clone",
+    "Seconds a clone took",
+    ["poolname"],
+    buckets=(10, 20, 30, 40, 50, 60, 120, 180, 240, 300, 600),
+)
+DESTROY = Histogram(
+    "vmpooler_destroy",
+    "Seconds a destroy took",
+    ["poolname"],
+    buckets=(10, 20, 30, 40, 50, 60, 120, 180, 240, 300, 600),
+)
+TIME_TO_READY = Histogram(
+    "vmpooler_time_to_ready_state",
+    "Seconds from clone start to ready",
+    ["poolname"],
+    buckets=(30, 60, 120, 180, 240, 300, 500, 800, 1200, 1600),
+)
+ERRORS = Counter(
+    "vmpooler_errors",
+    "Manager errors by kind (markedasfailed, duplicatehostname, clone_failed, destroy_failed, ...)",
+    ["kind", "poolname"],
+)
+CHECK_POOL = Gauge(
+    "vmpooler_check_pool_seconds",
+    "Duration of the last pool check",
+    ["poolname"],
+    multiprocess_mode="livemax",
+)
 
 
 def exposition() -> bytes:

@@ -60,7 +60,6 @@ def build_provider(config: Config, name: str) -> Provider:
         raise ConfigError(f":providers:.{name}: no such provider instance")
     spec = config.providers[name]
     cls = load_provider_class(spec.provider_class)
-    settings = cls.config_class.from_options(spec.options, instance=name)
     pools = {
         pool.name: PoolSpec(
             name=pool.name,
@@ -72,7 +71,7 @@ def build_provider(config: Config, name: str) -> Provider:
         )
         for pool in config.pools_for_provider(name)
     }
-    return cls(name, settings, pools)
+    return cls(name, spec.settings, pools)
 
 
 @attrs.define

@@ -78,9 +78,22 @@ def start_service(
         log = tmp_path / f"vmpooler-{len(started)}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_")}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vmpooler", *components, "--config", str(config),
-             "--bind", "127.0.0.1", "--port", str(port)],
-            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "vmpooler",
+                *components,
+                "--config",
+                str(config),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
         )
         service = Service(proc, port, log)
         started.append(service)

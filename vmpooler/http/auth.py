@@ -4,7 +4,8 @@ Only the token routes take a user name and password; every other route identifie
 ``X-AUTH-TOKEN`` (:meth:`vmpooler.http.context.ApiContext.owner`).
 
 * ``dummy`` accepts any user whose password differs from the name (``admin``/``s3cr3t`` yes, ``a``/``a``
-  no). The config loader allows it only with ``VMPOOLER_DEBUG`` set.
+  no). The config loader allows it only with ``VMPOOLER_DEBUG`` set to a true value.
+* ``ldap`` settings are validated by the config loader (:class:`vmpooler.config.LdapSettings`).
 * ``ldap`` binds to the directory with the ``ldap3`` package, an optional dependency
   (``pip install 'vmpooler[ldap]'``), imported only when LDAP is configured.
 
@@ -29,11 +30,10 @@ import base64
 import binascii
 import logging
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import attrs
-
+from vmpooler.config.auth import LdapSettings
 from vmpooler.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TIMEOUT = 5.0  # seconds, for connecting to and for each answer of the LDAP server
-_METHODS = ("simple_tls", "start_tls")
 
 
 class Authenticator(abc.ABC):
@@ -97,89 +96,6 @@ class LdapConnection(Protocol):
 
 
 LdapConnect = Callable[[str, str], LdapConnection]
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    """A base or user object setting: a list, or a string split on whitespace (as the original)."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(value.split())
-    return tuple(str(item).strip() for item in value if str(item).strip())
-
-
-def _plain(value: Any) -> str | None:
-    """A setting written as a Ruby symbol (``:simple_tls``) or a string, without the colon."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text[1:] if text.startswith(":") else text
-
-
-@attrs.frozen(kw_only=True)
-class LdapSettings:
-    """The ``:auth: :ldap:`` settings, ready to use.
-
-    Attributes:
-        bases: search bases, tried in order.
-        user_objects: naming attributes (``uid``, ``samAccountName``), tried in order for each base.
-        encryption: None (plain LDAP), ``"simple_tls"`` (LDAPS) or ``"start_tls"``.
-        ca_file: ``tls_options: ca_file``, the CA bundle to verify the server with (None: the system's).
-        verify: False when ``tls_options: verify_mode`` is ``none``.
-        service_dn: the service account of search-then-bind, None to bind as the user directly.
-    """
-
-    host: str
-    port: int = 389
-    bases: tuple[str, ...]
-    user_objects: tuple[str, ...]
-    encryption: str | None = None
-    ca_file: str | None = None
-    verify: bool = True
-    service_dn: str | None = None
-    service_password: str = attrs.field(default="", repr=False)
-
-    @classmethod
-    def from_mapping(cls, ldap: Mapping[str, Any]) -> LdapSettings:
-        """Build from the ``:ldap:`` mapping of :class:`~vmpooler.config.AuthConfig`.
-
-        Raises:
-            ConfigError: a setting is missing or has an unusable value.
-        """
-        problems: list[str] = []
-        bases, user_objects = _names(ldap.get("base")), _names(ldap.get("user_object"))
-        if not ldap.get("host"):
-            problems.append(":auth:.ldap.host: required")
-        if not bases:
-            problems.append(":auth:.ldap.base: required")
-        if not user_objects:
-            problems.append(":auth:.ldap.user_object: required")
-        encryption = dict(ldap.get("encryption") or {})
-        method = _plain(encryption.get("method"))
-        if method not in (None, "", *_METHODS):
-            problems.append(f":auth:.ldap.encryption.method: must be simple_tls or start_tls, got {method!r}")
-        tls = dict(encryption.get("tls_options") or {})
-        verify_mode = (_plain(tls.get("verify_mode")) or "peer").lower()
-        if verify_mode not in ("peer", "none"):
-            problems.append(
-                f":auth:.ldap.encryption.tls_options.verify_mode: must be peer or none, got {verify_mode!r}"
-            )
-        service = dict(ldap.get("service_account_hash") or {})
-        if service and not service.get("user_dn"):
-            problems.append(":auth:.ldap.service_account_hash.user_dn: required")
-        if problems:
-            raise ConfigError(problems)
-        return cls(
-            host=str(ldap["host"]),
-            port=int(ldap.get("port") or 389),
-            bases=bases,
-            user_objects=user_objects,
-            encryption=method or None,
-            ca_file=_plain(tls.get("ca_file")),
-            verify=verify_mode == "peer",
-            service_dn=str(service["user_dn"]) if service else None,
-            service_password=str(service.get("password") or ""),
-        )
 
 
 class LdapAuthenticator(Authenticator):
@@ -369,4 +285,6 @@ def make_authenticator(auth: AuthConfig | None) -> Authenticator | None:
         return None
     if auth.provider == "dummy":
         return DummyAuthenticator()
-    return LdapAuthenticator(LdapSettings.from_mapping(dict(auth.ldap)))
+    if auth.ldap is None:  # AuthConfig guarantees settings for 'ldap'; a hand-built one may lack them
+        raise ConfigError(":auth:.ldap: required when :auth:.provider is 'ldap'")
+    return LdapAuthenticator(auth.ldap)

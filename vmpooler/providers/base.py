@@ -37,6 +37,7 @@ Rules every provider follows (STYLE bullets 7 and 8):
 from __future__ import annotations
 
 import abc
+import difflib
 import logging
 import math
 import types
@@ -60,6 +61,7 @@ __all__ = [
     "string",
     "to_float",
     "to_int",
+    "unknown_key",
     "unknown_pool",
 ]
 
@@ -72,9 +74,21 @@ CORE_PROVIDER_KEYS = frozenset(
         "resources_allowlist",
         "folder_whitelist",
         "skip_dns_check_before_creating_vm",
+        "domain",
+        "circuit_breaker_enabled",
+        "circuit_breaker_failure_threshold",
+        "circuit_breaker_timeout",
+        "circuit_breaker_half_open_attempts",
+        "adaptive_timeout_enabled",
+        "connection_pool_timeout_min",
+        "connection_pool_timeout_max",
+        "connection_pool_timeout_initial",
+        "connection_pool_monitor_enabled",
+        "connection_pool_monitor_interval",
     }
 )
-"""``:providers:`` keys read by the core, not by the plugin. ``from_options`` skips them."""
+"""``:providers:`` keys read by the core (``vmpooler.config.pools.ProviderConfig``), not by the plugin.
+``from_options`` skips them."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -127,51 +141,82 @@ class ProviderSettings:
     """
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], *, instance: str = "<instance>") -> Self:
+    def from_options(
+        cls,
+        options: Mapping[str, Any],
+        *,
+        instance: str = "<instance>",
+        path: str | None = None,
+        inherited: Mapping[str, Any] | None = None,
+        warnings: list[str] | None = None,
+    ) -> Self:
         """Validate a ``:providers:`` section and build the settings object.
 
-        Called by the config loader at startup, before any process forks, so a bad option fails fast.
-        Keys in ``CORE_PROVIDER_KEYS`` are skipped (the core reads them).
+        Called by the config loader (``vmpooler.config``) for every provider instance, in the supervisor
+        and in ``vmpooler check-config`` before any process forks, so a bad option fails fast. Keys in
+        ``CORE_PROVIDER_KEYS`` are skipped (the core reads them). A key that is no field is a warning,
+        never an error: real files carry keys nobody reads.
 
         Args:
             options: the raw mapping from YAML.
-            instance: the ``:providers:`` key of this instance, used in error messages.
+            instance: the ``:providers:`` key of this instance.
+            path: the key path to report problems under (default ``":providers:.<instance>"``).
+            inherited: values for fields the section does not set, taken from the same-named keys of
+                ``:config:`` (the original's providers read some global keys, e.g. ``create_folders``,
+                with a provider-level key winning).
+            warnings: where to append the unknown-key warnings; None logs them.
 
         Returns:
             The validated, frozen settings.
 
         Raises:
-            ConfigError: listing every problem as ``":providers:.<instance>.<key>: <reason>"``, for
-                unknown keys, missing required keys, wrong types and out-of-range values.
+            ConfigError: listing every problem as ``"<path>.<key>: <reason>"``, for missing required
+                keys, wrong types and out-of-range values.
         """
+        where = path or f":providers:.{instance}"
         fields = {field.name: field for field in attrs.fields(cls)}
         problems: list[str] = []
+        found: list[str] = []
+        raw = {str(key).removeprefix(":"): value for key, value in options.items()}  # Ruby symbol keys
+        given = {key: value for key, value in (inherited or {}).items() if key in fields}
+        given.update((key, value) for key, value in raw.items() if key not in CORE_PROVIDER_KEYS)
         values: dict[str, Any] = {}
-        seen: set[str] = set()
-        for key, raw in options.items():
-            key = str(key).removeprefix(":")  # tolerate Ruby-style symbol keys
-            seen.add(key)
-            if key in CORE_PROVIDER_KEYS:
-                continue
+        for key, value in given.items():
             field = fields.get(key)
             if field is None:
-                problems.append(f":providers:.{instance}.{key}: unknown key")
+                found.append(unknown_key(where, key, {*fields, *CORE_PROVIDER_KEYS}))
                 continue
             try:
-                value = _convert(field, raw)
-                if field.validator is not None:
-                    field.validator(None, field, value)
+                values[key] = _checked(field, value)
             except (TypeError, ValueError) as exc:
                 reason = exc.args[0] if exc.args else type(exc).__name__  # attrs validators add args
-                problems.append(f":providers:.{instance}.{key}: {reason}")
-                continue
-            values[key] = value
+                origin = where if key in raw else ":config:"
+                problems.append(f"{origin}.{key}: {reason}")
         for name, field in fields.items():
-            if field.default is attrs.NOTHING and name not in seen:
-                problems.append(f":providers:.{instance}.{name}: required key missing")
+            if field.default is attrs.NOTHING and name not in given:
+                problems.append(f"{where}.{name}: required key missing")
         if problems:
             raise ConfigError(problems)
+        if warnings is None:
+            for warning in found:
+                log.warning("%s", warning)
+        else:
+            warnings.extend(found)
         return cls(**values)
+
+
+def unknown_key(path: str, key: str, known: Collection[str]) -> str:
+    """The warning for a key nobody reads, with the nearest known key when one is close enough."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.7)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{path}.{key}: unknown key, ignored{hint}"
+
+
+def _checked(field: attrs.Attribute[Any], raw: object) -> object:
+    value = _convert(field, raw)
+    if field.validator is not None:
+        field.validator(None, field, value)
+    return value
 
 
 def _convert(field: attrs.Attribute[Any], raw: object) -> object:

@@ -1,0 +1,117 @@
+"""The compatibility layer: what a file written for the original means here, said out loud.
+
+A file the original vmpooler starts on, this service starts on, with the same meaning. Some keys the
+original reads drive features this service does not have yet; they are parsed and validated like any
+other, and a warning says they are not acted on (:data:`NOT_ACTED_ON`). Keys the original ignores in a
+place where people write them anyway are known too (:data:`IGNORED_BY_THE_ORIGINAL`), so they do not
+look like typos. Deprecated spellings are accepted with a warning where they are parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from vmpooler.config.reader import Context, SectionReader
+from vmpooler.config.values import Kind, coerce
+
+__all__ = [
+    "CORE_SECTIONS",
+    "IGNORED_BY_THE_ORIGINAL",
+    "LEGACY_PROVIDER_SECTIONS",
+    "NOT_ACTED_ON",
+    "mark_ignored",
+    "warn_not_acted_on",
+]
+
+CORE_SECTIONS = frozenset(
+    {
+        "config",
+        "redis",
+        "pools",
+        "providers",
+        "dns_configs",
+        "auth",
+        "statsd",
+        "graphite",
+        "prometheus",
+        "graphs",
+        "tracing",
+        "tagfilter",
+        "rate_limits",
+    }
+)
+"""Top-level sections this service reads."""
+
+LEGACY_PROVIDER_SECTIONS = ("vsphere", "dummy")
+"""Top-level provider sections of old files; the original copies them into ``:providers:``."""
+
+_ONDEMAND = "on-demand requests are not served yet"
+_QUEUE = "the dead-letter queue, auto purge and queue health check are not built yet"
+_BREAKER = "provider circuit breakers and adaptive timeouts are not built yet"
+
+NOT_ACTED_ON: Mapping[tuple[str, str], tuple[str, bool]] = {
+    ("config", "ondemand_clone_limit"): (_ONDEMAND, False),
+    ("config", "max_ondemand_instances_per_request"): (_ONDEMAND, False),
+    ("config", "ondemand_request_ttl"): (_ONDEMAND, False),
+    ("config", "max_vm_retries"): (_ONDEMAND, False),
+    ("config", "max_request_age"): (_ONDEMAND, False),
+    ("config", "experimental_features"): ("the pool configuration endpoints are not served yet", True),
+    ("config", "usage_stats"): ("usage statistics are not emitted yet", True),
+    ("config", "rate_limiting_enabled"): ("rate limiting is not built yet", True),
+    ("config", "dlq_enabled"): (_QUEUE, True),
+    ("config", "purge_enabled"): (_QUEUE, True),
+    ("config", "health_check_enabled"): (_QUEUE, True),
+    ("config", "circuit_breaker_enabled"): (_BREAKER, False),
+    ("config", "adaptive_timeout_enabled"): (_BREAKER, False),
+    ("config", "connection_pool_monitor_enabled"): ("connection pool gauges are not emitted yet", False),
+    ("tracing", "enabled"): ("tracing is not supported", True),
+}
+"""``(section, key)`` → ``(reason, only_when_true)``: keys read and validated but not acted on yet.
+
+With ``only_when_true`` the warning appears only when the key turns the feature on; otherwise whenever
+the key is given.
+"""
+
+IGNORED_BY_THE_ORIGINAL: Mapping[tuple[str, str], str] = {
+    ("redis", "dlq_enabled"): "the original reads the dead-letter queue settings from :config: only",
+    ("redis", "dlq_ttl"): "the original reads the dead-letter queue settings from :config: only",
+    ("redis", "dlq_max_entries"): "the original reads the dead-letter queue settings from :config: only",
+}
+"""Keys the original's own example files write where the original never reads them: known, no effect."""
+
+_SECTION_WARNINGS: Mapping[str, str] = {
+    "statsd": "the statsd sink is not built yet: metrics are served to Prometheus only",
+    "graphite": "the graphite sink is not built yet: metrics are served to Prometheus only",
+    "rate_limits": "rate limiting is not built yet",
+}
+
+
+def warn_not_acted_on(tree: Mapping[str, Any], ctx: Context) -> None:
+    """Warn about every key of :data:`NOT_ACTED_ON` and section of ``_SECTION_WARNINGS`` that is given."""
+    for (section, key), (reason, only_when_true) in NOT_ACTED_ON.items():
+        data = tree.get(section)
+        value = data.get(key) if isinstance(data, Mapping) else None
+        if value is None:
+            continue
+        if only_when_true and not _true(value):
+            continue
+        ctx.warn(f":{section}:.{key}: read but not acted on: {reason}")
+    for section, reason in _SECTION_WARNINGS.items():
+        if tree.get(section) is not None:
+            ctx.warn(f":{section}: read but not acted on: {reason}")
+
+
+def mark_ignored(reader: SectionReader, section: str) -> None:
+    """Read the keys of :data:`IGNORED_BY_THE_ORIGINAL` in ``section``, each with its warning."""
+    for (where, key), reason in IGNORED_BY_THE_ORIGINAL.items():
+        if where == section and key in reader.data:
+            reader.used.add(key)
+            reader.ctx.warn(f"{reader.at(key)}: has no effect: {reason}")
+
+
+def _true(value: object) -> bool:
+    try:
+        return bool(coerce(value, Kind.BOOL))
+    except ValueError:
+        return False  # the section parser reports the bad value

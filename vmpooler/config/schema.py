@@ -1,0 +1,192 @@
+"""The ``:config:`` and ``:redis:`` sections: typed, frozen, with the original's defaults and units."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+
+from vmpooler.config.compat import mark_ignored
+from vmpooler.config.reader import (
+    LOOP_DELAY_DEFAULTS,
+    LOOP_DELAY_KEYS,
+    Context,
+    SectionReader,
+    loop_delays,
+    read_settings,
+    run_alone,
+    setting,
+)
+from vmpooler.config.values import FrozenDict, Kind
+
+__all__ = ["DEFAULT_HEALTH_THRESHOLDS", "GlobalConfig", "RedisConfig"]
+
+DEFAULT_HEALTH_THRESHOLDS = FrozenDict(
+    pending_queue_max=100,
+    ready_queue_max=500,
+    dlq_max_warning=100,
+    dlq_max_critical=1000,
+    stuck_vm_age_threshold=7200,
+    stuck_vm_max_warning=10,
+    stuck_vm_max_critical=50,
+)
+
+_S, _I, _N, _B, _L = Kind.STR, Kind.INT, Kind.NUMBER, Kind.BOOL, Kind.STR_LIST
+
+
+@attrs.frozen(kw_only=True)
+class GlobalConfig:
+    """The ``:config:`` section (reference §2.2). Times are in the units the original uses."""
+
+    site_name: str = setting("vmpooler", _S)
+    logfile: str | None = setting(None, _S)
+    prefix: str = setting("", _S)
+    task_limit: int = setting(10, _I, 1)
+    ondemand_clone_limit: int = setting(10, _I, 1)
+    max_ondemand_instances_per_request: int = setting(10, _I, 1)
+    ondemand_request_ttl: int = setting(5, _I, 1)  # minutes
+    max_vm_retries: int = setting(3, _I, 0)
+    migration_limit: int | None = setting(None, _I, 0)
+    vm_checktime: float = setting(1, _N, 0)  # minutes
+    vm_lifetime: int = setting(24, _I, 0)  # hours
+    vm_lifetime_auth: int | None = setting(None, _I, 0)
+    max_lifetime_upper_limit: int | None = setting(None, _I, 0)
+    ready_ttl: float = setting(60, _N, 0)  # minutes (fractions allowed)
+    timeout: float = setting(15, _N, 0)  # minutes (fractions allowed)
+    timeout_notification: float = setting(5, _N, 0)  # minutes (fractions allowed)
+    clone_target: str | None = setting(None, _S)
+    max_tries: int = setting(3, _I, 1)
+    retry_factor: int = setting(10, _I, 0)
+    create_folders: bool = setting(False, _B)
+    create_template_delta_disks: bool = setting(False, _B)
+    create_linked_clones: bool = setting(True, _B)
+    purge_unconfigured_resources: bool = setting(False, _B)
+    experimental_features: bool = setting(False, _B)
+    usage_stats: bool = setting(False, _B)
+    request_logger: bool = setting(False, _B)
+    extra_config: tuple[str, ...] = setting((), _L)
+    allowed_tags: tuple[str, ...] | None = setting(None, _L)
+    backend_weight: Mapping[str, int] = setting(FrozenDict(), Kind.INT_MAP, 0)
+    check_loop_delay_min: float = setting(LOOP_DELAY_DEFAULTS[0], _N, 0)  # seconds
+    check_loop_delay_max: float = setting(LOOP_DELAY_DEFAULTS[1], _N, 0)
+    check_loop_delay_decay: float = setting(LOOP_DELAY_DEFAULTS[2], _N)
+    check_ready_vm_hostname_for_mismatch: bool = setting(True, _B)
+    manage_host_selection: bool = setting(False, _B)
+    host_selection_max_age: int = setting(60, _I, 0)  # seconds
+    utilization_limit: float = setting(90, _N, 0)  # percent
+    vsphere_timeout: int = setting(60, _I, 1)  # seconds
+    circuit_breaker_enabled: bool = setting(True, _B)
+    circuit_breaker_failure_threshold: int = setting(5, _I, 1)
+    circuit_breaker_timeout: int = setting(30, _I, 0)  # seconds
+    circuit_breaker_half_open_attempts: int = setting(3, _I, 1)
+    adaptive_timeout_enabled: bool = setting(True, _B)
+    connection_pool_timeout_min: int = setting(5, _I, 0)  # seconds
+    connection_pool_timeout_max: int = setting(60, _I, 0)
+    connection_pool_timeout_initial: int = setting(30, _I, 0)
+    connection_pool_monitor_enabled: bool = setting(True, _B)
+    connection_pool_monitor_interval: int = setting(10, _I, 1)  # seconds
+    dlq_enabled: bool = setting(False, _B)
+    dlq_ttl: int = setting(168, _I, 0)  # hours
+    dlq_max_entries: int = setting(10000, _I, 0)
+    purge_enabled: bool = setting(False, _B)
+    purge_dry_run: bool = setting(False, _B)
+    purge_interval: int = setting(3600, _I, 1)  # seconds
+    max_pending_age: int = setting(7200, _I, 0)  # seconds
+    max_ready_age: int = setting(86400, _I, 0)
+    max_completed_age: int = setting(3600, _I, 0)
+    max_orphaned_age: int = setting(86400, _I, 0)
+    health_check_enabled: bool = setting(False, _B)
+    health_check_interval: int = setting(300, _I, 1)  # seconds
+    health_thresholds: Mapping[str, float] = setting(DEFAULT_HEALTH_THRESHOLDS, Kind.NUMBER_MAP, 0)
+    rate_limiting_enabled: bool = setting(False, _B)
+    max_request_age: int = setting(86400, _I, 0)  # seconds: stale on-demand requests
+    domain: str | None = setting(None, _S)  # deprecated: use :dns_configs:
+    status_cache_seconds: float = setting(0, _N, 0)  # ours: 0 = /status is not cached
+    api_workers: int = setting(2, _I, 1)  # ours: API worker processes
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> GlobalConfig:
+        """Validate a ``:config:`` mapping alone.
+
+        Raises:
+            ConfigError: with every problem found.
+        """
+        return run_alone(lambda ctx: cls._parse(data, ctx))
+
+    @classmethod
+    def _parse(cls, data: object, ctx: Context) -> GlobalConfig:
+        reader = SectionReader(data, ":config:", ctx)
+        values = read_settings(cls, reader)
+        legacy = reader.get("purge_unconfigured_folders", _B)
+        if legacy is not None:
+            ctx.warn(
+                f"{reader.at('purge_unconfigured_folders')} is deprecated: use purge_unconfigured_resources"
+            )
+            values.setdefault("purge_unconfigured_resources", legacy)
+        if "health_thresholds" in values:
+            values["health_thresholds"] = {**DEFAULT_HEALTH_THRESHOLDS, **values["health_thresholds"]}
+        reader.warn_unknown()
+        delays = loop_delays(values, LOOP_DELAY_DEFAULTS, reader)
+        values.update(zip(LOOP_DELAY_KEYS, delays, strict=True))
+        return cls(**values)
+
+
+@attrs.frozen(kw_only=True)
+class RedisConfig:
+    """The ``:redis:`` section (reference §2.3). ``embedded`` means the supervisor runs redis-server."""
+
+    server: str | None = setting(None, _S)
+    port: int = setting(6379, _I, 1)
+    password: str | None = setting(None, _S)
+    username: str | None = setting(None, _S)
+    db: int = setting(0, _I, 0)
+    url: str | None = setting(None, _S)
+    data_ttl: int = setting(168, _I, 0)  # hours
+    connection_pool_size: int = setting(10, _I, 1)
+    connection_pool_timeout: int = setting(5, _I, 0)  # seconds
+    reconnect_attempts: int = setting(10, _I, 0)
+    embedded_dir: str = setting(".vmpooler/redis", _S)
+    embedded: bool = attrs.field()
+
+    @embedded.default
+    def _no_server(self) -> bool:
+        return not self.url and self.server in (None, "", "embedded")
+
+    @property
+    def client_url(self) -> str | None:
+        """A ``redis://`` (or the given ``rediss://``/``unix://``) URL; None when embedded."""
+        if self.url:
+            return self.url
+        if self.embedded or not self.server:
+            return None
+        auth = quote(self.username or "", safe="")
+        if self.password is not None:
+            auth += ":" + quote(self.password, safe="")
+        host = f"[{self.server}]" if ":" in self.server else self.server
+        return f"redis://{auth + '@' if auth else ''}{host}:{self.port}/{self.db}"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RedisConfig:
+        """Validate a ``:redis:`` mapping alone (None: no section, so embedded).
+
+        Raises:
+            ConfigError: with every problem found.
+        """
+        return run_alone(lambda ctx: cls._parse(data, ctx))
+
+    @classmethod
+    def _parse(cls, data: object, ctx: Context) -> RedisConfig:
+        reader = SectionReader(data, ":redis:", ctx)
+        values = read_settings(cls, reader)
+        if values.get("port", 1) > 65535:
+            ctx.problem(reader.at("port"), f"must be a port number (1-65535), got {values.pop('port')}")
+        url = values.get("url")
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            ctx.problem(reader.at("url"), f"must start with redis://, rediss:// or unix://, got {url!r}")
+        mark_ignored(reader, "redis")
+        reader.warn_unknown()
+        if values.get("server") == "embedded":
+            del values["server"]
+        return cls(**values)
