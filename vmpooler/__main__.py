@@ -20,6 +20,7 @@ from vmpooler.config import Config, check_config, load_config
 from vmpooler.errors import ConfigError, VmpoolerError
 from vmpooler.http.serve import ApiWorkerArgs, listen, run_api_worker
 from vmpooler.log import setup_logging
+from vmpooler.proctitle import set_title
 from vmpooler.redis_server import resolve_redis_url
 from vmpooler.supervisor import EXIT_BOOT_ERROR, ChildSpec, Supervisor
 from vmpooler.worker import ProviderWorkerArgs, publish_pools, run_provider_worker
@@ -133,6 +134,7 @@ def _serve(args: argparse.Namespace, components: set[str]) -> int:
         if not children:
             log.error("nothing to run")
             return 1
+        set_title("vmpooler: supervisor")
         return Supervisor(children).run()
     finally:
         if embedded is not None:

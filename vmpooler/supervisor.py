@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vmpooler.errors import ConfigError
+from vmpooler.proctitle import set_title, title_for
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -82,6 +83,7 @@ def _child_main(name: str, payload: bytes, heartbeat_path: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which stops us
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))  # SystemExit: finally blocks run
     multiprocessing.current_process().name = name
+    set_title(title_for(name))
     heartbeat = Heartbeat(heartbeat_path)
     try:
         spec: ChildSpec = pickle.loads(payload)  # imports the target's module: part of the boot

@@ -16,11 +16,11 @@ pytestmark = pytest.mark.acceptance
 CASES = {
     "unloadable provider": (
         ":providers:\n  broken:\n    provider_class: no_such_provider\n",
-        ":providers:.broken.provider_class: provider_class 'no_such_provider': unknown provider",
+        ":providers:.broken.provider_class: provider_class 'no_such_provider': unknown provider (known: dummy, vsphere)",
     ),
     "bad provider option": (
         ":providers:\n  broken:\n    provider_class: dummy\n    createvm_fail_percent: 500\n",
-        ":providers:.broken.createvm_fail_percent: must be a number from 0 to 100, got 500",
+        ":providers:.broken.createvm_fail_percent: must be a number from 0 to 100, got 500.0",
     ),
 }
 

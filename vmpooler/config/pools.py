@@ -101,7 +101,11 @@ class PoolConfig:
             ctx.warn(f"{reader.at('template')}: missing or empty: the provider cannot clone for this pool")
         size = reader.get("size", _I, minimum=0, required=True)
         provider = symbol(reader.get("provider", _S)) or "dummy"
-        if providers is not None and provider not in providers and f":providers:.{provider}" not in ctx.broken:
+        if (
+            providers is not None
+            and provider not in providers
+            and f":providers:.{provider}" not in ctx.broken
+        ):
             ctx.problem(reader.at("provider"), f"no provider {provider!r} in :providers:")
         dns_plugin = symbol(reader.get("dns_plugin", _S))
         if dns_configs is not None and dns_plugin is not None and dns_plugin not in dns_configs:
