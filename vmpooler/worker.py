@@ -24,7 +24,7 @@ from vmpooler.actors.context import PoolContext
 from vmpooler.actors.provider import ProviderActor
 from vmpooler.actors.ticker import Ticker
 from vmpooler.config import Config, load_config
-from vmpooler.errors import ConfigError, StoreError
+from vmpooler.errors import ConfigError, ProviderError, StoreError
 from vmpooler.log import setup_logging
 from vmpooler.manager_store import ManagerStore, decode_event
 from vmpooler.providers import load_provider_class
@@ -34,7 +34,14 @@ from vmpooler.store import connect
 if TYPE_CHECKING:
     from vmpooler.supervisor import Heartbeat
 
-__all__ = ["ProviderWorkerArgs", "build_provider", "publish_pools", "run_provider_worker", "start_manager"]
+__all__ = [
+    "ProviderWorkerArgs",
+    "build_provider",
+    "prepare_provider",
+    "publish_pools",
+    "run_provider_worker",
+    "start_manager",
+]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +138,7 @@ def start_manager(
     """
     provider = provider or build_provider(config, provider_name)
     provider.start()
+    prepare_provider(config, provider_name, provider)
     released = store.release_owner_slots(provider_name)
     if released:
         log.info("released %d clone slot(s) left by an earlier process", released)
@@ -160,6 +168,34 @@ def start_manager(
     )
     subscriber.start()
     return Manager(provider, store, ticker, actor, subscriber, stopping)
+
+
+def prepare_provider(config: Config, name: str, provider: Provider) -> None:
+    """Once at start, before any pool runs: purge what no pool owns, prepare templates (if configured).
+
+    ``purge_unconfigured_resources`` of the provider entry (else of ``:config:``) removes the provider's
+    resources that belong to no configured pool, sparing ``resources_allowlist``;
+    ``:config: create_template_delta_disks`` prepares every pool's template for linked clones.
+    Failures are logged: the pools start anyway, as in the original.
+    """
+    spec = config.providers.get(name)
+    purge = spec.purge_unconfigured_resources if spec is not None else None
+    if purge if purge is not None else config.globals.purge_unconfigured_resources:
+        allowlist = spec.resources_allowlist if spec is not None else ()
+        try:
+            removed = provider.purge_unconfigured(allowlist)
+        except NotImplementedError:
+            log.warning("provider %s cannot purge unconfigured resources", name)
+        except ProviderError as exc:
+            log.error("purging the unconfigured resources of %s failed: %s", name, exc)
+        else:
+            log.info("purged %d unconfigured resource(s) of %s: %s", len(removed), name, removed)
+    if config.globals.create_template_delta_disks:
+        for pool in config.pools_for_provider(name):
+            try:
+                provider.prepare_template(pool.name)
+            except ProviderError as exc:
+                log.warning("preparing the template of pool %s failed (clones go on): %s", pool.name, exc)
 
 
 def _subscribe(store: ManagerStore, pools: list[str], actor: Any, stopping: threading.Event) -> None:

@@ -2,18 +2,20 @@
 
 A provider plugin is a subclass of :class:`Provider` plus an attrs settings class (a subclass of
 :class:`ProviderSettings`) named by ``Provider.config_class``. The registry in ``vmpooler.providers``
-finds the class; the provider worker then does, once::
+finds the class. The config loader (``vmpooler.config``) and then the provider process do, once::
 
-    settings = cls.config_class.from_options(options, instance=name)   # at config load, fails fast
-    provider = cls(name, settings, pools)                              # ProviderActor.on_start
-    provider.start()
-    ...                                                                # actors call the queries/actions
-    provider.stop()                                                    # ProviderActor.on_stop
+    settings = cls.config_class.from_options(options, ...)   # config load, before any process starts
+    provider = cls(name, settings, pools)                    # provider process: worker.build_provider
+    provider.start()                                         # worker.start_manager
+    provider.purge_unconfigured(...); provider.prepare_template(pool)   # if configured
+    ...                                                      # actors call the queries and actions
+    provider.stop()                                          # worker.Manager.stop
 
-Threads. ``__init__``, ``start``, ``stop`` and ``purge_unconfigured`` run on the ProviderActor's pykka
-thread, one at a time. Every other method is called from PoolActor and VMActor threads, **several at
-once** (one VMActor per VM), so a provider must be thread-safe: guard shared state with a lock and never
-sleep or make a remote call while holding it.
+Threads. ``__init__``, ``start``, ``purge_unconfigured`` and ``prepare_template`` run on the provider
+process's main thread, one at a time, before any actor starts; ``stop`` runs there after the actors
+stopped taking work (``vmpooler.worker``). Every other method is called from PoolActor and VMActor
+threads, **several at once** (one VMActor per VM), so a provider must be thread-safe: guard shared
+state with a lock and never sleep or make a remote call while holding it.
 
 Rules every provider follows (STYLE bullets 7 and 8):
 
@@ -265,8 +267,8 @@ class Provider(abc.ABC):
 
     Attributes:
         config_class: the attrs settings class that parses this provider's ``:providers:`` section.
-        pool_option_keys: the per-pool keys this provider accepts beyond the core's pool keys; the core
-            copies them into ``PoolSpec.options`` and rejects any other unknown pool key.
+        pool_option_keys: the per-pool keys this provider reads beyond the core's pool keys; the core
+            copies them into ``PoolSpec.options`` and warns about any other unknown pool key.
         name: the ``:providers:`` key of this instance.
         settings: the validated settings (an instance of ``config_class``).
         pools: the pools this instance serves, by name (read-only).
@@ -279,7 +281,7 @@ class Provider(abc.ABC):
     def __init__(self, name: str, settings: ProviderSettings, pools: Mapping[str, PoolSpec]) -> None:
         """Store the collaborators. No I/O here: connecting belongs in :meth:`start`.
 
-        Called once, on the ProviderActor's thread, when the provider worker starts.
+        Called once, on the provider process's main thread, when the provider worker starts.
 
         Args:
             name: the ``:providers:`` key of this instance.
@@ -313,7 +315,7 @@ class Provider(abc.ABC):
     def start(self) -> None:
         """Connect to the backend and load whatever state the provider keeps.
 
-        Called once, on the ProviderActor's thread, after ``__init__`` and before any other method.
+        Called once, on the provider process's main thread, after ``__init__`` and before any other method.
 
         Raises:
             ProviderUnavailable: the backend cannot be reached; the worker backs off and retries.
@@ -324,8 +326,9 @@ class Provider(abc.ABC):
     def stop(self) -> None:
         """Release connections and interrupt any simulated or interruptible wait at once.
 
-        Called once, on the ProviderActor's thread, when the worker shuts down; VMActor threads may still be
-        inside other methods. Must not raise; afterwards every other method raises ``ProviderUnavailable``.
+        Called once, on the provider process's main thread, when the worker shuts down; VMActor threads
+        may still be inside other methods. Must not raise; afterwards every other method raises
+        ``ProviderUnavailable``.
         """
 
     # -- queries ------------------------------------------------------------------------------------
@@ -495,8 +498,9 @@ class Provider(abc.ABC):
     def prepare_template(self, pool: str) -> None:
         """Prepare the pool's template for fast clones (e.g. vSphere delta disks).
 
-        Called by the PoolActor on its thread before the first clone from a template, and again after a
-        template change. Must be idempotent. Default: no-op.
+        Called once per pool on the provider process's main thread at start, before any clone, when
+        ``:config: create_template_delta_disks`` is true (``vmpooler.worker.prepare_provider``). Must be
+        idempotent: it runs again at every start. Default: no-op.
 
         Raises:
             ProviderError: preparing failed (the core logs it and clones anyway).
@@ -506,8 +510,9 @@ class Provider(abc.ABC):
     def purge_unconfigured(self, allowlist: Collection[str]) -> list[str]:
         """Delete VMs and containers this provider manages that belong to no configured pool.
 
-        Called on the ProviderActor's thread once at startup when purging is enabled in config. Default:
-        not supported.
+        Called once on the provider process's main thread at start, before any pool runs, when the
+        provider entry's ``purge_unconfigured_resources`` (else the ``:config:`` key) is true
+        (``vmpooler.worker.prepare_provider``). Default: not supported.
 
         Args:
             allowlist: names (pools, folders or VMs) never to delete.
