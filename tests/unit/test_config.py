@@ -541,7 +541,7 @@ def test_legacy_provider_sections() -> None:
         ":providers:\n  :vsphere: {server: new, username: u, password: p}\n:vsphere:\n  server: old\n"
     )
     assert shadowed.providers["vsphere"].options == {"server": "new", "username": "u", "password": "p"}
-    with pytest.raises(ConfigError, match=r":pools:\[0\]\.provider: no provider 'gce'"):
+    with pytest.raises(ConfigError, match=r":gce:\.provider_class: provider_class 'gce': unknown provider"):
         load(POOL.replace("size: 1", "size: 1\n    provider: gce") + ":gce:\n  project: p\n")
     assert any(":vsphere: is ignored" in w for w in shadowed.warnings)
 

@@ -35,6 +35,8 @@ EXPECTED_WARNINGS = {
         ":graphite: read but not acted on: the graphite sink is not built yet: metrics are served to "
         "Prometheus only",
         "several metrics sinks configured (statsd, graphite, prometheus): using statsd",
+        ":prometheus:.prefix: read but not acted on: the vmpooler_instance label is not emitted yet",
+        ":prometheus:.prometheus_prefix: read but not acted on: metric names always start with vmpooler_",
     },
     "v3-yml-example.yaml": {
         ":redis:.dlq_enabled: has no effect: the original reads the dead-letter queue settings from "
@@ -192,7 +194,12 @@ def test_keys_not_acted_on_say_so_only_when_given() -> None:
         "check are not built yet",
         ":config:.ondemand_clone_limit: read but not acted on: on-demand requests are not served yet",
     }
-    assert all(section in {"config", "tracing"} for section, _key in NOT_ACTED_ON)
+    assert load(":dns_configs:\n  :gcp: {dns_class: gcp, domain: d.test, project: p}\n").warnings == (
+        ":dns_configs:.gcp.dns_class: 'gcp' read but not acted on: DNS records are not managed (only "
+        "dynamic-dns is built in); the domain is used",
+    )
+    for section, key in NOT_ACTED_ON:  # every entry names a key its section really reads
+        assert section in {"config", "redis", "prometheus", "tracing"} and key
 
 
 def test_a_provider_that_cannot_load_is_named_once() -> None:

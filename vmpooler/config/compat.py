@@ -9,7 +9,7 @@ look like typos. Deprecated spellings are accepted with a warning where they are
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from vmpooler.config.reader import Context, SectionReader
@@ -50,27 +50,51 @@ _ONDEMAND = "on-demand requests are not served yet"
 _QUEUE = "the dead-letter queue, auto purge and queue health check are not built yet"
 _BREAKER = "provider circuit breakers and adaptive timeouts are not built yet"
 
-NOT_ACTED_ON: Mapping[tuple[str, str], tuple[str, bool]] = {
-    ("config", "ondemand_clone_limit"): (_ONDEMAND, False),
-    ("config", "max_ondemand_instances_per_request"): (_ONDEMAND, False),
-    ("config", "ondemand_request_ttl"): (_ONDEMAND, False),
-    ("config", "max_vm_retries"): (_ONDEMAND, False),
-    ("config", "max_request_age"): (_ONDEMAND, False),
-    ("config", "experimental_features"): ("the pool configuration endpoints are not served yet", True),
-    ("config", "usage_stats"): ("usage statistics are not emitted yet", True),
-    ("config", "rate_limiting_enabled"): ("rate limiting is not built yet", True),
-    ("config", "dlq_enabled"): (_QUEUE, True),
-    ("config", "purge_enabled"): (_QUEUE, True),
-    ("config", "health_check_enabled"): (_QUEUE, True),
-    ("config", "circuit_breaker_enabled"): (_BREAKER, False),
-    ("config", "adaptive_timeout_enabled"): (_BREAKER, False),
-    ("config", "connection_pool_monitor_enabled"): ("connection pool gauges are not emitted yet", False),
-    ("tracing", "enabled"): ("tracing is not supported", True),
-}
-"""``(section, key)`` → ``(reason, only_when_true)``: keys read and validated but not acted on yet.
 
-With ``only_when_true`` the warning appears only when the key turns the feature on; otherwise whenever
-the key is given.
+def _true(value: object) -> bool:
+    try:
+        return bool(coerce(value, Kind.BOOL))
+    except ValueError:
+        return False  # the section parser reports the bad value
+
+
+def _given(value: object) -> bool:
+    return True
+
+
+def _not_vmpooler(value: object) -> bool:
+    return value != "vmpooler"
+
+
+_TRUE, _GIVEN, _NOT_VMPOOLER = _true, _given, _not_vmpooler
+
+NOT_ACTED_ON: Mapping[tuple[str, str], tuple[str, Callable[[object], bool]]] = {
+    ("config", "ondemand_clone_limit"): (_ONDEMAND, _GIVEN),
+    ("config", "max_ondemand_instances_per_request"): (_ONDEMAND, _GIVEN),
+    ("config", "ondemand_request_ttl"): (_ONDEMAND, _GIVEN),
+    ("config", "max_vm_retries"): (_ONDEMAND, _GIVEN),
+    ("config", "max_request_age"): (_ONDEMAND, _GIVEN),
+    ("config", "experimental_features"): ("the pool configuration endpoints are not served yet", _TRUE),
+    ("config", "usage_stats"): ("usage statistics are not emitted yet", _TRUE),
+    ("config", "rate_limiting_enabled"): ("rate limiting is not built yet", _TRUE),
+    ("config", "dlq_enabled"): (_QUEUE, _TRUE),
+    ("config", "purge_enabled"): (_QUEUE, _TRUE),
+    ("config", "health_check_enabled"): (_QUEUE, _TRUE),
+    ("config", "circuit_breaker_enabled"): (_BREAKER, _GIVEN),
+    ("config", "adaptive_timeout_enabled"): (_BREAKER, _GIVEN),
+    ("config", "connection_pool_monitor_enabled"): ("connection pool gauges are not emitted yet", _GIVEN),
+    ("tracing", "enabled"): ("tracing is not supported", _TRUE),
+    ("redis", "reconnect_attempts"): (
+        "processes reconnect to Redis with back-off for as long as it takes and never exit for it",
+        _GIVEN,
+    ),
+    ("prometheus", "prefix"): ("the vmpooler_instance label is not emitted yet", _GIVEN),
+    ("prometheus", "prometheus_prefix"): ("metric names always start with vmpooler_", _NOT_VMPOOLER),
+}
+"""``(section, key)`` → ``(reason, when)``: keys read and validated but not acted on yet.
+
+The warning appears when ``when(value)`` holds for the given value: when the key turns the feature on,
+whenever it is given, or when it differs from the only value we implement.
 """
 
 IGNORED_BY_THE_ORIGINAL: Mapping[tuple[str, str], str] = {
@@ -89,12 +113,10 @@ _SECTION_WARNINGS: Mapping[str, str] = {
 
 def warn_not_acted_on(tree: Mapping[str, Any], ctx: Context) -> None:
     """Warn about every key of :data:`NOT_ACTED_ON` and section of ``_SECTION_WARNINGS`` that is given."""
-    for (section, key), (reason, only_when_true) in NOT_ACTED_ON.items():
+    for (section, key), (reason, when) in NOT_ACTED_ON.items():
         data = tree.get(section)
         value = data.get(key) if isinstance(data, Mapping) else None
-        if value is None:
-            continue
-        if only_when_true and not _true(value):
+        if value is None or not when(value):
             continue
         ctx.warn(f":{section}:.{key}: read but not acted on: {reason}")
     for section, reason in _SECTION_WARNINGS.items():
@@ -108,10 +130,3 @@ def mark_ignored(reader: SectionReader, section: str) -> None:
         if where == section and key in reader.data:
             reader.used.add(key)
             reader.ctx.warn(f"{reader.at(key)}: has no effect: {reason}")
-
-
-def _true(value: object) -> bool:
-    try:
-        return bool(coerce(value, Kind.BOOL))
-    except ValueError:
-        return False  # the section parser reports the bad value

@@ -269,4 +269,9 @@ class DnsConfig:
         domain = reader.get("domain", _S)
         if dns_class is None:
             return None
+        if dns_class != "dynamic-dns":
+            ctx.warn(
+                f"{reader.at('dns_class')}: {dns_class!r} read but not acted on: DNS records are not "
+                "managed (only dynamic-dns is built in); the domain is used"
+            )
         return cls(name=name, dns_class=dns_class, domain=domain, options=reader.rest())
