@@ -112,7 +112,7 @@ def active_hash(pool: str) -> str:
 
 
 def vm_hash(vm: str) -> str:
-    """Per-VM metadata hash (reference §3)."""
+    """Per-VM metadata hash (as the original)."""
     return f"{_P}vm__{vm}"
 
 

@@ -139,7 +139,7 @@ class ManagerStore(Store):
 
     @_translated
     def publish_pools(self, pools: Mapping[str, Mapping[str, str]], *, remove_others: bool) -> None:
-        """Write each pool's config hash and the pool name set (reference §4.1 step 3)."""
+        """Write each pool's config hash and the pool name set (as the original)."""
         with self._redis.pipeline(transaction=True) as pipe:
             if remove_others:
                 for stale in set(self._redis.smembers(keys.POOLS)) - set(pools):
@@ -268,7 +268,7 @@ class ManagerStore(Store):
 
     @_translated
     def forget_discovered(self, pool: str, vms: Iterable[str]) -> None:
-        """Take VMs out of ``discovered`` that turned out to be in another set (reference §4.3 step 6)."""
+        """Take VMs out of ``discovered`` that turned out to be in another set (as the original)."""
         names = list(vms)
         if names:
             self._redis.srem(keys.discovered_set(pool), *names)

@@ -1,4 +1,4 @@
-"""Every Prometheus metric, declared once (reference §6.2 names, prefix ``vmpooler_``).
+"""Every Prometheus metric, declared once (the original's Prometheus names, prefix ``vmpooler_``).
 
 API workers and provider processes are separate processes; when ``PROMETHEUS_MULTIPROC_DIR`` is set
 (the supervisor sets it), prometheus-client writes every process's samples there and the API's

@@ -1,7 +1,7 @@
 """Value objects shared by the API, the store and the actors.
 
 ``VMState`` names the Redis set a VM lives in; ``TRANSITIONS`` is the one table of allowed moves
-(reference §4.2). Providers return ``VMInfo``, never SDK objects.
+(the original's VM lifecycle). Providers return ``VMInfo``, never SDK objects.
 """
 
 from __future__ import annotations

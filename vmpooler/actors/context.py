@@ -40,7 +40,7 @@ class PoolContext:
     def name(self) -> str:
         return self.pool.name
 
-    # Settings resolved pool → global → default (reference §4.1, fixed), in seconds.
+    # Settings resolved pool → global → default (as the original, fixed), in seconds.
     @property
     def timeout(self) -> float:
         return float(self.pool.timeout if self.pool.timeout is not None else self.config.globals.timeout) * 60

@@ -1,4 +1,4 @@
-"""PoolActor: keeps one pool at its size (reference §4.3, §4.6).
+"""PoolActor: keeps one pool at its size.
 
 Each pass (``check``) reads the provider's inventory and the pool's sets, gives every VM an actor
 (adopting VMs an earlier process or the original vmpooler left in Redis), marks VMs the provider has
@@ -123,7 +123,7 @@ class PoolActor(pykka.ThreadingActor):
         snap = ctx.store.snapshot(ctx.name)  # after the inventory: a new clone is in pending first
         self._apply_overrides()
         known = snap.pending | snap.ready | snap.running | snap.completed
-        if snap.discovered & known:  # found in another set after all: not discovered (§4.3 step 6)
+        if snap.discovered & known:  # found in another set after all: not discovered
             ctx.store.forget_discovered(ctx.name, snap.discovered & known)
         discovered = [vm for vm in inventory if vm not in snap.all() and vm not in self._vms]
         if discovered:

@@ -1,4 +1,4 @@
-"""VMActor: the single owner of one VM's lifecycle (reference §4.2, §4.4, §4.5).
+"""VMActor: the single owner of one VM's lifecycle.
 
 Every message runs on this actor's own thread, one at a time, so work on one VM is never concurrent:
 no mutex map, no "skip if locked". Every state change is one atomic ``ManagerStore.move``/``retire``
@@ -216,7 +216,7 @@ class VMActor(pykka.ThreadingActor):
                 ready = ctx.provider.vm_ready(ctx.name, self._name)
             except VMNotFound:
                 in_inventory = False
-            except ProviderError as exc:  # a raising readiness check means "not ready" (reference §4.4)
+            except ProviderError as exc:  # a raising readiness check means "not ready"
                 error = str(exc)
         if ready:
             self._become_ready(fields, clone_start)
@@ -312,7 +312,7 @@ class VMActor(pykka.ThreadingActor):
                 return
         try:
             reachable, error = ctx.provider.vm_ready(ctx.name, self._name), None
-        except ProviderError as exc:  # raising counts as not ready (reference §4.4)
+        except ProviderError as exc:  # raising counts as not ready (README: deliberate differences)
             reachable, error = False, str(exc)
         if not reachable:
             error = error or fields.get("open_socket_error") or "not ready"

@@ -38,7 +38,7 @@ _S, _I, _N, _B, _L = Kind.STR, Kind.INT, Kind.NUMBER, Kind.BOOL, Kind.STR_LIST
 
 @attrs.frozen(kw_only=True)
 class GlobalConfig:
-    """The ``:config:`` section (reference §2.2). Times are in the units the original uses."""
+    """The ``:config:`` section (as the original). Times are in the units the original uses."""
 
     site_name: str = setting("vmpooler", _S)
     logfile: str | None = setting(None, _S)
@@ -135,7 +135,7 @@ class GlobalConfig:
 
 @attrs.frozen(kw_only=True)
 class RedisConfig:
-    """The ``:redis:`` section (reference §2.3). ``embedded`` means the supervisor runs redis-server."""
+    """The ``:redis:`` section (as the original). ``embedded`` means the supervisor runs redis-server."""
 
     server: str | None = setting(None, _S)
     port: int = setting(6379, _I, 1)

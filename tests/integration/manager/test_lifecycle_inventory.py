@@ -1,5 +1,5 @@
-"""The pool pass against the provider's inventory (reference §4.3), tasks, data TTL, size override
-and pool reset (§4.7)."""
+"""The pool pass against the provider's inventory (as the original), tasks, data TTL, size override
+and pool reset."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pending VMs and clones (reference §4.4 "Pending", `fail_pending_vm`, §4.5 step 6)."""
+"""Pending VMs and clones: readiness, timeouts, failed clones and their clean-up."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ready VMs (reference §4.4 "Ready"): ready TTL, vm_checktime, hostname mismatch, vm_ready failure."""
+"""Ready VMs (as the original): ready TTL, vm_checktime, hostname mismatch, vm_ready failure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Running VMs (reference §4.4 "Running"): lifetime, missing checkout time, vanished VMs, user tags."""
+"""Running VMs (as the original): lifetime, missing checkout time, vanished VMs, user tags."""
 
 from __future__ import annotations
 
