@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from vmpooler.lifecycle import Policy
+
 if TYPE_CHECKING:
     from vmpooler.actors.ticker import Ticker
     from vmpooler.config import Config, PoolConfig
@@ -54,6 +56,17 @@ class PoolContext:
     def ready_ttl(self) -> float:
         value = self.pool.ready_ttl if self.pool.ready_ttl is not None else self.config.globals.ready_ttl
         return float(value) * 60
+
+    @property
+    def policy(self) -> Policy:
+        """The settings ``lifecycle.decide`` judges this pool's VMs by."""
+        return Policy(
+            timeout=self.timeout,
+            timeout_notification=self.timeout_notification,
+            ready_ttl=self.ready_ttl,
+            vm_checktime=self.vm_checktime,
+            check_hostname=self.pool.check_hostname_for_mismatch,
+        )
 
     @property
     def vm_checktime(self) -> float:

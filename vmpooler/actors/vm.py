@@ -19,11 +19,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pykka
 
 from vmpooler import keys, metrics
 from vmpooler.errors import ProviderError, StoreError, VMNotFound
+from vmpooler.lifecycle import (
+    Action,
+    Become,
+    Complete,
+    Destroy,
+    Forget,
+    Notify,
+    Observation,
+    Probe,
+    Record,
+    Remove,
+    TagUser,
+    decide,
+)
 from vmpooler.log import get_logger
+from vmpooler.model import VMState
 from vmpooler.timeutil import format_time, parse_time, today
 
 if TYPE_CHECKING:
@@ -38,7 +54,6 @@ MESSAGES = frozenset(
     {"clone", "check", "poll_ready", "destroy", "retry_destroy", "drain", "run_task", "migrate"}
 )
 _READY_POLL = 1.0  # seconds between readiness checks of a pending VM
-_MISMATCH_GRACE = 60.0  # seconds in ready before the hostname-mismatch check applies
 
 
 class VMActor(pykka.ThreadingActor):
@@ -121,16 +136,7 @@ class VMActor(pykka.ThreadingActor):
         if self._done or self._cloning:
             return
         try:
-            if state is None:
-                self._finish("no longer in any set")
-            elif state == "pending":
-                self._check_pending(in_inventory)
-            elif state == "ready":
-                self._check_ready(in_inventory)
-            elif state == "running":
-                self._check_running(in_inventory)
-            elif state in ("completed", "discovered"):
-                self._destroy(state, in_inventory)
+            self._advance(VMState(state) if state else None, in_inventory)
         except (StoreError, ProviderError) as exc:
             self._log.warning("check of %s VM failed: %s", state, exc)
 
@@ -140,7 +146,7 @@ class VMActor(pykka.ThreadingActor):
         if self._done or self._cloning:
             return
         try:
-            self._check_pending(in_inventory=True)
+            self._advance(VMState.PENDING, in_inventory=True)
         except (StoreError, ProviderError) as exc:
             self._log.warning("readiness check failed: %s", exc)
             self._schedule_poll()
@@ -202,55 +208,98 @@ class VMActor(pykka.ThreadingActor):
                 {"host": host, "migrated": "true", "migration_time": format_time(ctx.clock())},
             )
 
-    # -- pending -------------------------------------------------------------------------------------
+    # -- the lifecycle: decide, then carry out ------------------------------------------------------
 
-    def _check_pending(self, in_inventory: bool) -> None:
+    def _advance(self, state: VMState | None, in_inventory: bool) -> None:
+        """Ask ``lifecycle.decide`` what happens next (probing the provider when it says so), then do it."""
         ctx = self._ctx
         now = ctx.clock()
-        fields = ctx.store.vm_fields(self._name)
-        clone_start = parse_time(fields.get("clone")) or self._cloned_at or now
-        age = now - clone_start
-        ready, error = False, None
-        if in_inventory:
-            try:
-                ready = ctx.provider.vm_ready(ctx.name, self._name)
-            except VMNotFound:
-                in_inventory = False
-            except ProviderError as exc:  # a raising readiness check means "not ready"
-                error = str(exc)
-        if ready:
-            self._become_ready(fields, clone_start)
-            return
-        if not in_inventory and self._cloned_at is None:
-            # Adopted, never cloned by this process, and the provider does not have it: its clone
-            # died with an earlier process. Waiting for the timeout would keep the pool short.
-            # Should the clone still finish in the provider, the VM is discovered and destroyed.
-            ctx.store.retire(
-                ctx.name,
-                self._name,
-                ttl_seconds=ctx.data_ttl,
-                fields={"clone_error": "clone interrupted: not in the provider's inventory"},
-            )
-            self._log.warning("pending but unknown to the provider and not being cloned: removed")
-            self._finish(None)
-            return
-        if age > ctx.timeout:
-            self._pending_timed_out(age, fields, in_inventory, error)
-            return
-        if age > ctx.timeout_notification and not self._notified and not fields.get("timeout_notification"):
-            self._notified = True
-            ctx.store.set_vm_fields(self._name, {"timeout_notification": "1"})
-            self._log.warning(
-                "has been pending for %.1f minutes, impending failure in %.1f minutes",
-                age / 60,
-                (ctx.timeout - age) / 60,
-            )
-        self._schedule_poll()
+        live = state in (VMState.PENDING, VMState.READY, VMState.RUNNING)
+        fields = ctx.store.vm_fields(self._name) if live else {}
+        record = self._record(state, fields)
+        fallback = fields.get("open_socket_error")
+        if state is VMState.PENDING:
+            fallback = fallback or fields.get("clone_error")
+        seen = Observation(in_inventory=in_inventory, error=fallback)
+        action = decide(record, seen, now, ctx.policy)
+        if isinstance(action, Probe):
+            seen = self._probe(state, seen, action.hostname, now)
+            action = decide(record, seen, now, ctx.policy)
+        self._carry_out(state, action, seen.in_inventory, now)
 
-    def _become_ready(self, fields: dict[str, str], clone_start: float) -> None:
+    def _record(self, state: VMState | None, fields: dict[str, str]) -> Record:
         ctx = self._ctx
-        now = ctx.clock()
-        boot = now - clone_start
+        if not self._last_ready_check:  # a new actor: respect the check an earlier one made
+            self._last_ready_check = parse_time(fields.get("check")) or 0.0
+        checkout = None
+        if state is VMState.RUNNING:
+            checkout = parse_time(ctx.store.checkout_time(ctx.name, self._name) or fields.get("checkout"))
+        return Record(
+            name=self._name,
+            state=state,
+            clone_started=parse_time(fields.get("clone")) or self._cloned_at,
+            cloned_here=self._cloned_at is not None,
+            ready_at=parse_time(fields.get("ready")),
+            last_check=self._last_ready_check,
+            checkout_at=checkout,
+            lifetime=ctx.lifetime_hours(fields.get("lifetime")),
+            user=fields.get("token:user"),
+            tagged=self._tagged or fields.get("user_tagged") == "true",
+            notified=self._notified or bool(fields.get("timeout_notification")),
+        )
+
+    def _probe(self, state: VMState | None, seen: Observation, hostname: bool, now: float) -> Observation:
+        """The provider's answers ``decide`` asked for: readiness, and the guest's hostname."""
+        ctx = self._ctx
+        if state is VMState.READY:
+            self._last_ready_check = now
+            ctx.store.set_vm_fields(self._name, {"check": format_time(now)})
+        guest = None
+        if hostname:
+            info = ctx.provider.get_vm(ctx.name, self._name)
+            guest = info.hostname if info is not None else None
+        try:
+            return attrs.evolve(seen, ready=ctx.provider.vm_ready(ctx.name, self._name), hostname=guest)
+        except VMNotFound:
+            return attrs.evolve(seen, in_inventory=False, ready=False, hostname=guest)
+        except ProviderError as exc:  # raising counts as not ready (README: deliberate differences)
+            return attrs.evolve(seen, ready=False, error=str(exc), hostname=guest)
+
+    def _carry_out(self, state: VMState | None, action: Action, in_inventory: bool, now: float) -> None:
+        ctx = self._ctx
+        match action:
+            case Forget():
+                self._finish("no longer in any set")
+            case Destroy():
+                self._destroy(state.value if state else "completed", in_inventory)
+            case Become(boot=boot):
+                self._become_ready(boot, now)
+            case Notify(age=age, timeout=timeout):
+                self._notified = True
+                ctx.store.set_vm_fields(self._name, {"timeout_notification": "1"})
+                self._log.warning(
+                    "has been pending for %.1f minutes, impending failure in %.1f minutes",
+                    age / 60,
+                    (timeout - age) / 60,
+                )
+                self._schedule_poll()
+            case Complete(reason=reason, failed=failed) if state is not None:
+                self._complete(state.value, reason, failed=failed)
+            case Remove(reason=reason, clone_error=error):
+                fields = {"clone_error": error} if error else None
+                ctx.store.retire(ctx.name, self._name, ttl_seconds=ctx.data_ttl, fields=fields)
+                self._log.warning("%s: removed", reason)
+                self._finish(None)
+            case TagUser(user=user):
+                if ctx.provider.tag_vm_user(ctx.name, self._name, user):
+                    self._tagged = True
+                    ctx.store.set_vm_fields(self._name, {"user_tagged": "true"})
+            case _:  # Wait: a pending VM is polled again soon; the others on the next pass
+                if state is VMState.PENDING:
+                    self._schedule_poll()
+
+    def _become_ready(self, boot: float, now: float) -> None:
+        ctx = self._ctx
         moved = ctx.store.move(
             ctx.name,
             self._name,
@@ -267,85 +316,19 @@ class VMActor(pykka.ThreadingActor):
             self._last_ready_check = now
             self._log.info("moved from 'pending' to 'ready' queue after %.2f seconds", boot)
 
-    def _pending_timed_out(
-        self, age: float, fields: dict[str, str], in_inventory: bool, error: str | None = None
-    ) -> None:
-        ctx = self._ctx
-        error = error or fields.get("open_socket_error") or fields.get("clone_error") or "not ready"
-        if not in_inventory:
-            ctx.store.retire(ctx.name, self._name, ttl_seconds=ctx.data_ttl)
-            self._log.warning("pending for %.1f minutes and gone from the provider: removed", age / 60)
-            self._finish(None)
-            return
-        if ctx.store.move(ctx.name, self._name, "pending", "completed"):
-            metrics.ERRORS.labels("markedasfailed", ctx.name).inc()
-            self._log.error("marked as 'failed' after %.1f minutes with error: %s", age / 60, error)
-            self._destroy("completed", in_inventory=True)
-
     def _schedule_poll(self) -> None:
         if self._poll is None and not self._done:
             self._poll = self._tell_self_later(_READY_POLL, "poll_ready")
 
-    # -- ready ---------------------------------------------------------------------------------------
-
-    def _check_ready(self, in_inventory: bool) -> None:
-        ctx = self._ctx
-        if not in_inventory:
-            self._complete("ready", "missing from the provider's inventory")
-            return
-        now = ctx.clock()
-        if not self._last_ready_check:  # a new actor: respect the check an earlier one made
-            self._last_ready_check = parse_time(ctx.store.vm_fields(self._name).get("check")) or 0.0
-        if now - self._last_ready_check < ctx.vm_checktime:
-            return
-        self._last_ready_check = now
-        ctx.store.set_vm_fields(self._name, {"check": format_time(now)})
-        fields = ctx.store.vm_fields(self._name)
-        ready_at = parse_time(fields.get("ready")) or 0.0
-        if now - ready_at > ctx.ready_ttl:
-            self._complete("ready", f"reached end of TTL after {(now - ready_at) / 60:.0f} minutes")
-            return
-        if ctx.pool.check_hostname_for_mismatch and now - ready_at > _MISMATCH_GRACE:
-            info = ctx.provider.get_vm(ctx.name, self._name)
-            if info is not None and info.hostname and info.hostname != self._name:
-                self._complete("ready", f"has mismatched hostname {info.hostname}")
-                return
-        try:
-            reachable, error = ctx.provider.vm_ready(ctx.name, self._name), None
-        except ProviderError as exc:  # raising counts as not ready (README: deliberate differences)
-            reachable, error = False, str(exc)
-        if not reachable:
-            error = error or fields.get("open_socket_error") or "not ready"
-            self._complete("ready", f"is unreachable with error: {error}")
-
-    # -- running -------------------------------------------------------------------------------------
-
-    def _check_running(self, in_inventory: bool) -> None:
-        ctx = self._ctx
-        fields = ctx.store.vm_fields(self._name)
-        checkout = parse_time(ctx.store.checkout_time(ctx.name, self._name) or fields.get("checkout"))
-        if checkout is None:
-            self._complete("running", "has no checkout time")
-            return
-        lifetime = ctx.lifetime_hours(fields.get("lifetime"))
-        hours = (ctx.clock() - checkout) / 3600
-        if lifetime > 0 and hours >= lifetime:
-            self._complete("running", f"reached end of TTL after {hours:.1f} hours")
-            return
-        if not in_inventory:
-            self._complete("running", "is no longer in the provider's inventory")
-            return
-        user = fields.get("token:user")
-        untagged = not self._tagged and fields.get("user_tagged") != "true"
-        if user and untagged and ctx.provider.tag_vm_user(ctx.name, self._name, user):
-            self._tagged = True
-            ctx.store.set_vm_fields(self._name, {"user_tagged": "true"})
-
     # -- completed / destroy -------------------------------------------------------------------------
 
-    def _complete(self, src: str, reason: str) -> None:
+    def _complete(self, src: str, reason: str, *, failed: bool = False) -> None:
         if self._ctx.store.move(self._ctx.name, self._name, src, "completed"):
-            self._log.info("moved from '%s' to 'completed': %s", src, reason)
+            if failed:
+                metrics.ERRORS.labels("markedasfailed", self._ctx.name).inc()
+                self._log.error("%s", reason)
+            else:
+                self._log.info("moved from '%s' to 'completed': %s", src, reason)
             self._destroy("completed", in_inventory=True)
 
     def _destroy(self, state: str, in_inventory: bool) -> None:

@@ -77,7 +77,8 @@ def test_vm_actor_crashing_in_a_ready_check_is_recreated_and_checks_go_on(start_
     fake.on("vm_ready", raise_once({victim}, then=False))
     wait_for(lambda: crashes(caplog, victim), 5, "the actor crash")
     wait_for(lambda: victim not in fake.inventory()["a"], 5, "the VM destroyed by the new actor")
-    assert redis.hget(keys.vm_hash(victim), "destroy")
+    # destroy_vm returns before the store records it: wait for the record, not just the provider
+    wait_for(lambda: redis.hget(keys.vm_hash(victim), "destroy"), 5, "the destroy recorded")
     wait_for(lambda: len(ready(redis, "a")) == 2, 5, "pool refilled")
     assert ready(redis, "a") & old == old - {victim}
 
