@@ -1,121 +1,73 @@
 """DummyProvider: VMs that exist only in memory (and optionally a YAML file), for tests, development and
 chaos testing. It implements the whole contract of ``vmpooler.providers.base``.
 
-Options are the fields of :class:`DummySettings`: the Ruby dummy's (reference §5.2) plus ``seed``
-(reproducible chaos), ``ready_delay`` and ``domain``. Times are fractional seconds (0 = instant, the
-default); percentages are 0..100.
+Its options, one field of :class:`DummySettings` each, are listed in ``vmpooler.providers.dummy_settings``:
+every key the original dummy reads, with the original's meaning, plus ``seed``, ``ready_delay`` and
+``domain``. With none set every call is instant and never fails: the zero-delay mode of the tests.
 
-Where it differs from the Ruby dummy, on purpose:
+Times. A ``*_max_time`` option is how long one operation takes, drawn per call (``_duration``):
 
-* Nothing loops or polls. ``create_vm`` returns at once: the VM is in the inventory, powered on, with
-  a fake IP, and ``vm_ready`` answers False until ``createvm_max_time * random() + ready_delay`` seconds
-  have passed (the waiting is the VMActor's job). ``vm_ready`` is a single check; with
-  ``vmready_fail_percent`` it raises ``ProviderError`` instead of returning.
-* Destroy, disk, snapshot, revert and migrate sleep once for ``<op>_max_time * random()`` seconds,
-  as the real call would block; the sleep is an ``Event.wait`` that ``stop()`` cuts short (the
-  operation then raises ``ProviderUnavailable``). The inventory lock is never held while sleeping.
-* A failure happens when ``random() * 100 < percent`` (0 never, 100 always), drawn from one
-  ``random.Random(seed)``; failures raise (``CloneFailed`` for create, ``ProviderError`` otherwise)
-  and change nothing: a failed clone leaves no VM behind.
-* Destroying a missing VM succeeds. Taking a snapshot whose name exists, or reverting to one that
-  does not, is a non-transient ``ProviderError``. A snapshot records the VM's disks; a revert restores
-  them and powers the VM on.
-* ``getvm_rename_percent`` / ``getvm_poweroff_percent`` change the stored VM (hostname
-  ``DUMMY<name>`` / ``PoweredOff``), as a guest would; a powered-off VM is not ready.
-* ``connection_pool_size`` is a semaphore around every call; waiting longer than
-  ``connection_pool_timeout`` raises ``ProviderTimeout``.
-* The file is rewritten atomically (temp file + ``os.replace``) after each change; a write error is
-  logged and the in-memory inventory stays authoritative.
+* an integer N >= 1: ``1 + randrange(N)`` whole seconds (1..N), exactly the original's ``1 + rand(N)``;
+* a float F: ``random() * F`` seconds (0..F). Ours, so that tests can write 0.05; the original took
+  ``1 + rand(F)``, 1 to F+1 seconds;
+* 0 or absent: no wait. Deliberately unlike the original, which waited 1-2 s for an explicit 0 (Ruby's
+  ``rand(0)`` is a float in [0, 1)); only an absent key meant no wait there.
+
+A wait is one ``Event.wait`` that ``stop()`` cuts short (the call then raises ``ProviderUnavailable``).
+It holds one simulated connection, as the original's sleeps did, and never the inventory lock; the
+failure chance of the operation is drawn after it, as in the original.
+
+Clones. ``create_vm`` blocks for ``createvm_max_time``, so the VMActor holds its clone slot that long.
+Meanwhile the VM is in the inventory (``list_vms``, ``get_vm``) with ``dummy_state`` CLONING (see
+:meth:`DummyProvider.dummy_state` and the inventory file) and ``vm_ready`` answers False. A clone that
+fails (``createvm_fail_percent``, drawn after the wait) or is cut short by ``stop()`` leaves no VM
+behind. A finished clone is RUNNING and answers ready ``ready_delay`` seconds later.
+
+Readiness. The original's ``vm_ready?`` waited up to ``is_ready_timeout`` (default 5 s) for a cloning VM
+and raised a timeout otherwise, then slept 2 s. Ours never waits: a VM still cloning answers False, and
+one that has been cloning (since its ``boottime``) for longer than ``is_ready_timeout`` raises
+``ProviderTimeout``, whose message the caller records as the reason; 0 means no limit, as Ruby's
+``Timeout.timeout(0)``. ``vmready_fail_percent`` applies to every check of a cloned VM (the original
+stopped checking once a VM had been ready); a powered-off VM is not ready.
+
+Failures happen when ``random() * 100 < percent`` (0 never, 100 always), drawn from one
+``random.Random(seed)``. They raise (``CloneFailed`` from create, ``ProviderError`` otherwise) and
+change nothing, except that a destroy failing after the shutdown leaves the VM powered off, as in the
+original. Destroying a missing VM succeeds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import logging
-import os
 import random
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
-from typing import Any, cast
-
-import attrs
-import yaml
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from typing import cast
 
 from vmpooler.errors import CloneFailed, ProviderError, ProviderTimeout, ProviderUnavailable, VMNotFound
 from vmpooler.model import VMInfo
-from vmpooler.providers.base import (
-    PoolSpec,
-    Provider,
-    ProviderSettings,
-    non_negative,
-    percent,
-    string,
-    to_float,
-    to_int,
-    unknown_pool,
+from vmpooler.providers.base import PoolSpec, Provider, ProviderSettings, unknown_pool
+from vmpooler.providers.dummy_settings import DummySettings
+from vmpooler.providers.dummy_state import (
+    HOSTS,
+    OFF,
+    ON,
+    RUNNING,
+    DummyVM,
+    InitialVM,
+    InventoryFile,
+    fake_ip,
 )
 
 __all__ = ["DummyProvider", "DummySettings", "fake_ip"]
 
-log = logging.getLogger(__name__)
 
-_ON, _OFF = "PoweredOn", "PoweredOff"
-_HOSTS = tuple(f"HOST{n}" for n in range(1, 11))
-
-
-def _optional_int(value: object) -> int | None:
-    return None if value is None else to_int(value)
-
-
-def _positive(_inst: object, _attr: attrs.Attribute[Any], value: int) -> None:
-    if value < 1:
-        raise ValueError(f"must be >= 1, got {value!r}")
-
-
-def _seconds(default: float = 0.0) -> Any:
-    return attrs.field(default=default, converter=to_float, validator=non_negative)
-
-
-def _percent() -> Any:
-    return attrs.field(default=0.0, converter=to_float, validator=percent)
-
-
-@attrs.frozen(kw_only=True)
-class DummySettings(ProviderSettings):
-    """The dummy provider's options (see the module docstring)."""
-
-    filename: str | None = attrs.field(default=None, validator=attrs.validators.optional(string))
-    connection_pool_size: int = attrs.field(default=1, converter=to_int, validator=_positive)
-    connection_pool_timeout: float = _seconds(10.0)
-    migratevm_couldmove_percent: float = _percent()
-    migratevm_max_time: float = _seconds()
-    migratevm_fail_percent: float = _percent()
-    getvm_poweroff_percent: float = _percent()
-    getvm_rename_percent: float = _percent()
-    createvm_max_time: float = _seconds()
-    createvm_fail_percent: float = _percent()
-    createdisk_max_time: float = _seconds()
-    createdisk_fail_percent: float = _percent()
-    createsnapshot_max_time: float = _seconds()
-    createsnapshot_fail_percent: float = _percent()
-    revertsnapshot_max_time: float = _seconds()
-    revertsnapshot_fail_percent: float = _percent()
-    destroyvm_max_shutdown_time: float = _seconds()
-    destroyvm_max_time: float = _seconds()
-    destroyvm_fail_percent: float = _percent()
-    vmready_fail_percent: float = _percent()
-    seed: int | None = attrs.field(default=None, converter=_optional_int)
-    ready_delay: float = _seconds()
-    domain: str = attrs.field(default="dummy.local", validator=string)
-
-
-def fake_ip(name: str) -> str:
-    """A stable fake address ``10.x.y.z`` derived from the VM name."""
-    digest = hashlib.sha256(name.encode()).digest()
-    return f"10.{digest[0]}.{digest[1]}.{digest[2] % 254 + 1}"
+def _by_pool(vms: Iterable[DummyVM]) -> dict[str, dict[str, DummyVM]]:
+    by_pool: dict[str, dict[str, DummyVM]] = {}
+    for vm in vms:
+        by_pool.setdefault(vm.pool, {})[vm.name] = vm
+    return by_pool
 
 
 def _permanent(message: str) -> ProviderError:
@@ -124,42 +76,23 @@ def _permanent(message: str) -> ProviderError:
     return exc
 
 
-@attrs.define(kw_only=True)
-class _VM:
-    """One dummy VM; also its YAML form (``attrs.asdict``)."""
-
-    name: str
-    pool: str
-    template: str
-    domain: str
-    hostname: str
-    ip: str
-    boottime: float
-    ready_at: float
-    powerstate: str = _ON
-    host: str = _HOSTS[0]
-    user: str | None = None
-    disks: list[int] = attrs.Factory(list)
-    snapshots: dict[str, list[int]] = attrs.Factory(dict)
-
-    def info(self) -> VMInfo:
-        return VMInfo(
-            name=self.name,
-            pool=self.pool,
-            hostname=self.hostname,
-            template=self.template,
-            powerstate=self.powerstate,
-            ip=self.ip,
-            host=self.host,
-            boottime=self.boottime,
-        )
-
-
 class DummyProvider(Provider):
     """A fake provider with chaos knobs. Thread-safe: one lock guards the inventory."""
 
     config_class = DummySettings
-    pool_option_keys = frozenset()
+    # The vSphere pool keys, accepted and ignored: the original's own dummy examples carry them, and a
+    # vSphere pool switched to the dummy (``provider: dummy``) must start unchanged.
+    pool_option_keys = frozenset(
+        {
+            "folder",
+            "datastore",
+            "datacenter",
+            "network",
+            "create_linked_clone",
+            "snapshot_mainMem_ioBlockPages",
+            "snapshot_mainMem_iowait",
+        }
+    )
 
     def __init__(
         self,
@@ -168,20 +101,29 @@ class DummyProvider(Provider):
         pools: Mapping[str, PoolSpec],
         *,
         clock: Callable[[], float] = time.time,
+        wait: Callable[[float], bool] | None = None,
     ) -> None:
-        """See :meth:`Provider.__init__`; ``clock`` (epoch seconds) is injectable for tests."""
+        """See :meth:`Provider.__init__`.
+
+        Args:
+            clock: epoch seconds (injectable for tests).
+            wait: ``wait(seconds)`` spends a simulated operation's time and returns True when ``stop()``
+                cut it short. Default: a wait on the stop event. Tests inject one that moves a fake clock.
+        """
         super().__init__(name, settings, pools)
         self._settings = cast(DummySettings, settings)
         self._clock = clock
+        self._stopped = threading.Event()
+        self._wait = wait or self._stopped.wait
         self._rng = random.Random(self._settings.seed)
         self._rng_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._vms: dict[str, dict[str, _VM]] = {}
+        self._vms = _by_pool(map(self._seed, self._settings.initial_state))
         self._connections = threading.BoundedSemaphore(self._settings.connection_pool_size)
-        self._stopped = threading.Event()
         self._running = False
-        self._save_lock = threading.Lock()
-        self._version = self._saved_version = 0
+        path = self._settings.filename
+        self._file = None if path is None else InventoryFile(path, self.log)
+        self._version = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -216,7 +158,7 @@ class DummyProvider(Provider):
                     return None
                 before = (vm.hostname, vm.powerstate)
                 vm.hostname = f"DUMMY{name}" if rename else vm.hostname
-                vm.powerstate = _OFF if poweroff else vm.powerstate
+                vm.powerstate = OFF if poweroff else vm.powerstate
                 changed = before != (vm.hostname, vm.powerstate)
                 info = vm.info()
         if changed:
@@ -231,27 +173,19 @@ class DummyProvider(Provider):
         if spec is None:
             raise unknown_pool(pool, error=CloneFailed)
         with self._connection():
-            if self._chance(self._settings.createvm_fail_percent):
-                raise CloneFailed(f"simulated clone failure of {name} in pool {pool}")
-            now = self._clock()
-            ready_at = now + self._duration(self._settings.createvm_max_time) + self._settings.ready_delay
-            with self._lock:
-                if any(name in vms for vms in self._vms.values()):
-                    raise CloneFailed(f"a VM called {name} already exists", transient=False)
-                domain = spec.domain or self._settings.domain
-                vm = _VM(
-                    name=name,
-                    pool=pool,
-                    template=spec.template,
-                    domain=domain,
-                    hostname=name,
-                    ip=fake_ip(name),
-                    boottime=now,
-                    ready_at=ready_at,
-                )
-                self._vms.setdefault(pool, {})[name] = vm
-                info = vm.info()
-        self.log.debug("created %s in pool %s, ready in %.3fs", name, pool, ready_at - now)
+            seconds = self._duration(self._settings.createvm_max_time)
+            vm = self._add_clone(spec, name)
+            try:
+                if seconds > 0:
+                    self._save()  # the CLONING state, as the original wrote it
+                    self.log.debug("cloning %s in pool %s for %.3fs", name, pool, seconds)
+                    self._pause(seconds, f"the clone of {name}")
+                if self._chance(self._settings.createvm_fail_percent):
+                    raise CloneFailed(f"simulated clone failure of {name} in pool {pool}")
+                info = self._finish_clone(vm)
+            except ProviderError:
+                self._discard(vm)
+                raise
         self._save()
         return info
 
@@ -260,25 +194,32 @@ class DummyProvider(Provider):
         with self._connection():
             with self._lock:
                 vm = self._require(pool, name)
-                powered_on, ready_at, fqdn = vm.powerstate == _ON, vm.ready_at, f"{name}.{vm.domain}"
+                state, since, fqdn = vm.dummy_state, vm.boottime, f"{name}.{vm.domain}"
+                powered_on, ready_at = vm.powerstate == ON, vm.ready_at
+            if state != RUNNING:
+                return self._still_cloning(name, since)
             if self._chance(self._settings.vmready_fail_percent):
                 raise ProviderError(f"simulated: cannot connect to {fqdn}:22")
             return powered_on and self._clock() >= ready_at
 
     def destroy_vm(self, pool: str, name: str) -> None:
         self.pool_spec(pool)
+        s = self._settings
         with self._connection():
             with self._lock:
                 vm = self._vms.get(pool, {}).get(name)
                 if vm is None:
                     self.log.debug("destroy %s: already gone", name)
                     return
-                powered_on = vm.powerstate == _ON
-            if self._chance(self._settings.destroyvm_fail_percent):
-                raise ProviderError(f"simulated failure destroying {name}")
+                powered_on = vm.powerstate == ON
             if powered_on:
-                self._pause(self._duration(self._settings.destroyvm_max_shutdown_time), "shutdown")
-            self._pause(self._duration(self._settings.destroyvm_max_time), "destroy")
+                self._pause(self._duration(s.destroyvm_max_shutdown_time), f"the shutdown of {name}")
+                with self._lock:
+                    vm.powerstate = OFF
+                self._save()
+            self._pause(self._duration(s.destroyvm_max_time), f"the destroy of {name}")
+            if self._chance(s.destroyvm_fail_percent):
+                raise ProviderError(f"simulated failure destroying {name}")
             with self._lock:
                 self._vms.get(pool, {}).pop(name, None)
         self._save()
@@ -288,44 +229,30 @@ class DummyProvider(Provider):
     def create_disk(self, pool: str, name: str, size_gb: int) -> None:
         if size_gb < 1:
             raise ValueError(f"disk size must be a positive number of GB, got {size_gb!r}")
-        s = self._settings
-        with self._simulate(
-            pool, name, s.createdisk_fail_percent, s.createdisk_max_time, "create_disk"
-        ) as vm:
+        fail, max_time = self._settings.createdisk_fail_percent, self._settings.createdisk_max_time
+        with self._simulate(pool, name, fail, max_time, "create_disk") as vm:
             vm.disks.append(size_gb)
 
     def create_snapshot(self, pool: str, name: str, snapshot: str) -> None:
-        def absent(vm: _VM) -> None:
+        def absent(vm: DummyVM) -> None:
             if snapshot in vm.snapshots:
                 raise _permanent(f"{name} already has a snapshot called {snapshot!r}")
 
         s = self._settings
-        with self._simulate(
-            pool,
-            name,
-            s.createsnapshot_fail_percent,
-            s.createsnapshot_max_time,
-            "create_snapshot",
-            check=absent,
-        ) as vm:
+        fail, max_time = s.createsnapshot_fail_percent, s.createsnapshot_max_time
+        with self._simulate(pool, name, fail, max_time, "create_snapshot", check=absent) as vm:
             vm.snapshots[snapshot] = list(vm.disks)
 
     def revert_snapshot(self, pool: str, name: str, snapshot: str) -> None:
-        def present(vm: _VM) -> None:
+        def present(vm: DummyVM) -> None:
             if snapshot not in vm.snapshots:
                 raise _permanent(f"{name} has no snapshot called {snapshot!r}")
 
         s = self._settings
-        with self._simulate(
-            pool,
-            name,
-            s.revertsnapshot_fail_percent,
-            s.revertsnapshot_max_time,
-            "revert_snapshot",
-            check=present,
-        ) as vm:
+        fail, max_time = s.revertsnapshot_fail_percent, s.revertsnapshot_max_time
+        with self._simulate(pool, name, fail, max_time, "revert_snapshot", check=present) as vm:
             vm.disks = list(vm.snapshots[snapshot])
-            vm.powerstate = _ON
+            vm.powerstate = ON
 
     def migrate_vm(self, pool: str, name: str) -> str | None:
         s = self._settings
@@ -336,12 +263,12 @@ class DummyProvider(Provider):
             return None
         with self._simulate(pool, name, s.migratevm_fail_percent, s.migratevm_max_time, "migrate_vm") as vm:
             with self._rng_lock:
-                vm.host = self._rng.choice([host for host in _HOSTS if host != vm.host])
+                vm.host = self._rng.choice([host for host in HOSTS if host != vm.host])
             target = vm.host
         return target
 
     def tag_vm_user(self, pool: str, name: str, user: str) -> bool:
-        with self._simulate(pool, name, 0.0, 0.0, "tag_vm_user") as vm:
+        with self._simulate(pool, name, 0.0, 0, "tag_vm_user") as vm:
             vm.user = user
         return True
 
@@ -368,6 +295,13 @@ class DummyProvider(Provider):
             names: dict[str, list[str]] = {pool: [] for pool in self.pools}
             names.update((pool, sorted(vms)) for pool, vms in self._vms.items())
         return dict(sorted(names.items()))
+
+    def dummy_state(self, pool: str, name: str) -> str | None:
+        """The VM's clone state, the original's ``dummy_state`` (``CLONING`` while ``create_vm`` runs,
+        ``RUNNING`` once cloned; ``UNKNOWN`` only from ``initial_state``), or None without such a VM."""
+        with self._lock:
+            vm = self._vms.get(pool, {}).get(name)
+            return None if vm is None else vm.dummy_state
 
     def remove_vm_behind_our_back(self, pool: str, name: str) -> None:
         """Make a VM vanish as if deleted outside vmpooler (for tests of the core's inventory checks)."""
@@ -397,11 +331,11 @@ class DummyProvider(Provider):
         pool: str,
         name: str,
         fail_percent: float,
-        max_time: float,
+        max_time: int | float,
         what: str,
-        check: Callable[[_VM], None] | None = None,
-    ) -> Iterator[_VM]:
-        """One simulated operation on an existing VM: check, maybe fail, sleep once, then let the
+        check: Callable[[DummyVM], None] | None = None,
+    ) -> Iterator[DummyVM]:
+        """One simulated operation on an existing VM: check, wait once, maybe fail, then let the
         caller change the VM under the inventory lock and persist the change."""
         self.pool_spec(pool)
         with self._connection():
@@ -409,9 +343,9 @@ class DummyProvider(Provider):
                 vm = self._require(pool, name)
                 if check is not None:
                     check(vm)
+            self._pause(self._duration(max_time), f"{what} on {name}")
             if self._chance(fail_percent):
                 raise ProviderError(f"simulated {what} failure on {name}")
-            self._pause(self._duration(max_time), what)
             with self._lock:
                 vm = self._require(pool, name)
                 if check is not None:
@@ -419,7 +353,43 @@ class DummyProvider(Provider):
                 yield vm
         self._save()
 
-    def _require(self, pool: str, name: str) -> _VM:
+    def _add_clone(self, spec: PoolSpec, name: str) -> DummyVM:
+        """Put a new VM into the inventory in state CLONING; the caller holds a connection."""
+        domain = spec.domain or self._settings.domain
+        vm = DummyVM.clone(name, spec.name, spec.template, domain, now=self._clock())
+        with self._lock:
+            if any(name in vms for vms in self._vms.values()):
+                raise CloneFailed(f"a VM called {name} already exists", transient=False)
+            self._vms.setdefault(spec.name, {})[name] = vm
+        return vm
+
+    def _finish_clone(self, vm: DummyVM) -> VMInfo:
+        with self._lock:
+            if self._vms.get(vm.pool, {}).get(vm.name) is not vm:
+                raise CloneFailed(f"{vm.name} was deleted while it was being cloned")
+            vm.dummy_state = RUNNING
+            vm.ready_at = self._clock() + self._settings.ready_delay
+            return vm.info()
+
+    def _discard(self, vm: DummyVM) -> None:
+        """Take a failed clone out of the inventory (unless something else replaced or removed it)."""
+        with self._lock:
+            vms = self._vms.get(vm.pool, {})
+            if vms.get(vm.name) is vm:
+                del vms[vm.name]
+        self._save()
+
+    def _still_cloning(self, name: str, since: float) -> bool:
+        """``vm_ready`` of a VM not cloned yet: False, or ProviderTimeout after ``is_ready_timeout``."""
+        limit = self._settings.is_ready_timeout
+        waited = self._clock() - since
+        if limit > 0 and waited > limit:
+            raise ProviderTimeout(
+                f"{name} is still being cloned after {waited:.1f}s (is_ready_timeout {limit}s)"
+            )
+        return False
+
+    def _require(self, pool: str, name: str) -> DummyVM:
         """The VM record; the caller holds ``self._lock``."""
         vm = self._vms.get(pool, {}).get(name)
         if vm is None:
@@ -434,65 +404,45 @@ class DummyProvider(Provider):
         with self._rng_lock:
             return self._rng.random() * 100 < pct
 
-    def _duration(self, max_time: float) -> float:
+    def _duration(self, max_time: int | float) -> float:
+        """Seconds one operation takes, from its ``*_max_time`` option: an int N >= 1 gives the
+        original's ``1 + rand(N)`` whole seconds, a float F ``random() * F``, 0 nothing."""
         if max_time <= 0:
             return 0.0
         with self._rng_lock:
+            if isinstance(max_time, int):
+                return float(1 + self._rng.randrange(max_time))
             return max_time * self._rng.random()
 
     def _pause(self, seconds: float, what: str) -> None:
-        if seconds > 0 and self._stopped.wait(seconds):
+        if seconds > 0 and self._wait(seconds):
             raise ProviderUnavailable(f"dummy provider {self.name} stopped during {what}")
 
     # -- persistence --------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        path = self._settings.filename
-        if path is None:
+        """Replace the inventory with the file's, if it exists; else keep it (``initial_state`` at first)."""
+        records = None if self._file is None else self._file.load(self._seed)
+        if records is None:
             return
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = yaml.safe_load(handle) or {}
-            records = [_VM(**entry) for entry in data.get("vms", [])]
-        except FileNotFoundError:
-            self.log.info("inventory file %s does not exist yet; starting empty", path)
-            return
-        except (OSError, yaml.YAMLError, TypeError, AttributeError) as exc:
-            raise _permanent(f"cannot load dummy inventory {path}: {exc}") from exc
+        vms = _by_pool(records)
         with self._lock:
-            self._vms = {}
-            for vm in records:
-                self._vms.setdefault(vm.pool, {})[vm.name] = vm
+            self._vms = vms
+
+    def _seed(self, entry: InitialVM) -> DummyVM:
+        """The record of an ``initial_state`` VM, with its pool's template and domain by default."""
+        spec = self.pools.get(entry.pool)
+        template = spec.template if spec else entry.pool
+        domain = (spec.domain if spec else None) or self._settings.domain
+        return entry.record(template=template, domain=domain, now=self._clock())
 
     def _save(self) -> None:
-        path = self._settings.filename
-        if path is None:
+        if self._file is None:
             return
         with self._lock:
             self._version += 1
             version = self._version
-            vms = [vm for pool in sorted(self._vms) for _, vm in sorted(self._vms[pool].items())]
-            data = {"vms": [attrs.asdict(vm) for vm in vms]}
-        with self._save_lock:
-            if version <= self._saved_version:
-                return  # a newer snapshot is already on disk
-            try:
-                _write_atomically(path, data)
-            except (OSError, yaml.YAMLError):
-                self.log.exception("cannot write dummy inventory %s; keeping it in memory", path)
-                return
-            self._saved_version = version
-
-
-def _write_atomically(path: str, data: object) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".dummy-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(data, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+            data = self._file.snapshot(
+                vm for pool in sorted(self._vms) for _, vm in sorted(self._vms[pool].items())
+            )
+        self._file.save(version, data)

@@ -12,7 +12,7 @@ from vmpooler.config import Config, load_config_text
 from vmpooler.manager_store import ManagerStore
 from vmpooler.providers.base import Provider
 from vmpooler.store import connect
-from vmpooler.worker import Manager, build_provider, start_manager
+from vmpooler.worker import Manager, start_manager
 
 BASE = """
 :config:
@@ -81,22 +81,6 @@ def run_manager(manager_store: ManagerStore) -> Iterator[Callable[..., Manager]]
     yield run
     for manager in started:
         manager.stop()
-
-
-class SlowCloneDummy:
-    """A fake wrapper around the real DummyProvider whose ``create_vm`` blocks for ``seconds``, as a
-    real hypervisor's clone call does (the dummy itself only delays readiness)."""
-
-    def __init__(self, config: Config, seconds: float) -> None:
-        self._inner = build_provider(config, "dummy")
-        self._seconds = seconds
-
-    def create_vm(self, pool: str, name: str):  # type: ignore[no-untyped-def]
-        time.sleep(self._seconds)
-        return self._inner.create_vm(pool, name)
-
-    def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
-        return getattr(self._inner, attr)
 
 
 @pytest.fixture

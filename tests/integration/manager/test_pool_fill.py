@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration.manager.conftest import SlowCloneDummy, make_config
+from tests.integration.manager.conftest import make_config
 from vmpooler import keys
 from vmpooler.store import Pick
 
@@ -58,8 +58,11 @@ def test_returned_vm_is_destroyed_at_once(run_manager, manager_store, redis):
 
 
 def test_task_limit_bounds_concurrent_clones(run_manager, redis):
-    config = make_config({"a": 6}, task_limit=2)
-    run_manager(config, provider=SlowCloneDummy(config, 0.2))
+    # every clone blocks in create_vm for up to 0.2 s while it holds its slot; 10 simulated
+    # connections, so that only task_limit bounds the clones
+    options = "    createvm_max_time: 0.2\n    connection_pool_size: 10"
+    config = make_config({"a": 6}, task_limit=2, provider_options=options)
+    run_manager(config)
     peak = 0
     deadline = time.monotonic() + 10
     while len(ready(redis, "a")) < 6 and time.monotonic() < deadline:

@@ -6,7 +6,9 @@ until they get test modules of their own.
 
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
+import random
 import re
 import threading
 import time
@@ -14,10 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import yaml
 
 import vmpooler.providers as registry
+from tests.conftest import wait_for
 from vmpooler.errors import (
     CloneFailed,
     ConfigError,
@@ -41,13 +45,53 @@ POOLS = {
 
 
 class FakeClock:
-    """An epoch clock the test moves by hand."""
+    """An epoch clock the test moves by hand; as the provider's ``wait`` it records each simulated
+    wait and moves the clock past it at once."""
 
     def __init__(self) -> None:
         self.now = 1_700_000_000.0
+        self.waits: list[float] = []
 
     def __call__(self) -> float:
         return self.now
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.now += seconds
+        return False  # not stopped
+
+
+class Gate:
+    """A provider ``wait`` that blocks until the test opens it, so the test can look at a call in progress."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.entered.set()
+        assert self.opened.wait(5), "the test never opened the gate"
+        return False
+
+    def wait_entered(self) -> None:
+        assert self.entered.wait(5), "the call never started its wait"
+
+
+def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run ``call`` in a thread; the list receives its result or the exception it raised."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
 
 
 Make = Callable[..., DummyProvider]
@@ -59,10 +103,15 @@ def make() -> Iterator[Make]:
     made: list[DummyProvider] = []
 
     def build(
-        pools: dict[str, PoolSpec] | None = None, clock: Callable[[], float] = time.time, **options: Any
+        pools: dict[str, PoolSpec] | None = None,
+        clock: Callable[[], float] = time.time,
+        wait: Callable[[float], bool] | None = None,
+        **options: Any,
     ) -> DummyProvider:
         settings = DummySettings.from_options(options, instance="dummy1")
-        provider = DummyProvider("dummy1", settings, POOLS if pools is None else pools, clock=clock)
+        provider = DummyProvider(
+            "dummy1", settings, POOLS if pools is None else pools, clock=clock, wait=wait
+        )
         provider.start()
         made.append(provider)
         return provider
@@ -117,7 +166,6 @@ def test_a_failed_clone_leaves_no_vm_behind(make: Make) -> None:
 @pytest.mark.parametrize(
     ("option", "call"),
     [
-        ("destroyvm_fail_percent", lambda p: p.destroy_vm("pool1", "vm1")),
         ("vmready_fail_percent", lambda p: p.vm_ready("pool1", "vm1")),
         ("createdisk_fail_percent", lambda p: p.create_disk("pool1", "vm1", 5)),
         ("createsnapshot_fail_percent", lambda p: p.create_snapshot("pool1", "vm1", "s1")),
@@ -190,6 +238,184 @@ def test_poweroff_chaos_powers_the_vm_off_and_it_is_not_ready(make: Make) -> Non
     assert provider.vm_ready("pool1", "vm1") is False
 
 
+# -- simulated time: the *_max_time options ---------------------------------------------------------
+
+
+MAX_TIME_CALLS: dict[str, Callable[[DummyProvider], object]] = {
+    # each *_max_time option and a call that spends its time, on a powered-on vm1 with a snapshot s0
+    "createvm_max_time": lambda p: p.create_vm("pool1", "vm2"),
+    "destroyvm_max_shutdown_time": lambda p: p.destroy_vm("pool1", "vm1"),
+    "destroyvm_max_time": lambda p: p.destroy_vm("pool1", "vm1"),
+    "createdisk_max_time": lambda p: p.create_disk("pool1", "vm1", 5),
+    "createsnapshot_max_time": lambda p: p.create_snapshot("pool1", "vm1", "s1"),
+    "revertsnapshot_max_time": lambda p: p.revert_snapshot("pool1", "vm1", "s0"),
+    "migratevm_max_time": lambda p: p.migrate_vm("pool1", "vm1"),
+}
+
+
+@pytest.mark.parametrize("option", MAX_TIME_CALLS)
+@pytest.mark.parametrize("value", [3, 0.5, 0, 0.0, None])
+def test_every_max_time_follows_the_same_rule(make: Make, option: str, value: float | None) -> None:
+    clock = FakeClock()
+    options: dict[str, Any] = {"migratevm_couldmove_percent": 100} if option == "migratevm_max_time" else {}
+    provider = make(clock=clock, wait=clock.wait, seed=1, **options, **{option: value})
+    if option != "createvm_max_time":
+        provider.create_vm("pool1", "vm1")
+        provider.create_snapshot("pool1", "vm1", "s0")
+    clock.waits.clear()
+    MAX_TIME_CALLS[option](provider)
+    if not value:
+        assert clock.waits == []  # 0 or null: no wait at all
+    elif isinstance(value, int):
+        [waited] = clock.waits
+        assert waited in (1.0, 2.0, 3.0)  # whole seconds, 1..N
+    else:
+        [waited] = clock.waits
+        assert 0 <= waited < value
+
+
+def test_an_integer_max_time_is_exactly_the_originals_1_plus_rand_n(make: Make) -> None:
+    clock = FakeClock()
+    provider = make(clock=clock, wait=clock.wait, seed=11, createvm_max_time=4)
+    for n in range(200):
+        provider.create_vm("pool1", f"vm{n}")
+    rng = random.Random(11)
+    assert clock.waits == [1 + rng.randrange(4) for _ in range(200)]
+    assert set(clock.waits) == {1, 2, 3, 4} and all(isinstance(w, float) for w in clock.waits)
+
+
+def test_a_float_max_time_is_a_fraction_of_it(make: Make) -> None:
+    clock = FakeClock()
+    provider = make(clock=clock, wait=clock.wait, seed=11, createvm_max_time=0.05)
+    for n in range(50):
+        provider.create_vm("pool1", f"vm{n}")
+    rng = random.Random(11)
+    assert clock.waits == [0.05 * rng.random() for _ in range(50)]
+    assert max(clock.waits) < 0.05
+
+
+def test_create_vm_blocks_for_its_time_on_the_real_clock(make: Make) -> None:
+    provider = make(seed=3, createvm_max_time=0.4)  # seed 3 draws 0.4 * 0.238 = 0.095 s
+    started = time.monotonic()
+    info = provider.create_vm("pool1", "vm1")
+    assert 0.095 <= time.monotonic() - started < 5
+    assert info.ip == fake_ip("vm1") and info.powerstate == "PoweredOn"
+    assert provider.vm_ready("pool1", "vm1") is True
+
+
+def test_a_cloning_vm_is_in_the_inventory_and_not_ready(make: Make, tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    gate = Gate()
+    provider = make(wait=gate, createvm_max_time=3, connection_pool_size=2, filename=str(path))
+    thread, outcome = in_thread(lambda: provider.create_vm("pool1", "vm1"))
+    gate.wait_entered()
+    assert [vm.name for vm in provider.list_vms("pool1")] == ["vm1"]
+    assert provider.get_vm("pool1", "vm1") is not None
+    assert provider.dummy_state("pool1", "vm1") == "CLONING"
+    assert yaml.safe_load(path.read_text())["vms"][0]["dummy_state"] == "CLONING"
+    assert provider.vm_ready("pool1", "vm1") is False
+    gate.opened.set()
+    thread.join(timeout=5)
+    [info] = outcome
+    assert isinstance(info, VMInfo) and info.name == "vm1"
+    assert provider.dummy_state("pool1", "vm1") == "RUNNING"
+    assert yaml.safe_load(path.read_text())["vms"][0]["dummy_state"] == "RUNNING"
+    assert provider.vm_ready("pool1", "vm1") is True
+
+
+def test_a_clone_holds_its_connection_while_it_waits(make: Make) -> None:
+    gate = Gate()
+    provider = make(wait=gate, createvm_max_time=3, connection_pool_timeout=0.05)  # one connection
+    thread, _ = in_thread(lambda: provider.create_vm("pool1", "vm1"))
+    gate.wait_entered()
+    with pytest.raises(ProviderTimeout, match="no free connection"):
+        provider.list_vms("pool1")
+    gate.opened.set()
+    thread.join(timeout=5)
+    assert provider.list_vms("pool1")[0].name == "vm1"
+
+
+def test_vm_ready_of_a_cloning_vm_times_out_after_is_ready_timeout(make: Make) -> None:
+    clock, gate = FakeClock(), Gate()
+    provider = make(clock=clock, wait=gate, createvm_max_time=60, connection_pool_size=2, is_ready_timeout=2)
+    thread, _ = in_thread(lambda: provider.create_vm("pool1", "vm1"))
+    gate.wait_entered()
+    clock.now += 2
+    assert provider.vm_ready("pool1", "vm1") is False
+    clock.now += 0.5
+    with pytest.raises(ProviderTimeout, match="is_ready_timeout 2s"):
+        provider.vm_ready("pool1", "vm1")
+    gate.opened.set()
+    thread.join(timeout=5)
+    assert provider.vm_ready("pool1", "vm1") is True
+
+
+def test_stop_interrupts_a_blocking_create_vm_and_leaves_no_vm(make: Make, tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    provider = make(createvm_max_time=30, filename=str(path))  # 1..30 real seconds
+    thread, outcome = in_thread(lambda: provider.create_vm("pool1", "vm1"))
+    wait_for(lambda: provider.dummy_state("pool1", "vm1") == "CLONING", 5, "the clone to start")
+    provider.stop()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    [error] = outcome
+    assert isinstance(error, ProviderUnavailable)
+    assert provider.inventory()["pool1"] == []
+    assert yaml.safe_load(path.read_text())["vms"] == []
+
+
+def test_a_clone_fails_after_its_wait_and_leaves_nothing(make: Make, tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    clock = FakeClock()
+    provider = make(
+        clock=clock, wait=clock.wait, createvm_max_time=3, createvm_fail_percent=100, filename=str(path)
+    )
+    with pytest.raises(CloneFailed):
+        provider.create_vm("pool1", "vm1")
+    assert len(clock.waits) == 1  # the failure is decided after the clone's time, as in the original
+    assert provider.inventory()["pool1"] == []
+    assert provider.dummy_state("pool1", "vm1") is None
+    assert yaml.safe_load(path.read_text())["vms"] == []
+
+
+def test_destroy_waits_for_the_shutdown_only_when_powered_on(make: Make) -> None:
+    clock = FakeClock()
+    initial = {"pool1": ["on", {"name": "off", "powerstate": "PoweredOff"}]}
+    provider = make(
+        clock=clock,
+        wait=clock.wait,
+        initial_state=initial,
+        destroyvm_max_shutdown_time=0.5,
+        destroyvm_max_time=3,
+    )
+    provider.destroy_vm("pool1", "on")
+    shutdown, destroy = clock.waits
+    assert shutdown < 0.5 and destroy in (1, 2, 3)
+    clock.waits.clear()
+    provider.destroy_vm("pool1", "off")
+    [destroy] = clock.waits
+    assert destroy in (1, 2, 3)
+    assert provider.inventory()["pool1"] == []
+
+
+def test_a_failed_destroy_leaves_the_vm_powered_off(make: Make, tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    provider = make(destroyvm_fail_percent=100, filename=str(path))
+    provider.create_vm("pool1", "vm1")
+    with pytest.raises(ProviderError, match="simulated failure destroying vm1"):
+        provider.destroy_vm("pool1", "vm1")
+    assert [vm.powerstate for vm in provider.list_vms("pool1")] == ["PoweredOff"]
+    assert yaml.safe_load(path.read_text())["vms"][0]["powerstate"] == "PoweredOff"
+
+
+def test_migration_unset_never_moves_waits_or_fails(make: Make) -> None:
+    clock = FakeClock()
+    provider = make(clock=clock, wait=clock.wait, migratevm_max_time=3, migratevm_fail_percent=100)
+    provider.create_vm("pool1", "vm1")
+    assert provider.migrate_vm("pool1", "vm1") is None
+    assert clock.waits == []
+
+
 # -- readiness --------------------------------------------------------------------------------------
 
 
@@ -212,16 +438,42 @@ def test_ready_delay_on_the_real_clock(make: Make) -> None:
     assert provider.vm_ready("pool1", "vm1") is True
 
 
-def test_clone_time_delays_readiness_without_blocking_create(make: Make) -> None:
+def test_vm_ready_of_a_vm_cloning_too_long_raises_after_is_ready_timeout(make: Make) -> None:
     clock = FakeClock()
-    provider = make(clock=clock, seed=3, createvm_max_time=600)
-    started = time.monotonic()
-    info = provider.create_vm("pool1", "vm1")
-    assert time.monotonic() - started < 0.1
-    assert info.ip == fake_ip("vm1") and info.powerstate == "PoweredOn"
-    assert provider.vm_ready("pool1", "vm1") is False  # 600 * random() with seed 3 is about 143 s
-    clock.now += 600
-    assert provider.vm_ready("pool1", "vm1") is True
+    initial = {
+        "pool1": [{"name": "vm1", "dummy_state": "UNKNOWN"}, {"name": "vm2", "dummy_state": "CLONING"}]
+    }
+    provider = make(clock=clock, initial_state=initial)  # is_ready_timeout: 5 by default
+    clock.now += 5
+    assert provider.vm_ready("pool1", "vm1") is False
+    assert provider.vm_ready("pool1", "vm2") is False
+    clock.now += 0.01
+    for name in ("vm1", "vm2"):
+        with pytest.raises(
+            ProviderTimeout, match=rf"{name} is still being cloned after 5\.0s.*is_ready_timeout 5s"
+        ):
+            provider.vm_ready("pool1", name)
+
+
+@pytest.mark.parametrize(("timeout", "raises_after"), [(1, 1.5), (0.25, 0.5), (0, None)])
+def test_is_ready_timeout_sets_the_limit_and_0_means_none(
+    make: Make, timeout: float, raises_after: float | None
+) -> None:
+    clock = FakeClock()
+    provider = make(
+        clock=clock,
+        is_ready_timeout=timeout,
+        initial_state={"pool1": [{"name": "vm1", "dummy_state": "UNKNOWN"}]},
+    )
+    clock.now += timeout
+    assert provider.vm_ready("pool1", "vm1") is False
+    if raises_after is None:
+        clock.now += 1_000_000
+        assert provider.vm_ready("pool1", "vm1") is False
+    else:
+        clock.now += raises_after - timeout
+        with pytest.raises(ProviderTimeout):
+            provider.vm_ready("pool1", "vm1")
 
 
 def test_fake_ip_is_stable_and_private() -> None:
@@ -231,10 +483,10 @@ def test_fake_ip_is_stable_and_private() -> None:
 
 
 def test_vm_ready_failure_names_the_fqdn_from_the_pool_domain(make: Make) -> None:
-    provider = make(vmready_fail_percent=100, domain="lab.test")
+    provider = make(vmready_fail_percent=100)
     provider.create_vm("pool1", "vm1")
     provider.create_vm("pool2", "vm2")
-    with pytest.raises(ProviderError, match=r"vm1\.lab\.test:22"):
+    with pytest.raises(ProviderError, match=r"vm1\.dummy\.local:22"):  # pool1 has no domain
         provider.vm_ready("pool1", "vm1")
     with pytest.raises(ProviderError, match=r"vm2\.example\.com:22"):
         provider.vm_ready("pool2", "vm2")
@@ -407,7 +659,7 @@ def test_calls_before_start_and_after_stop_are_unavailable(make: Make) -> None:
 
 
 def test_stop_cuts_a_simulated_wait_short(make: Make) -> None:
-    provider = make(seed=0, destroyvm_max_time=30)  # seed 0 draws about 25 s
+    provider = make(seed=0, destroyvm_max_time=30)  # seed 0 draws 28 s
     provider.create_vm("pool1", "vm1")
     errors: list[BaseException] = []
 
@@ -440,7 +692,9 @@ def test_settings_defaults() -> None:
     settings = DummySettings.from_options({})
     assert settings.filename is None and settings.seed is None
     assert settings.connection_pool_size == 1 and settings.connection_pool_timeout == 10.0
-    assert settings.createvm_max_time == 0.0 and settings.ready_delay == 0.0
+    assert settings.createvm_max_time == 0 and settings.ready_delay == 0.0
+    assert settings.is_ready_timeout == 5 and settings.initial_state == ()
+    assert settings.migratevm_couldmove_percent == 0.0
     assert settings.domain == "dummy.local"
 
 
@@ -448,7 +702,7 @@ def test_settings_convert_ints_and_skip_core_keys() -> None:
     settings = DummySettings.from_options(
         {"provider_class": "dummy", "resources_allowlist": ["x"], ":createvm_max_time": 2, "seed": 4}
     )
-    assert settings.createvm_max_time == 2.0 and isinstance(settings.createvm_max_time, float)
+    assert settings.createvm_max_time == 2 and isinstance(settings.createvm_max_time, int)
     assert settings.seed == 4
 
 
@@ -464,8 +718,6 @@ def test_settings_convert_ints_and_skip_core_keys() -> None:
         ("seed", 1.5, "must be an integer"),
         ("connection_pool_size", 0, ">= 1"),
         ("filename", 5, "must be a string"),
-        ("domain", None, "must be a string"),
-        ("no_such_knob", 1, "unknown key"),
     ],
 )
 def test_settings_errors_name_the_key(key: str, value: object, reason: str) -> None:
@@ -476,10 +728,157 @@ def test_settings_errors_name_the_key(key: str, value: object, reason: str) -> N
     assert reason in problem
 
 
-def test_settings_report_every_problem_at_once() -> None:
+def test_settings_report_every_problem_at_once_and_warn_about_unknown_keys() -> None:
+    warnings: list[str] = []
     with pytest.raises(ConfigError) as caught:
-        DummySettings.from_options({"a": 1, "b": 2, "seed": "x"}, instance="d")
-    assert len(caught.value.problems) == 3
+        DummySettings.from_options(
+            {"createvm_fail_percent": 101, "seed": "x", "sise": 1}, instance="d", warnings=warnings
+        )
+    assert len(caught.value.problems) == 2
+    assert warnings == []  # nothing is reported as a warning when the section fails
+    DummySettings.from_options({"seed": 1, "cretevm_max_time": 1}, instance="d", warnings=warnings)
+    assert warnings == [
+        ":providers:.d.cretevm_max_time: unknown key, ignored (did you mean 'createvm_max_time'?)"
+    ]
+
+
+ORIGINAL_KEYS = {  # every option the original dummy provider reads
+    "filename",
+    "initial_state",
+    "connection_pool_size",
+    "connection_pool_timeout",
+    "migratevm_couldmove_percent",
+    "migratevm_max_time",
+    "migratevm_fail_percent",
+    "getvm_poweroff_percent",
+    "getvm_rename_percent",
+    "createvm_max_time",
+    "createvm_fail_percent",
+    "createdisk_max_time",
+    "createdisk_fail_percent",
+    "createsnapshot_max_time",
+    "createsnapshot_fail_percent",
+    "revertsnapshot_max_time",
+    "revertsnapshot_fail_percent",
+    "destroyvm_max_shutdown_time",
+    "destroyvm_max_time",
+    "destroyvm_fail_percent",
+    "vmready_fail_percent",
+    "is_ready_timeout",
+}
+
+
+def test_every_key_the_original_reads_is_a_setting() -> None:
+    missing = ORIGINAL_KEYS - {field.name for field in attrs.fields(DummySettings)}
+    assert missing == set()
+
+
+def test_times_keep_their_int_or_float_type() -> None:
+    settings = DummySettings.from_options(
+        {"createvm_max_time": 5, "destroyvm_max_time": 5.0, "is_ready_timeout": 0.5}
+    )
+    assert settings.createvm_max_time == 5 and type(settings.createvm_max_time) is int
+    assert settings.destroyvm_max_time == 5.0 and type(settings.destroyvm_max_time) is float
+    assert settings.is_ready_timeout == 0.5
+
+
+def test_null_values_mean_the_originals_defaults() -> None:
+    settings = DummySettings.from_options(dict.fromkeys(ORIGINAL_KEYS))
+    assert settings == DummySettings()
+    assert settings.connection_pool_size == 1 and settings.connection_pool_timeout == 10.0
+    assert settings.is_ready_timeout == 5
+
+
+# -- initial_state ----------------------------------------------------------------------------------
+
+
+def test_initial_state_in_the_originals_spec_shape(make: Make) -> None:
+    vm = {
+        "name": "vm1",
+        "hostname": "vm1",
+        "domain": "dummy.local",
+        "vm_template": "template1",
+        "template": "pool1",
+        "poolname": "pool1",
+        "ready": False,
+        "boottime": datetime.datetime(2026, 11, 21, 10, 0, tzinfo=datetime.UTC),
+        "powerstate": "PoweredOn",
+        "vm_host": "HOST3",
+        "snapshots": ["s1"],
+        "disks": [10],
+        "dummy_state": "RUNNING",
+    }
+    provider = make(initial_state={"pool": {"pool1": [vm], "pool2": ["vm2"]}})
+    assert provider.inventory() == {"contract-pool": [], "pool1": ["vm1"], "pool2": ["vm2"]}
+    info = provider.get_vm("pool1", "vm1")
+    assert info == VMInfo(
+        name="vm1",
+        pool="pool1",
+        hostname="vm1",
+        template="template1",
+        powerstate="PoweredOn",
+        ip=fake_ip("vm1"),
+        host="HOST3",
+        boottime=datetime.datetime(2026, 11, 21, 10, 0, tzinfo=datetime.UTC).timestamp(),
+    )
+    assert provider.vm_ready("pool1", "vm1") is True
+    provider.revert_snapshot("pool1", "vm1", "s1")
+    two = provider.get_vm("pool2", "vm2")
+    assert two is not None and two.template == "templates/two" and two.host == "HOST1"
+    assert provider.vm_ready("pool2", "vm2") is True
+
+
+def test_initial_state_ready_true_means_cloned(make: Make) -> None:
+    provider = make(initial_state={"pool1": [{"name": "vm1", "dummy_state": "UNKNOWN", "ready": True}]})
+    assert provider.dummy_state("pool1", "vm1") == "RUNNING"
+
+
+def test_an_inventory_file_wins_over_initial_state(make: Make, tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    make(filename=str(path)).create_vm("pool1", "from-file")
+    provider = make(filename=str(path), initial_state={"pool1": ["from-option"]})
+    assert provider.inventory()["pool1"] == ["from-file"]
+    no_file_yet = make(filename=str(tmp_path / "new.yaml"), initial_state={"pool1": ["from-option"]})
+    assert no_file_yet.inventory()["pool1"] == ["from-option"]
+
+
+def test_the_original_dummys_inventory_file_is_read(make: Make, tmp_path: Path) -> None:
+    path = tmp_path / "dummy.yaml"
+    path.write_text(
+        "---\npool:\n  pool1:\n  - name: vm1\n    hostname: vm1\n    domain: dummy.local\n"
+        "    vm_template: templates/one\n    template: pool1\n    poolname: pool1\n    ready: true\n"
+        "    boottime: 2026-11-21 10:00:00.123456789 +00:00\n    powerstate: PoweredOn\n"
+        "    vm_host: HOST1\n    dummy_state: RUNNING\n    snapshots: []\n    disks: []\n"
+    )
+    provider = make(filename=str(path))
+    assert provider.inventory()["pool1"] == ["vm1"]
+    assert provider.vm_ready("pool1", "vm1") is True
+    provider.create_vm("pool1", "vm2")
+    assert [vm["name"] for vm in yaml.safe_load(path.read_text())["vms"]] == [
+        "vm1",
+        "vm2",
+    ]  # ours from now on
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (["vm1"], "must be a mapping"),
+        ({"pool1": "vm1"}, "pool1: must be a list"),
+        ({"pool1": [5]}, "pool1[0]: must be a VM name or a mapping"),
+        ({"pool1": [{"hostname": "x"}]}, "pool1[0]: name is required"),
+        ({"pool1": [{"name": "x", "colour": "red"}]}, "pool1[0]: unknown VM keys colour"),
+        ({"pool1": [{"name": "x", "dummy_state": "BOOTING"}]}, "pool1[0].dummy_state: must be one of"),
+        ({"pool1": [{"name": "x", "disks": ["big"]}]}, "pool1[0].disks: must be a list of int"),
+        ({"pool1": [{"name": "x", "boottime": "yesterday"}]}, "pool1[0].boottime: must be epoch seconds"),
+        ({"pool1": ["x"], "pool2": ["x"]}, "repeated: x"),
+    ],
+)
+def test_initial_state_errors_name_the_place(value: object, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        DummySettings.from_options({"initial_state": value}, instance="d")
+    [problem] = caught.value.problems
+    assert problem.startswith(":providers:.d.initial_state: ") and reason in problem
 
 
 # -- registry and base defaults (until they have test modules of their own) ------------------------
