@@ -102,7 +102,7 @@ def start_service(
             try:
                 if requests.get(service.url("/healthcheck"), timeout=1).status_code == 200:
                     return service
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy booting to answer
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"vmpooler did not come up:\n{log.read_text()}")

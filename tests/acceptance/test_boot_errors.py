@@ -16,7 +16,8 @@ pytestmark = pytest.mark.acceptance
 CASES = {
     "unloadable provider": (
         ":providers:\n  broken:\n    provider_class: no_such_provider\n",
-        ":providers:.broken.provider_class: provider_class 'no_such_provider': unknown provider (known: dummy, vsphere)",
+        ":providers:.broken.provider_class: provider_class 'no_such_provider': unknown provider"
+        " (known: dummy, vsphere)",
     ),
     "bad provider option": (
         ":providers:\n  broken:\n    provider_class: dummy\n    createvm_fail_percent: 500\n",

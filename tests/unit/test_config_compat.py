@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vmpooler.config import check_config, load_config, load_config_text
+from vmpooler.config import Config, check_config, load_config, load_config_text
 from vmpooler.config.compat import NOT_ACTED_ON
 from vmpooler.errors import ConfigError
 from vmpooler.providers.dummy import DummySettings
@@ -19,7 +19,7 @@ ORIGINAL = Path(__file__).parents[1] / "fixtures" / "config" / "original"
 VSPHERE = "{server: vc.test, username: u, password: p}"
 
 
-def load(text: str, **env: str):  # noqa: ANN201 - a Config
+def load(text: str, **env: str) -> Config:
     return load_config_text(textwrap.dedent(text).lstrip("\n"), env=env)
 
 
@@ -41,7 +41,8 @@ EXPECTED_WARNINGS = {
     "v3-yml-example.yaml": {
         ":redis:.dlq_enabled: has no effect: the original reads the dead-letter queue settings from "
         ":config: only",
-        ":redis:.dlq_ttl: has no effect: the original reads the dead-letter queue settings from :config: only",
+        ":redis:.dlq_ttl: has no effect: the original reads the dead-letter queue settings from "
+        ":config: only",
         ":redis:.dlq_max_entries: has no effect: the original reads the dead-letter queue settings from "
         ":config: only",
         ":config:.max_request_age: read but not acted on: on-demand requests are not served yet",
@@ -116,7 +117,7 @@ def test_a_misspelt_pool_key_is_a_warning_that_suggests_the_right_one() -> None:
             ":providers:.dummy.cretevm_max_time: unknown key, ignored (did you mean 'createvm_max_time'?)",
         ),
         (
-            f":providers:\n  :vsphere: {{server: v, username: u, password: p, datacentre: dc}}\n",
+            ":providers:\n  :vsphere: {server: v, username: u, password: p, datacentre: dc}\n",
             ":providers:.vsphere.datacentre: unknown key, ignored (did you mean 'datacenter'?)",
         ),
         (

@@ -7,7 +7,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.media
@@ -15,7 +15,7 @@ import falcon.media
 from vmpooler.http.auth import Authenticator, make_authenticator
 from vmpooler.http.context import ApiContext
 from vmpooler.http.errors import install_error_handlers
-from vmpooler.http.middleware import RequestMetrics
+from vmpooler.http.middleware import GzipResponses, RequestMetrics
 from vmpooler.http.resources import dashboard, meta, status, token, vm
 
 if TYPE_CHECKING:
@@ -68,7 +68,9 @@ def create_app(
     Raises:
         ConfigError: ``:auth:`` names LDAP and ``ldap3`` is not installed.
     """
-    app = falcon.App(middleware=[RequestMetrics(log_requests=config.globals.request_logger)])
+    # Response middleware runs last to first: GzipResponses first, so the metrics time compression too.
+    middleware: list[Any] = [RequestMetrics(log_requests=config.globals.request_logger), GzipResponses()]
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     pretty = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, indent=2), loads=json.loads)

@@ -1,4 +1,4 @@
-"""Who is calling: HTTP Basic credentials checked against the ``:auth:`` provider (reference §7).
+"""Who is calling: HTTP Basic credentials checked against the ``:auth:`` provider.
 
 Only the token routes take a user name and password; every other route identifies its caller by
 ``X-AUTH-TOKEN`` (:meth:`vmpooler.http.context.ApiContext.owner`).
@@ -99,7 +99,7 @@ LdapConnect = Callable[[str, str], LdapConnection]
 
 
 class LdapAuthenticator(Authenticator):
-    """Binds to an LDAP directory as the user (reference §7).
+    """Binds to an LDAP directory as the user.
 
     For every base × user object, in order, either binds as ``<user_object>=<username>,<base>``, or,
     with a service account, binds as the service account, searches ``(<user_object>=<username>)``

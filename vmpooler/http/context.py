@@ -119,7 +119,7 @@ class ApiContext:
 
         A name that is an alias of several pools picks the first candidate by the configured backend
         weights when every candidate has one (weight 0 is never picked first), else uniformly at
-        random; the other candidates follow in config order (reference §1.3).
+        random; the other candidates follow in config order.
         """
         picks: list[Pick] = []
         for name, count in wanted.items():

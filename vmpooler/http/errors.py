@@ -1,7 +1,7 @@
 """Errors of the HTTP API and the one place they become responses.
 
 Every error body keeps the original's shape, ``{"ok": false, ...}``: a validation error adds
-``"error": <message>``, a PUT failure ``"failure": [...]``, and so on (reference §1). Nothing reaches
+``"error": <message>``, a PUT failure ``"failure": [...]``, and so on. Nothing reaches
 the client as a traceback: unexpected exceptions are logged and answered with a JSON 500.
 """
 

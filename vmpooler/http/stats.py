@@ -1,4 +1,4 @@
-"""The figures of ``/status``, ``/summary`` and ``/poolstat`` (reference §1.11), computed from the store.
+"""The figures of ``/status``, ``/summary`` and ``/poolstat``, computed from the store.
 
 Fixes of the original: the ``queue`` figures are computed from the sets of every configured pool
 (the original read per-pool keys that are never written for ``requested``), and the range-level

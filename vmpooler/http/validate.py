@@ -1,4 +1,4 @@
-"""Input validation of the v3 API (reference §1), minus the original's regressions.
+"""Input validation of the v3 API, minus the original's regressions.
 
 Each validator returns the clean value or raises ``ApiError(400, error=<message>)`` with the
 original's message text. Deliberate differences: pool names may contain ``.``, and tag values may
@@ -46,14 +46,23 @@ def _depth(value: Any) -> int:
     return 0
 
 
+def _no_constant(name: str) -> Any:
+    """``NaN`` and ``Infinity`` are not JSON (Python accepts them; the original's parser does not)."""
+    raise ValueError(f"unexpected token {name}")
+
+
 def json_object(raw: bytes) -> dict[str, Any]:
-    """Parse a request body that must be a JSON object; an empty body is ``{}``."""
+    """Parse a request body that must be a JSON object; an empty body is ``{}``.
+
+    The size is checked before parsing (the original parsed first), so an oversized body is never
+    parsed. The text after ``Invalid JSON:`` is Python's parser message, not Ruby's.
+    """
     if len(raw) > MAX_BODY:
         raise _bad("Request body too large")
     if not raw.strip():
         return {}
     try:
-        parsed = json.loads(raw)
+        parsed = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _bad(f"Invalid JSON: {exc}") from None
     if not isinstance(parsed, dict):

@@ -1,4 +1,4 @@
-"""The body of ``GET /vm/<host>``: a VM's metadata hash turned into the API's fields (reference §1.5)."""
+"""The body of ``GET /vm/<host>``: a VM's metadata hash turned into the API's fields."""
 
 from __future__ import annotations
 

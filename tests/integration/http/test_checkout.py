@@ -1,4 +1,4 @@
-"""Checkout through the API: ``POST /vm`` with a JSON body and ``POST /vm/<a>+<b>`` (reference §1.3)."""
+"""Checkout through the API: ``POST /vm`` with a JSON body and ``POST /vm/<a>+<b>``."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def post_json(api, body, **kwargs):
 
 
 def assert_checked_out(redis, pool: str, vm: str) -> None:
-    """The writes of one checkout (reference §1.3 "account for starting VM")."""
+    """The writes of one checkout."""
     assert not redis.sismember(keys.ready_set(pool), vm)
     assert redis.sismember(keys.running_set(pool), vm)
     assert redis.sismember(keys.migrating_set(pool), vm)

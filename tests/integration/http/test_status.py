@@ -1,4 +1,4 @@
-"""Status, statistics, config and service endpoints (reference §1.11, §1.12 ``GET /config``, §1.14)."""
+"""Status, statistics, config and service endpoints."""
 
 from __future__ import annotations
 
@@ -302,7 +302,7 @@ def test_summary_defaults_to_today(api, redis):
 
 
 def test_summary_range_with_daily_and_per_pool_breakdown(api, redis):
-    """Range-level average/min/max are filled in (the original left them out: reference §1.11)."""
+    """Range-level average/min/max are filled in (the original left them out)."""
     seed_range(redis)
     resp = api.get(f"/api/v3/summary{RANGE}")
     assert resp.status_code == 200

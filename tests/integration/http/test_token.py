@@ -1,4 +1,4 @@
-"""``/token`` (reference §1.9, §7, §10.2) and the authenticators of ``vmpooler.http.auth``.
+"""``/token`` and the authenticators of ``vmpooler.http.auth``.
 
 No LDAP server can run here: the LDAP tests give :class:`LdapAuthenticator` a :class:`FakeLdapDirectory`
 whose connections record every bind and search. The ``ldap3`` code path runs only where ``ldap3`` is
@@ -288,14 +288,14 @@ def test_delete_own_token(auth_api, redis, version):
 
 
 def test_delete_missing_token_is_404_when_authenticated(auth_api, redis):
-    # deliberate fix (reference §10.2): the original answered 401
+    # deliberate fix: the original answered 401
     resp = auth_api.delete("/api/v3/token/nosuchtoken", headers=ALICE)
     assert resp.status_code == 404
     assert resp.json == {"ok": False}
 
 
 def test_delete_another_users_token_is_401(auth_api, redis):
-    # deliberate fix (reference §10.1): the original deleted any token
+    # deliberate fix: the original deleted any token
     add_token(redis, "tok3", "bob")
     before = dump(redis)
     assert_401(
@@ -537,7 +537,7 @@ def test_ldap_settings_defaults_and_errors():
         ldap_settings(encryption={"method": "ssl"})
     with pytest.raises(ConfigError) as err:
         LdapSettings.from_mapping({"host": "h"})
-    assert err.value.problems == [":auth:.ldap.base: required", ":auth:.ldap.user_object: required"]
+    assert err.value.problems == [":auth:.ldap.base: is required", ":auth:.ldap.user_object: is required"]
 
 
 def test_ldap_without_ldap3_fails_at_app_creation(redis_url, monkeypatch):
@@ -564,7 +564,8 @@ def ldap_api(redis_url):
         env={},
     )
     directory = FakeLdapDirectory({"uid=alice,dc=x": "pw"})
-    authenticator = LdapAuthenticator(LdapSettings.from_mapping(config.auth.ldap), connect=directory.connect)
+    assert config.auth is not None and config.auth.ldap is not None
+    authenticator = LdapAuthenticator(config.auth.ldap, connect=directory.connect)
     store = Store.from_url(redis_url)
     clock = Clock()
     yield Api(create_app(config, store, clock=clock, authenticator=authenticator), clock, config)

@@ -1,4 +1,4 @@
-"""The older response shapes under ``/api/v1`` and ``/api/v2`` (reference §1.1, §1.13)."""
+"""The older response shapes under ``/api/v1`` and ``/api/v2``."""
 
 from __future__ import annotations
 

@@ -1,26 +1,36 @@
-"""``/dashboard/``: a self-contained status page and the two stats feeds of the original (reference §1.14).
+"""``/dashboard/``: a self-contained status page and the two stats feeds of the original.
 
 The page (``dashboard.html`` next to this package's ``openapi.json``) has no external assets: its CSS and
 JavaScript are inline and it polls ``/api/v3/status`` every 5 seconds. Its title is ``:config:
 site_name`` (env ``SITE_NAME``), HTML-escaped.
 
-Difference from the original: there is no graphite history. ``history`` is always a one-element list
-holding the current value, with or without ``?history=1`` (what the original answers when no graph
-server is configured), and no ``/lib``, ``/img`` or CSS assets are served.
+The stats feeds have the original's shapes: ``history`` only when asked for (see ``wants_history``),
+read from the graph server (``:graphs:``, else ``:graphite:``) when one is configured, as the original
+did. Differences: whenever there is no graphite history for a pool or group, ``history`` is
+``[<current value>]``; the original answered that only for pools without a graph server and left the
+key out otherwise (running groups without a graph server, graphite unreachable or slow, no series
+for the pool). A pool name that the original's ``^(\\w+)-`` does not match is grouped by its part
+before the first ``-``, or its whole name (the original put all of those under the key ``""``). No
+``/lib``, ``/img`` or CSS assets are served.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from importlib import resources as importlib_resources
 from typing import Any
+from urllib.parse import unquote_plus
 
 import falcon
 
+from vmpooler.http import graphite
 from vmpooler.http.context import ApiContext
 from vmpooler.http.stats import pool_sizes
 
-__all__ = ["Dashboard", "PoolStats", "RunningStats", "major"]
+__all__ = ["Dashboard", "PoolStats", "RunningStats", "major", "wants_history"]
+
+_QUERY_SEPARATOR = re.compile(r"[&;] *")  # Rack 2.2's default separator
 
 # Inline script and style only; the page talks to its own origin alone.
 _CSP = (
@@ -48,8 +58,23 @@ class Dashboard:
         resp.text = self._page
 
 
+def wants_history(query: str) -> bool:
+    """Whether ``?history`` counts as the original's ``if params[:history]``.
+
+    Rack parses ``history=<anything>`` (even ``false``, ``0`` or nothing after the ``=``) to a string,
+    which Ruby treats as true, and a bare ``history`` to nil, which is false; the last one wins.
+    Parameters are separated by ``&`` or ``;``.
+    """
+    wanted = False
+    for part in _QUERY_SEPARATOR.split(query):
+        name, equals, _ = part.partition("=")
+        if unquote_plus(name) == "history":
+            wanted = bool(equals)
+    return wanted
+
+
 class PoolStats:
-    """``GET /dashboard/stats/vmpooler/pool``: ``{pool: {"size", "ready", "history": [ready]}}``."""
+    """``GET /dashboard/stats/vmpooler/pool``: ``{pool: {"size", "ready"[, "history"]}}``."""
 
     def __init__(self, ctx: ApiContext) -> None:
         self._ctx = ctx
@@ -58,14 +83,19 @@ class PoolStats:
         ctx = self._ctx
         sizes = pool_sizes(ctx)
         ready = ctx.store.ready_counts(p.name for p in ctx.config.pools)
-        resp.media = {
-            pool.name: {"size": sizes[pool.name], "ready": ready[pool.name], "history": [ready[pool.name]]}
-            for pool in ctx.config.pools
+        body: dict[str, Any] = {
+            pool.name: {"size": sizes[pool.name], "ready": ready[pool.name]} for pool in ctx.config.pools
         }
+        if wants_history(req.query_string or ""):
+            series = _graphite(ctx, "ready")
+            history = graphite.pool_history(series, sizes) if series else {}
+            for name, entry in body.items():
+                entry["history"] = history.get(name, [entry["ready"]])
+        resp.media = body
 
 
 class RunningStats:
-    """``GET /dashboard/stats/vmpooler/running``: ``{major: {"running", "history": [running]}}``."""
+    """``GET /dashboard/stats/vmpooler/running``: ``{major: {"running"[, "history"]}}``."""
 
     def __init__(self, ctx: ApiContext) -> None:
         self._ctx = ctx
@@ -77,6 +107,17 @@ class RunningStats:
         for pool in ctx.config.pools:
             group = body.setdefault(major(pool.name), {"running": 0})
             group["running"] += counts[pool.name].running
-        for group in body.values():
-            group["history"] = [group["running"]]
+        if wants_history(req.query_string or ""):
+            series = _graphite(ctx, "running")
+            history = graphite.running_history(series, body.keys(), major) if series else {}
+            for name, group in body.items():
+                group["history"] = history.get(name, [group["running"]])
         resp.media = body
+
+
+def _graphite(ctx: ApiContext, metric: str) -> list[graphite.Series] | None:
+    """The last hour of ``metric`` from the configured graph server; None without one or on failure."""
+    server = ctx.config.metrics.graphs_server
+    if not server:
+        return None
+    return graphite.fetch(server, ctx.config.metrics.graphs_prefix, metric)

@@ -1,4 +1,4 @@
-"""``/token``: create, list, inspect and delete API tokens (reference §1.9).
+"""``/token``: create, list, inspect and delete API tokens.
 
 Every route answers 404 ``{"ok": false}`` when no ``:auth:`` is configured. ``GET``/``POST /token`` and
 ``DELETE /token/<token>`` need HTTP Basic credentials (401 with ``WWW-Authenticate`` otherwise);
@@ -10,7 +10,7 @@ Differences from the original:
 * ``DELETE /token/<token>`` checks ownership: deleting another user's token is a 401 with ``error``
   ``this token belongs to another user`` (the original deleted any token for any authenticated user).
 * ``DELETE /token/<token>`` of a token that does not exist is a 404 once the caller is authenticated
-  (the original answered 401, reference §10.2).
+  (the original answered 401).
 """
 
 from __future__ import annotations

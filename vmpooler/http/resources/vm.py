@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import falcon
@@ -12,6 +13,7 @@ from vmpooler.errors import PoolEmpty
 from vmpooler.http import validate
 from vmpooler.http.context import ApiContext, generate_token, group_hostnames
 from vmpooler.http.errors import ApiError
+from vmpooler.http.rubyfmt import ruby_to_s
 from vmpooler.http.vminfo import describe_vm
 
 if TYPE_CHECKING:
@@ -21,9 +23,11 @@ __all__ = ["VMCollection", "VMDisk", "VMItem", "VMSnapshot", "VMSnapshotRevert"]
 
 log = logging.getLogger(__name__)
 
+_DIGITS = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() also takes "²", which int() refuses
+
 
 def _checkout(ctx: ApiContext, req: falcon.Request, resp: falcon.Response, wanted: Mapping[str, int]) -> None:
-    """The shared part of both checkout forms (reference §1.3 steps 3-7)."""
+    """The shared part of both checkout forms."""
     if not wanted:
         metrics.CHECKOUT_INVALID.labels("unknown").inc()
         raise ApiError(404)
@@ -107,12 +111,14 @@ class VMItem:
         ctx = self._ctx
         vm, _ = _existing_vm(ctx, name)
         raw = req.bounded_stream.read(validate.MAX_BODY + 1)
+        if ctx.version < 3 and not raw.strip():
+            raise ApiError(400)  # v1/v2 parsed every body: an empty one was a parse error
         try:
             body = validate.json_object(raw)
         except ApiError:
             if ctx.version >= 3:
                 raise
-            raise ApiError(400) from None
+            raise ApiError(400) from None  # v1/v2: a bare {"ok": false} for any unparsable body
         lifetime, tags, failures = _modification(ctx, req, body)
         if failures:
             raise ApiError(400, failure=failures)
@@ -148,8 +154,8 @@ def _modification(
 ) -> tuple[int | None, dict[str, str], list[str]]:
     """Validate a PUT body into (lifetime, tags to write, failure messages).
 
-    The failure texts are the original's with two deliberate differences: an unknown argument is
-    named by its key (the original printed its value), and "unsupported" is spelt correctly.
+    The failure texts are the original's word for word, values printed as Ruby prints them (clients
+    may match on them): an unknown argument is named by its *value*, as the original did.
     """
     lifetime: int | None = None
     tags: dict[str, str] = {}
@@ -163,31 +169,28 @@ def _modification(
         elif key == "tags":
             failures += _tags(ctx, value, tags)
         else:
-            failures.append(f"Unknown argument {key}.")
+            failures.append(f"Unknown argument {ruby_to_s(value)}.")
     return lifetime, tags, failures
 
 
 def _lifetime(ctx: ApiContext, value: Any) -> tuple[int | None, str | None]:
-    text = str(value)
-    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+    """Hours since checkout: digits only (the original's ``to_i`` also took ``"12abc"`` and ``1.5``)."""
+    text = ruby_to_s(value)
+    if not _DIGITS.match(text) or int(text) < 1:  # ruby_to_s(True) is "true"
         if ctx.version >= 3:
-            return None, f"Lifetime must be a positive integer (got {value})"
-        return None, f"You provided a lifetime ({value}) but you must provide a positive number."
+            return None, f"Lifetime must be a positive integer (got {text})"
+        return None, f"You provided a lifetime ({text}) but you must provide a positive number."
     hours = int(text)
     limit = ctx.config.globals.max_lifetime_upper_limit
-    if limit and hours > limit:
-        return None, f"You provided a lifetime ({hours}) that exceeds the configured maximum of {limit}."
+    if limit and hours > limit:  # deliberate fix: the original also rejected hours == limit
+        return None, f"You provided a lifetime ({text}) that exceeds the configured maximum of {limit}."
     return hours, None
 
 
 def _tags(ctx: ApiContext, value: Any, out: dict[str, str]) -> list[str]:
-    if not isinstance(value, dict):
-        return [f"You provided tags ({value}) as something other than a hash."]
-    allowed = ctx.config.globals.allowed_tags
-    if allowed is not None:
-        unsupported = [k for k in value if k not in allowed]
-        if unsupported:
-            return [f"You provided unsupported tags ({', '.join(unsupported)})."]
+    """Check every tag, then the ``allowed_tags`` list, in the original's order; fill ``out``."""
+    if not isinstance(value, dict):  # the original went on and crashed with a 500
+        return [f"You provided tags ({ruby_to_s(value)}) as something other than a hash."]
     failures = []
     for key, tag_value in value.items():
         try:
@@ -203,6 +206,10 @@ def _tags(ctx: ApiContext, value: Any, out: dict[str, str]) -> list[str]:
         if match and match.groups():
             text = "".join(g for g in match.groups() if g)
         out[key] = text
+    allowed = ctx.config.globals.allowed_tags
+    if allowed is not None and any(k not in allowed for k in value):
+        # "unsuppored" (sic): the original's spelling, kept because clients may match on the text
+        failures.append(f"You provided unsuppored tags ({ruby_to_s(value)}).")
     return failures
 
 
