@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3
 
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 @attrs.frozen
 class ChildSpec:
@@ -78,10 +81,23 @@ class Heartbeat:
         self.booted = True
 
 
-def _child_main(name: str, payload: bytes, heartbeat_path: str) -> None:
+def _die_with(parent: int) -> None:
+    """Get SIGTERM when the supervisor dies, however it dies (SIGKILL, the OOM killer): no child
+    serves unsupervised, and no listener outlives it. Linux ``PR_SET_PDEATHSIG``; elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the heartbeat and the supervisor's stop remain
+        return
+    if os.getppid() != parent:  # it died before we asked
+        sys.exit(EXIT_OK)
+
+
+def _child_main(name: str, payload: bytes, heartbeat_path: str, parent: int) -> None:
     """Run one child (in the spawned process): reset signals, then call the target."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which stops us
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))  # SystemExit: finally blocks run
+    _die_with(parent)
     multiprocessing.current_process().name = name
     set_title(title_for(name))
     heartbeat = Heartbeat(heartbeat_path)
@@ -316,7 +332,12 @@ class Supervisor:
             proc = multiprocessing.get_context("spawn").Process(
                 name=child.spec.name,
                 target=_child_main,
-                args=(child.spec.name, bytes(ForkingPickler.dumps(child.spec)), child.heartbeat_path),
+                args=(
+                    child.spec.name,
+                    bytes(ForkingPickler.dumps(child.spec)),
+                    child.heartbeat_path,
+                    os.getpid(),
+                ),
             )
             try:
                 Path(child.heartbeat_path).touch()

@@ -128,10 +128,10 @@ def start_service_yaml(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """
     started: list[Service] = []
 
-    def start(yaml_text: str, *components: str) -> Service:
+    def start(yaml_text: str, *components: str, port: int | None = None) -> Service:
         config = tmp_path / f"vmpooler-yaml-{len(started)}.yaml"
         config.write_text(yaml_text)
-        port = _free_port()
+        port = port or _free_port()
         log = tmp_path / f"vmpooler-yaml-{len(started)}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_")}
         command = [sys.executable, "-m", "vmpooler", *components, "--config", str(config)]
