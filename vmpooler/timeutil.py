@@ -51,8 +51,16 @@ def parse_time(value: str | bytes | None) -> float | None:
 
 
 def rfc3339(epoch: float) -> str:
-    """RFC 3339 in local time with offset, as the API's ``start_time``/``end_time``."""
-    return _dt.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+    """RFC 3339 in local time with offset, as the API's ``start_time``/``end_time``; a time past what a
+    calendar can print (a lifetime of 10^15 hours) is the last second of year 9999, never an error."""
+    try:
+        moment = _dt.datetime.fromtimestamp(epoch)
+    except (OverflowError, OSError, ValueError):
+        moment = _dt.datetime.max.replace(microsecond=0) if epoch > 0 else _dt.datetime.min
+    try:
+        return moment.astimezone().isoformat(timespec="seconds")
+    except (OverflowError, ValueError):  # the offset pushes it past the calendar's end
+        return moment.isoformat(timespec="seconds")
 
 
 def today(epoch: float | None = None) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from vmpooler.lifecycle import Policy
+from vmpooler.textnum import whole_number
 
 if TYPE_CHECKING:
     from vmpooler.actors.ticker import Ticker
@@ -78,7 +79,8 @@ class PoolContext:
 
     def lifetime_hours(self, own: str | None) -> float:
         """A running VM's lifetime: its own field, else ``vm_lifetime``, else 12 (0 = never expires)."""
-        if own and own.strip().isdigit():
-            return float(own)
+        hours = whole_number(own)
+        if hours is not None:
+            return float(hours)
         default = self.config.globals.vm_lifetime
         return float(default if default is not None else 12)

@@ -21,6 +21,7 @@ from vmpooler.actors.vm import VMActor
 from vmpooler.errors import ProviderError, StoreError
 from vmpooler.log import get_logger
 from vmpooler.names import generate_name
+from vmpooler.textnum import whole_number
 from vmpooler.timeutil import format_time
 
 if TYPE_CHECKING:
@@ -219,7 +220,8 @@ class PoolActor(pykka.ThreadingActor):
 
     def _apply_overrides(self) -> None:
         override = self._ctx.store.overrides("poolsize").get(self._ctx.name, "")
-        size = int(override) if override.isdigit() else self._ctx.pool.size
+        size = whole_number(override)
+        size = self._ctx.pool.size if size is None else size
         if size != self._size:
             self._log.info("pool size changed from %d to %d", self._size, size)
             self._size = size

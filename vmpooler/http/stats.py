@@ -11,6 +11,8 @@ import datetime as _dt
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from vmpooler.textnum import whole_number
+
 if TYPE_CHECKING:
     from vmpooler.http.context import ApiContext
 
@@ -26,7 +28,8 @@ def pool_sizes(ctx: ApiContext) -> dict[str, int]:
     sizes = {}
     for pool in ctx.config.pools:
         override = overrides.get(pool.name, "")
-        sizes[pool.name] = int(override) if override.isdigit() else pool.size
+        size = whole_number(override)
+        sizes[pool.name] = pool.size if size is None else size
     return sizes
 
 

@@ -16,6 +16,7 @@ from vmpooler.http.errors import ApiError
 
 __all__ = [
     "MAX_BODY",
+    "MAX_DISK_GB",
     "disk_size",
     "hostname",
     "json_object",
@@ -26,11 +27,13 @@ __all__ = [
 ]
 
 MAX_BODY = 10_240
+MAX_DISK_GB = 2048  # the largest disk a request may ask for, in every API version
 MAX_DEPTH = 5
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z", re.I)
 _POOL_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _TAG_KEY = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # a lone surrogate ("\ud800" in JSON) is no text: not UTF-8
 _INTEGER = re.compile(r"[0-9]+\Z")
 
 
@@ -58,13 +61,15 @@ def json_object(raw: bytes) -> dict[str, Any]:
     parsed. The text after ``Invalid JSON:`` is Python's parser message, not Ruby's.
     """
     if len(raw) > MAX_BODY:
-        raise _bad("Request body too large")
+        raise ApiError(413, error="Request body too large")
     if not raw.strip():
         return {}
     try:
         parsed = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _bad(f"Invalid JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser can go: far past MAX_DEPTH
+        raise _bad("Request body too complex") from None
     if not isinstance(parsed, dict):
         raise _bad("Request body must be a JSON object")
     if _depth(parsed) > MAX_DEPTH:
@@ -113,7 +118,7 @@ def vm_count(value: Any) -> int:
 
 
 def disk_size(value: Any) -> int:
-    return integer(value, "Disk size", low=1, high=2048)
+    return integer(value, "Disk size", low=1, high=MAX_DISK_GB)
 
 
 def tag(key: str, value: Any) -> None:
@@ -131,7 +136,7 @@ def tag(key: str, value: Any) -> None:
     text = str(value)
     if len(text) > 255:
         raise _bad("Tag value too long")
-    if _CONTROL.search(text):
+    if _CONTROL.search(text) or _SURROGATE.search(text):
         raise _bad("Tag value contains invalid characters")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vmpooler.textnum import whole_number
 from vmpooler.timeutil import parse_time, rfc3339
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ def describe_vm(ctx: ApiContext, vm: str, data: dict[str, str]) -> dict[str, Any
     """
     pool = data.get("pool") or data.get("template")
     own_lifetime = data.get("lifetime", "")
-    lifetime = int(own_lifetime) if own_lifetime.isdigit() else int(ctx.config.globals.vm_lifetime or 0)
+    own = whole_number(own_lifetime)
+    lifetime = own if own is not None else int(ctx.config.globals.vm_lifetime or 0)
     state = vm_state(data)
     info: dict[str, Any] = {"template": data.get("template", ""), "lifetime": lifetime}
     checkout = parse_time(data.get("checkout"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 import falcon
@@ -15,6 +14,7 @@ from vmpooler.http.context import ApiContext, generate_token, group_hostnames
 from vmpooler.http.errors import ApiError
 from vmpooler.http.rubyfmt import ruby_to_s
 from vmpooler.http.vminfo import describe_vm
+from vmpooler.textnum import whole_number
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["VMCollection", "VMDisk", "VMItem", "VMSnapshot", "VMSnapshotRevert"]
 
 log = logging.getLogger(__name__)
-
-_DIGITS = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() also takes "²", which int() refuses
 
 
 def _checkout(ctx: ApiContext, req: falcon.Request, resp: falcon.Response, wanted: Mapping[str, int]) -> None:
@@ -176,11 +174,11 @@ def _modification(
 def _lifetime(ctx: ApiContext, value: Any) -> tuple[int | None, str | None]:
     """Hours since checkout: digits only (the original's ``to_i`` also took ``"12abc"`` and ``1.5``)."""
     text = ruby_to_s(value)
-    if not _DIGITS.match(text) or int(text) < 1:  # ruby_to_s(True) is "true"
+    hours = whole_number(text) or 0  # ruby_to_s(True) is "true"
+    if hours < 1:
         if ctx.version >= 3:
             return None, f"Lifetime must be a positive integer (got {text})"
         return None, f"You provided a lifetime ({text}) but you must provide a positive number."
-    hours = int(text)
     limit = ctx.config.globals.max_lifetime_upper_limit
     if limit and hours > limit:  # deliberate fix: the original also rejected hours == limit
         return None, f"You provided a lifetime ({text}) that exceeds the configured maximum of {limit}."
@@ -227,9 +225,12 @@ class VMDisk:
             validate.hostname(name)
             gigabytes = validate.disk_size(size)
         else:
-            if not size.isdigit() or int(size) < 1:
+            parsed = whole_number(size)
+            if parsed is None or parsed < 1:
                 raise ApiError(404)
-            gigabytes = int(size)
+            if parsed > validate.MAX_DISK_GB:  # the same cap as v3
+                raise ApiError(400)
+            gigabytes = parsed
         vm, data = _existing_vm(ctx, name)
         ctx.store.queue_task("disk", vm, data.get("template", ""), str(gigabytes))
         resp.status = falcon.HTTP_202
