@@ -45,6 +45,7 @@ EXIT_BOOT_ERROR = 3
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
+
 @attrs.frozen
 class ChildSpec:
     """One desired child: ``target(*args, heartbeat=Heartbeat)`` runs in a fresh spawned process.
