@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 
 from vmpooler import __version__
-from vmpooler.config import Config, check_config, load_config
+from vmpooler.config import Config, check_config, env_value, load_config
 from vmpooler.errors import ConfigError, VmpoolerError
 from vmpooler.http.serve import ApiWorkerArgs, listen, run_api_worker
 from vmpooler.log import setup_logging
@@ -48,14 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--bind",
-        default=os.environ.get("VMPOOLER_BIND", "0.0.0.0"),
-        help="address to listen on (default 0.0.0.0)",
+        default=None,
+        help="address to listen on (default: $VMPOOLER_BIND, else 0.0.0.0)",
     )
     parser.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("VMPOOLER_PORT", "4567")),
-        help="port to listen on (default 4567)",
+        default=None,
+        help="port to listen on (default: $VMPOOLER_PORT, else 4567)",
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="API worker processes (default: :config: api_workers)"
@@ -89,8 +89,10 @@ def _check_config(paths: Sequence[str], *, strict: bool) -> int:
 
 def _api_children(config: Config, args: argparse.Namespace, redis_url: str) -> list[ChildSpec]:
     workers = args.workers or config.globals.api_workers
-    sock = listen(args.bind, args.port)
-    log.info("API listening on http://%s:%d with %d worker(s)", args.bind, sock.getsockname()[1], workers)
+    bind = args.bind or env_value("VMPOOLER_BIND", "0.0.0.0")
+    port = args.port if args.port is not None else env_value("VMPOOLER_PORT", 4567, minimum=0)
+    sock = listen(bind, port)
+    log.info("API listening on http://%s:%d with %d worker(s)", bind, sock.getsockname()[1], workers)
     worker_args = ApiWorkerArgs(args.config, dict(os.environ), redis_url, sock)
     return [
         ChildSpec(name=f"api-{i + 1}", target=run_api_worker, args=(worker_args,)) for i in range(workers)

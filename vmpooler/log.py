@@ -8,10 +8,11 @@ since pykka names its threads after actors.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any
+
+from vmpooler.config.env import env_flag, env_value
 
 __all__ = ["ContextLogger", "get_logger", "setup_logging"]
 
@@ -25,9 +26,7 @@ def setup_logging(level: str | int | None = None, logfile: str | None = None) ->
     else INFO.
     """
     if level is None:
-        level = os.environ.get("VMPOOLER_LOG_LEVEL") or (
-            "DEBUG" if os.environ.get("VMPOOLER_DEBUG") else "INFO"
-        )
+        level = env_value("VMPOOLER_LOG_LEVEL", None) or ("DEBUG" if env_flag("VMPOOLER_DEBUG") else "INFO")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if logfile:
         try:

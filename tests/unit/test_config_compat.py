@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vmpooler.config import Config, check_config, load_config, load_config_text
+from vmpooler.config import Config, check_config, env_flag, env_value, load_config, load_config_text
 from vmpooler.config.compat import NOT_ACTED_ON
 from vmpooler.errors import ConfigError
 from vmpooler.providers.dummy import DummySettings
@@ -244,3 +244,34 @@ def test_check_config_reports_a_bad_provider_option(tmp_path: Path) -> None:
     result = _check(str(path))
     assert result.returncode == 1
     assert f"{path}: error: :providers:.dummy.connection_pool_size: must be >= 1, got 0" in result.stdout
+
+
+# --- process variables: one parser for the environment ------------------------------------------
+
+
+def test_process_booleans_and_numbers_are_parsed_in_one_place() -> None:
+    assert env_flag("VMPOOLER_DEBUG", {}) is False
+    assert env_flag("VMPOOLER_DEBUG", {"VMPOOLER_DEBUG": "0"}) is False
+    assert env_flag("VMPOOLER_DEBUG", {"VMPOOLER_DEBUG": "False"}) is False
+    assert env_flag("VMPOOLER_DEBUG", {"VMPOOLER_DEBUG": "yes"}) is True
+    with pytest.raises(ConfigError, match=r"env VMPOOLER_DEBUG: must be a boolean"):
+        env_flag("VMPOOLER_DEBUG", {"VMPOOLER_DEBUG": "please"})
+    assert env_value("VMPOOLER_PORT", 4567, {"VMPOOLER_PORT": " 8080 "}) == 8080
+    with pytest.raises(ConfigError, match=r"env VMPOOLER_PORT: must be an integer"):
+        env_value("VMPOOLER_PORT", 4567, {"VMPOOLER_PORT": "eighty"})
+    with pytest.raises(ConfigError, match=r"env VMPOOLER_DEBUG: must be a boolean"):
+        load(":auth:\n  provider: dummy\n", VMPOOLER_DEBUG="please")
+
+
+def test_a_bad_process_variable_stops_vmpooler_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "vmpooler.yaml"
+    path.write_text(":redis:\n  url: redis://127.0.0.1:1/0\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "vmpooler", "api", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "VMPOOLER_PORT": "eighty"},
+    )
+    assert result.returncode == 3, result.stderr
+    assert "env VMPOOLER_PORT: must be an integer >= 0, got 'eighty'" in result.stderr

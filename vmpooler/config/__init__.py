@@ -43,7 +43,8 @@ Differences from the original
 
 from __future__ import annotations
 
-from vmpooler.config.auth import AuthConfig, LdapSettings, debug_enabled
+from vmpooler.config.auth import AuthConfig, LdapSettings
+from vmpooler.config.env import env_flag, env_value
 from vmpooler.config.loading import CheckResult, Config, check_config, load_config, load_config_text
 from vmpooler.config.pools import DnsConfig, PoolConfig, ProviderConfig
 from vmpooler.config.schema import DEFAULT_HEALTH_THRESHOLDS, GlobalConfig, RedisConfig
@@ -67,7 +68,8 @@ __all__ = [
     "RedisConfig",
     "TracingConfig",
     "check_config",
-    "debug_enabled",
+    "env_flag",
+    "env_value",
     "freeze",
     "load_config",
     "load_config_text",

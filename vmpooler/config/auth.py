@@ -12,23 +12,14 @@ from typing import Any
 
 import attrs
 
+from vmpooler.config.env import env_flag
 from vmpooler.config.reader import Context, SectionReader, run_alone
-from vmpooler.config.values import Kind, coerce, symbol
+from vmpooler.config.values import Kind, symbol
+from vmpooler.errors import ConfigError
 
-__all__ = ["AuthConfig", "LdapSettings", "debug_enabled"]
+__all__ = ["AuthConfig", "LdapSettings"]
 
 _METHODS = ("simple_tls", "start_tls")
-
-
-def debug_enabled(env: Mapping[str, str]) -> bool:
-    """Whether env ``VMPOOLER_DEBUG`` is set to a true value (``0``, ``false``, ``no`` are false)."""
-    text = env.get("VMPOOLER_DEBUG", "").strip()
-    if not text:
-        return False
-    try:
-        return bool(coerce(text, Kind.BOOL))
-    except ValueError:
-        return True  # any other non-empty text turned debugging on in the original
 
 
 @attrs.frozen(kw_only=True)
@@ -140,7 +131,12 @@ class AuthConfig:
         provider = symbol(reader.get("provider", Kind.STR, required=True))
         if provider not in (None, "dummy", "ldap"):
             ctx.problem(reader.at("provider"), f"must be 'dummy' or 'ldap', got {provider!r}")
-        if provider == "dummy" and not debug_enabled(ctx.env):
+        try:
+            debug = env_flag("VMPOOLER_DEBUG", ctx.env)
+        except ConfigError as err:
+            ctx.problems.extend(err.problems)
+            debug = False
+        if provider == "dummy" and not debug:
             ctx.problem(
                 reader.at("provider"),
                 "'dummy' accepts any password: only allowed when env VMPOOLER_DEBUG is true",

@@ -7,14 +7,34 @@ is false and ``TASK_LIMIT=abc`` is an error naming the variable. An empty variab
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from vmpooler.config.values import Kind, coerce
+from vmpooler.errors import ConfigError
 
-__all__ = ["ENV_OVERRIDES", "EnvOverride", "apply_env", "format_path"]
+__all__ = [
+    "ENV_OVERRIDES",
+    "PROCESS_VARIABLES",
+    "EnvOverride",
+    "apply_env",
+    "env_flag",
+    "env_value",
+    "format_path",
+]
+
+PROCESS_VARIABLES: Mapping[str, tuple[Kind, str]] = {
+    "VMPOOLER_DEBUG": (Kind.BOOL, "debug logging; allows :auth: provider 'dummy'"),
+    "VMPOOLER_LOG_LEVEL": (Kind.STR, "DEBUG, INFO, WARNING or ERROR"),
+    "VMPOOLER_BIND": (Kind.STR, "the address the API listens on (default 0.0.0.0)"),
+    "VMPOOLER_PORT": (Kind.INT, "the port the API listens on (default 4567)"),
+    "VMPOOLER_API_THREADS": (Kind.INT, "threads per API worker process (default 8)"),
+    "VMPOOLER_SWITCH_INTERVAL": (Kind.NUMBER, "the API workers' GIL switch interval in seconds (0.0005)"),
+}
+"""Variables that set how the processes run rather than a config key; read with :func:`env_value`."""
 
 
 @attrs.frozen(kw_only=True)
@@ -133,6 +153,39 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     *_rows("tracing", _S, [("VMPOOLER_TRACING_JAEGER_HOST", "jaeger_host")]),
 )
 """Every environment override, applied in this order (so a later row wins over an earlier one)."""
+
+
+def env_value(
+    name: str,
+    default: Any,
+    env: Mapping[str, str] | None = None,
+    *,
+    minimum: float | None = None,
+) -> Any:
+    """The value of process variable ``name`` (:data:`PROCESS_VARIABLES`), ``default`` when unset or empty.
+
+    Raises:
+        ConfigError: the text does not parse, naming the variable.
+    """
+    text = (os.environ if env is None else env).get(name, "").strip()
+    if not text:
+        return default
+    kind = PROCESS_VARIABLES[name][0]
+    if kind is Kind.STR:
+        return text
+    try:
+        return coerce(text, kind, minimum)
+    except ValueError as err:
+        raise ConfigError(f"env {name}: {err}") from None
+
+
+def env_flag(name: str, env: Mapping[str, str] | None = None) -> bool:
+    """A boolean process variable: ``1/true/yes/on`` or ``0/false/no/off`` (any case); unset is False.
+
+    Raises:
+        ConfigError: any other text, naming the variable.
+    """
+    return bool(env_value(name, False, env))
 
 
 def format_path(path: tuple[str, ...]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sys
 import threading
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import waitress
 
 from vmpooler.config import load_config
+from vmpooler.config.env import env_value
 from vmpooler.http.app import create_app
 from vmpooler.log import setup_logging
 from vmpooler.store import Store
@@ -44,13 +44,13 @@ class ApiWorkerArgs:
         config_env: dict[str, str],
         redis_url: str,
         sock: socket.socket,
-        threads: int = int(os.environ.get("VMPOOLER_API_THREADS", "8")),
+        threads: int | None = None,
     ) -> None:
         self.config_path = config_path
         self.config_env = config_env
         self.redis_url = redis_url
         self.sock = sock
-        self.threads = threads
+        self.threads = threads if threads is not None else env_value("VMPOOLER_API_THREADS", 8, minimum=1)
 
 
 def _beat(heartbeat: Heartbeat, stop: threading.Event) -> None:
@@ -63,7 +63,7 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
     # waitress hands each request between its I/O thread and a worker thread; with CPython's default
     # 5 ms GIL switch interval, concurrent connections wait out whole intervals (p90 6 ms at two
     # clients). A short interval keeps the hand-over prompt (see docs/performance.md).
-    sys.setswitchinterval(float(os.environ.get("VMPOOLER_SWITCH_INTERVAL", "0.0005")))
+    sys.setswitchinterval(float(env_value("VMPOOLER_SWITCH_INTERVAL", 0.0005, minimum=0.000001)))
     config = load_config(args.config_path, env=args.config_env)
     setup_logging(logfile=config.globals.logfile)
     store = Store.from_url(
