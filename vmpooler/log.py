@@ -8,15 +8,39 @@ since pykka names its threads after actors.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 from vmpooler.config.env import env_flag, env_value
 
-__all__ = ["ContextLogger", "get_logger", "setup_logging"]
+__all__ = ["ContextLogger", "EscapingFormatter", "get_logger", "redact_path", "setup_logging"]
 
 FORMAT = "%(asctime)s %(levelname)-7s [%(processName)s/%(threadName)s] %(name)s: %(message)s"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_TOKEN_PATH = re.compile(r"(/token/)([^/?#]{1,4})[^/?#]*")
+
+
+class EscapingFormatter(logging.Formatter):
+    """Every log line is one line: control characters in the message (a CR/LF or NUL a client put in
+    a user name or a URL) are written escaped (``\\n``, ``\\x00``), so nobody can forge a log line.
+    Tracebacks, appended after the message, keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _CONTROL.sub(_escape, record.message)
+        return super().formatMessage(record)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def redact_path(path: str) -> str:
+    """``path`` with any token in it cut to its first 4 characters: ``/token/abcd…``."""
+    return _TOKEN_PATH.sub(r"\1\2…", path)
 
 
 def setup_logging(level: str | int | None = None, logfile: str | None = None) -> None:
@@ -33,7 +57,10 @@ def setup_logging(level: str | int | None = None, logfile: str | None = None) ->
             handlers.append(logging.FileHandler(logfile))
         except OSError as exc:
             print(f"vmpooler: cannot open logfile {logfile}: {exc}; logging to stderr only", file=sys.stderr)
-    logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
+    formatter = EscapingFormatter(FORMAT)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=level, handlers=handlers, force=True)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import falcon
 
 from vmpooler.errors import StoreError, StoreUnavailable
+from vmpooler.log import redact_path
 
 __all__ = ["ApiError", "install_error_handlers"]
 
@@ -58,11 +59,11 @@ def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError
 
 def _unavailable(req: falcon.Request, resp: falcon.Response, ex: StoreError, params: Any) -> None:
     if isinstance(ex, StoreUnavailable):
-        log.warning("redis unavailable while serving %s %s: %s", req.method, req.path, ex)
+        log.warning("redis unavailable while serving %s %s: %s", req.method, redact_path(req.path), ex)
         _write(resp, 503, {"error": "the pool store (redis) is unavailable, try again shortly"})
         resp.set_header("Retry-After", "1")
     else:
-        log.error("redis error while serving %s %s: %s", req.method, req.path, ex)
+        log.error("redis error while serving %s %s: %s", req.method, redact_path(req.path), ex)
         _write(resp, 500, {"error": "internal store error"})
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import falcon
 
 from vmpooler import metrics
+from vmpooler.log import redact_path
 
 __all__ = ["GZIP_LEVEL", "GZIP_MIN_SIZE", "GzipResponses", "RequestMetrics", "accepts_gzip", "metric_path"]
 
@@ -46,7 +47,7 @@ class RequestMetrics:
         metrics.HTTP_REQUESTS.labels(code, req.method, path).inc()
         metrics.HTTP_DURATION.labels(req.method, path).observe(elapsed)
         if self._log_requests:
-            log.info("%s %s %s %.1fms", req.method, req.relative_uri, code, elapsed * 1000)
+            log.info("%s %s %s %.1fms", req.method, redact_path(req.relative_uri), code, elapsed * 1000)
 
 
 # Below about 1 KiB a response fits in one TCP segment together with its headers, so compressing it
