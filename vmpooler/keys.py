@@ -134,6 +134,15 @@ def token_pattern() -> str:
     return f"{_P}token__*"
 
 
+def user_tokens(user: str) -> str:
+    """Ours: set of the tokens of ``user``, so that ``GET /token`` reads one set, not every token."""
+    return f"{_P}user_tokens__{user}"
+
+
+USER_TOKENS_INDEXED = _P + "user_tokens_indexed"
+"""Ours: set once every token that existed when it was first needed (the original's too) is indexed."""
+
+
 def tag_stats(date: str) -> str:
     """Hash ``<vm>:<tag>`` → value of the tags set on ``date`` (YYYY-MM-DD)."""
     return f"{_P}tag__{date}"
