@@ -12,13 +12,19 @@ Starts a private redis-server on a free port (nothing else is touched) and measu
    a steady window once every pool is at the 60 s max delay (all pools pass in step, so that window
    spans two passes);
 5. connections: Redis connections held by that provider process (CLIENT LIST, mapped to the process
-   through /proc/net/tcp socket inodes).
+   through /proc/net/tcp socket inodes);
+6. slots: one vmpooler.yaml in the original's key layout (3 pools × 10 VMs, ``task_limit`` 5, every
+   dummy clone 1 s, default loop delays), run by ``python -m vmpooler manager`` and, with
+   ``--original-cmd '<shell command>'``, by any other manager (the original) given the same file in
+   ``VMPOOLER_CONFIG_FILE``: time from launch to every pool full, sampled from Redis every 10 ms with
+   the clone slots held (``vmpooler__tasks__clone``, which both keep), against the clone-slot-bound
+   ideal ``ceil(VMs / task_limit) × clone time``. Runs alternate between the two, ``--runs`` each.
 
 Sections 1-3 run the actor tree in a spawned child process set up like ``run_provider_worker`` (own
 GIL, small thread stacks), with the dummy provider's ``create_vm`` wrapped to report
 ``time.monotonic()`` (system-wide on Linux, so comparable across processes) through a queue.
 
-Usage: ``python scripts/bench_manager.py [--quick] [--only fill,drain,replace,scale]``; it prints
+Usage: ``python scripts/bench_manager.py [--quick] [--only fill,drain,replace,scale,slots]``; it prints
 Markdown tables for docs/performance.md. ``--futex-hash-slots N`` is an experiment: the scale run's
 processes get a ``sitecustomize`` that sets a private futex hash of N slots (Linux ≥ 6.16), the
 measured cause of the manager's kernel time with 10,000 threads (docs/performance.md, Manager).
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import queue
@@ -48,13 +55,13 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchlib import pct, redis_server  # noqa: E402
+from benchlib import pct, redis_server, start_group, stop_group  # noqa: E402
 
 from vmpooler import keys  # noqa: E402
 from vmpooler.store import Pick, Store  # noqa: E402
 from vmpooler.timeutil import format_time  # noqa: E402
 
-SECTIONS = ("fill", "drain", "replace", "scale")
+SECTIONS = ("fill", "drain", "replace", "scale", "slots")
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -248,7 +255,8 @@ def _status(pid: int, field: str) -> str:
 
 
 def _provider_pid(parent: int, timeout: float = 60) -> int:
-    """The spawned provider child of the supervisor ``parent`` (not the resource tracker)."""
+    """The spawned provider child of the supervisor ``parent`` (not the resource tracker); it names
+    itself ``vmpooler: provider NAME`` where setproctitle is installed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for entry in Path("/proc").iterdir():
@@ -257,7 +265,7 @@ def _provider_pid(parent: int, timeout: float = 60) -> int:
             with contextlib.suppress(OSError, IndexError):
                 ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
                 cmd = (entry / "cmdline").read_bytes()
-                if ppid == parent and b"spawn_main" in cmd:
+                if ppid == parent and (b"spawn_main" in cmd or cmd.startswith(b"vmpooler: provider")):
                     return int(entry.name)
         time.sleep(0.1)
     raise SystemExit("no provider process appeared")
@@ -429,6 +437,175 @@ def _log_summary(path: Path, upto: int) -> list[tuple[int, str]]:
     return sorted(((n, line) for line, n in counts.items()), reverse=True)
 
 
+# -- section 6: clone slots, ours and the original on one vmpooler.yaml ---------------------------
+
+
+def slots_config_yaml(port: int, args: argparse.Namespace) -> str:
+    """One vmpooler.yaml in the original's key layout, read unchanged by both implementations.
+
+    Every clone takes ``createvm_max_time`` whole seconds in both (1 + rand(N) in the original); the
+    dummy's simulated connection pool is as large as every clone and readiness check at once, so only
+    ``task_limit`` bounds the clones; DNS is not checked (dynamic-dns, skip_dns_check_before_creating_vm).
+    """
+    # per pool: the original reads the :config: loop delays only for a pool thread it restarts
+    delay = f"    check_loop_delay_min: {args.loop_delay_min}\n" if args.loop_delay_min is not None else ""
+    pools = "".join(
+        f"  - name: slots{i}\n    template: templates/slots{i}\n    size: {args.slots_size}\n"
+        f"    provider: dummy\n    dns_plugin: example\n{delay}"
+        for i in range(args.slots_pools)
+    )
+    connections = args.task_limit + args.slots_pools * args.slots_size
+    return (
+        f'---\n:config:\n  task_limit: {args.task_limit}\n  prefix: "b-"\n'
+        f":redis:\n  server: 127.0.0.1\n  port: {port}\n"
+        f":providers:\n  :dummy:\n    createvm_max_time: {args.clone_seconds}\n"
+        f"    destroyvm_max_shutdown_time: 1\n    connection_pool_size: {connections}\n"
+        "    skip_dns_check_before_creating_vm: true\n"
+        ":dns_configs:\n  :example:\n    dns_class: dynamic-dns\n    domain: example.com\n"
+        f":pools:\n{pools}"
+    )
+
+
+def _slot_sample(client: redis.Redis, pools: list[str]) -> tuple[int, int, int]:
+    """(clone slots held, ready VMs, pending VMs) in one round trip."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.get(keys.TASKS_CLONE)
+        for pool in pools:
+            pipe.scard(keys.ready_set(pool))
+        for pool in pools:
+            pipe.scard(keys.pending_set(pool))
+        got = pipe.execute()
+    n = len(pools)
+    return int(got[0] or 0), sum(got[1 : n + 1]), sum(got[n + 1 :])
+
+
+def _daily_mean(client: redis.Redis, kind: str) -> float | None:
+    """Mean of the ``vmpooler__<kind>__<date>`` stats hashes that both implementations write."""
+    pattern = keys.clone_stats("*") if kind == "clone" else keys.boot_stats("*")
+    values = [float(v) for key in client.keys(pattern) for v in client.hvals(key)]
+    return statistics.mean(values) if values else None
+
+
+def measure_slots(
+    client: redis.Redis, argv: list[str], workdir: Path, label: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Launch ``argv`` on the slots config, sample Redis every ``args.poll`` s until every pool is full."""
+    client.flushall()
+    pools = [f"slots{i}" for i in range(args.slots_pools)]
+    want = args.slots_pools * args.slots_size
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/"),
+        "LANG": "C.UTF-8",
+        "VMPOOLER_CONFIG_FILE": str(workdir / "vmpooler.yaml"),
+    }
+    log = workdir / f"{label}.log"
+    launched = time.monotonic()
+    proc = start_group(argv, cwd=workdir, env=env, log=log)
+    first, peak_slots, peak_pending, peak_total, last_ready = None, 0, 0, 0, 0
+    steps: list[tuple[int, float]] = []
+    try:
+        while True:
+            slots, ready, pending = _slot_sample(client, pools)
+            now = time.monotonic() - launched
+            if first is None and (slots or pending or ready):
+                first = now
+            peak_slots, peak_pending = max(peak_slots, slots), max(peak_pending, pending)
+            peak_total = max(peak_total, ready + pending)
+            if ready != last_ready:
+                steps.append((ready, now))
+                last_ready = ready
+            if ready >= want:
+                break
+            if proc.poll() is not None or now > args.slots_timeout:
+                tail = log.read_text(errors="replace").splitlines()[-20:]
+                raise SystemExit(
+                    f"{label}: {ready}/{want} ready after {now:.0f} s; log tail:\n" + "\n".join(tail)
+                )
+            time.sleep(args.poll)
+        full = now
+        clone_mean, boot_mean = _daily_mean(client, "clone"), _daily_mean(client, "boot")
+    finally:
+        stop_group(proc)
+    return {
+        "label": label,
+        "full": full,
+        "first": first or 0.0,
+        "peak_slots": peak_slots,
+        "peak_pending": peak_pending,
+        "peak_total": peak_total,
+        "clone_mean": clone_mean,
+        "boot_mean": boot_mean,
+        "steps": steps,
+    }
+
+
+def bench_slots(
+    client: redis.Redis, port: int, workdir: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """``args.runs`` alternating runs of ours (and of ``--original-cmd``) on the same config file."""
+    (workdir / "vmpooler.yaml").write_text(slots_config_yaml(port, args))
+    commands = [("ours", [sys.executable, "-m", "vmpooler", "manager"])]
+    if args.original_cmd:
+        commands.append(("original", ["/bin/sh", "-c", args.original_cmd]))
+    results = []
+    for run in range(args.runs):
+        for label, argv in commands:
+            result = measure_slots(client, argv, workdir, f"{label}-{run + 1}", args)
+            result["impl"] = label
+            results.append(result)
+            print(f"  {result['label']}: full after {result['full']:.2f} s", file=sys.stderr)
+    return results
+
+
+def _fmt(value: float | None, unit: str = " s") -> str:
+    return "–" if value is None else f"{value:.2f}{unit}"
+
+
+def report_slots(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    vms = args.slots_pools * args.slots_size
+    ideal = math.ceil(vms / args.task_limit) * args.clone_seconds
+    print(
+        f"\n6. clone slots: {args.slots_pools} pools × {args.slots_size} VMs, task_limit {args.task_limit}, "
+        f"every clone {args.clone_seconds} s, check_loop_delay_min "
+        f"{'5 (default)' if args.loop_delay_min is None else args.loop_delay_min}; "
+        f"ideal ceil({vms}/{args.task_limit}) × {args.clone_seconds} s = {ideal} s\n"
+    )
+    print(
+        "| run | launch → first clone | launch → all full | first clone → all full | ÷ ideal "
+        "| peak slots held | peak pending | mean clone | mean clone → ready |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        fill = r["full"] - r["first"]
+        print(
+            f"| {r['label']} | {_fmt(r['first'])} | {_fmt(r['full'])} | {_fmt(fill)} | {fill / ideal:.2f} "
+            f"| {r['peak_slots']} of {args.task_limit} | {r['peak_pending']} | {_fmt(r['clone_mean'])} "
+            f"| {_fmt(r['boot_mean'])} |"
+        )
+    for impl in dict.fromkeys(r["impl"] for r in results):
+        mine = [r for r in results if r["impl"] == impl]
+        full = statistics.median(r["full"] for r in mine)
+        fill = statistics.median(r["full"] - r["first"] for r in mine)
+        print(
+            f"| **{impl}, median of {len(mine)}** | | {_fmt(full)} | {_fmt(fill)} | {fill / ideal:.2f} "
+            f"| {max(r['peak_slots'] for r in mine)} (max) | | | |"
+        )
+    print("\nlaunch → N VMs ready, per batch of task_limit:\n")
+    for r in results:
+        marks = [f"{n}: {t:.1f}" for n, t in _batches(r["steps"], args.task_limit, vms)]
+        print(f"    {r['label']:>12}  {', '.join(marks)}")
+    over = [r["label"] for r in results if r["peak_total"] > vms or r["peak_slots"] > args.task_limit]
+    if over:
+        print(f"\nnote: more slots than task_limit, or more VMs than the pools' size, in {', '.join(over)}")
+
+
+def _batches(steps: list[tuple[int, float]], batch: int, total: int) -> list[tuple[int, float]]:
+    """The first time at which at least each multiple of ``batch`` VMs (and ``total``) were ready."""
+    marks = [*range(batch, total, batch), total]
+    return [(m, next(t for n, t in steps if n >= m)) for m in marks if any(n >= m for n, _ in steps)]
+
+
 # -- report ------------------------------------------------------------------------------------------
 
 
@@ -443,7 +620,8 @@ def report(res: dict[str, Any]) -> None:
         f"kernel {os.uname().release}"
     )
     print(f"command: .venv/bin/python scripts/bench_manager.py {' '.join(sys.argv[1:])}\n")
-    print("| measurement | result | target | |\n|---|---|---|---|")
+    if res.keys() & {"fill", "drain", "replace", "scale"}:
+        print("| measurement | result | target | |\n|---|---|---|---|")
     if "fill" in res:
         f = res["fill"]
         print(
@@ -468,6 +646,8 @@ def report(res: dict[str, Any]) -> None:
         print(f"| … p95 | {ms(pct(r, 0.95))} | ≤ 0.2 s | {verdict(pct(r, 0.95) <= 0.2)} |")
     if "scale" in res:
         report_scale(res["scale"], res["args"])
+    if "slots" in res:
+        report_slots(res["slots"], res["args"])
 
 
 def _report_window(label: str, w: dict[str, Any]) -> None:
@@ -533,6 +713,30 @@ def _report_scale_notes(s: dict[str, Any], n: int) -> None:
             print(f"    {count:6d} × {text}")
 
 
+def _slots_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("section slots")
+    group.add_argument("--slots-pools", type=int, default=3, help="pools (3)")
+    group.add_argument("--slots-size", type=int, default=10, help="VMs per pool (10)")
+    group.add_argument("--task-limit", type=int, default=5, help=":config: task_limit (5)")
+    group.add_argument(
+        "--clone-seconds", type=int, default=1, help="createvm_max_time: every clone takes 1..N s (1)"
+    )
+    group.add_argument(
+        "--loop-delay-min",
+        type=int,
+        default=None,
+        help="experiment: write check_loop_delay_min on every pool (default: absent, so 5 s)",
+    )
+    group.add_argument("--runs", type=int, default=3, help="runs of each implementation, alternating (3)")
+    group.add_argument("--poll", type=float, default=0.01, help="seconds between Redis samples (0.01)")
+    group.add_argument("--slots-timeout", type=float, default=300, help="give up after this many s (300)")
+    group.add_argument(
+        "--original-cmd",
+        default=None,
+        help="shell command that runs the original's manager on $VMPOOLER_CONFIG_FILE (cwd: a temp dir)",
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 100 pools, short windows")
@@ -555,6 +759,8 @@ def main() -> int:
         default=None,
         help="experiment: run the scale manager with this private futex hash size (Linux ≥ 6.16)",
     )
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the temp dir (configs, logs)")
+    _slots_arguments(parser)
     args = parser.parse_args()
     only = set(args.only.split(","))
     if only - set(SECTIONS):
@@ -583,8 +789,13 @@ def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
                 res.update(bench_events(client, port, url, only, args.repeats))
             if "scale" in only:
                 res["scale"] = bench_scale(client, port, redis_proc.pid, workdir, args)
+            if "slots" in only:
+                res["slots"] = bench_slots(client, port, workdir, args)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep_workdir:
+            print(f"kept {workdir} (configs and logs)", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return res
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["free_port", "pct", "redis_server"]
+__all__ = ["free_port", "pct", "redis_server", "start_group", "stop_group"]
 
 
 def free_port() -> int:
@@ -61,3 +63,23 @@ def redis_server(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def start_group(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as the leader of a new process group, stdout and stderr to ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGTERM the leader ``proc`` (started by ``start_group``; a supervisor stops its own children),
+    SIGKILL it after ``grace``; whatever of its process group outlives it is killed too."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
