@@ -94,10 +94,18 @@ def _die_with(parent: int) -> None:
         sys.exit(EXIT_OK)
 
 
+def _terminate(*_: object) -> None:
+    """A child's SIGTERM: stop once. ``SystemExit`` unwinds through the ``finally`` blocks that stop the
+    child's work; a second SIGTERM (the supervisor's, just after a process-group SIGTERM from systemd
+    or a shell) is ignored, or it would interrupt that stop half-way. SIGKILL after the deadline remains."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(EXIT_OK)
+
+
 def _child_main(name: str, payload: bytes, heartbeat_path: str, parent: int) -> None:
     """Run one child (in the spawned process): reset signals, then call the target."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which stops us
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))  # SystemExit: finally blocks run
+    signal.signal(signal.SIGTERM, _terminate)
     _die_with(parent)
     multiprocessing.current_process().name = name
     set_title(title_for(name))

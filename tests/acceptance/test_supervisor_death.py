@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 import requests
 
 from tests.acceptance.conftest import Service, child_pids
-from tests.conftest import TIMEOUT_SCALE
+from tests.conftest import TIMEOUT_SCALE, _free_port
 
 pytestmark = pytest.mark.acceptance
 
@@ -56,3 +58,87 @@ def test_sigkill_of_the_supervisor_takes_every_child_along(
         requests.get(service.url("/healthcheck"), timeout=2)
     again = start_service_yaml(text, port=service.port)  # the port is free again
     assert requests.get(again.url("/healthcheck"), timeout=5).status_code == 200
+
+
+def test_sigterm_to_the_whole_process_group_stops_every_process_cleanly(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """systemd's default KillMode and a shell's Ctrl-C signal the whole group: each child stops once,
+    not interrupted half-way by the supervisor's own SIGTERM a moment later (it then hung until the
+    supervisor's SIGKILL, 10 s later)."""
+    config = tmp_path / "vmpooler.yaml"
+    # busy when the signal comes: 2 s clones in flight, so the provider's stop takes a moment
+    busy = CONFIG.replace("size: 2", "size: 10").replace(
+        "    filename:", "    createvm_max_time: 2\n    connection_pool_size: 10\n    filename:"
+    )
+    config.write_text(busy.format(redis_url=redis_url, inventory=tmp_path / "dummy.yaml"))
+    log = tmp_path / "vmpooler.log"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vmpooler",
+            "--config",
+            str(config),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,  # its own process group, so that killpg reaches only vmpooler
+    )
+    try:
+        service = Service(proc, port, log)
+        deadline = time.monotonic() + 20 * TIMEOUT_SCALE
+        while len(child_pids(service)) < 3 or not _answers(service):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        children = child_pids(service)
+        started = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(30) == 0
+        elapsed = time.monotonic() - started
+        assert not any(_alive(pid) for pid in children.values())
+        # the supervisor's stop deadline is 10 s: a child stopped cleanly long before it
+        assert elapsed < 8, (
+            f"stopping took {elapsed:.1f} s: a child waited for its SIGKILL\n{log.read_text()}"
+        )
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _answers(service: Service) -> bool:
+    try:
+        return requests.get(service.url("/healthcheck"), timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_a_second_sigterm_does_not_interrupt_a_provider_stopping(
+    start_service_yaml: Callable[..., Service], redis_url: str, tmp_path: Path
+) -> None:
+    """The race behind the process-group case, made certain: the second SIGTERM lands while the
+    provider process is stopping its busy actors. Each SIGTERM used to raise SystemExit again, inside
+    the stop, and the process then hung in interpreter shutdown waiting for actor threads."""
+    # ten clones of 1..60 s in flight: only provider.stop() (at half the stop deadline, 5 s) ends them
+    busy = CONFIG.replace("size: 2", "size: 10").replace(
+        "    filename:", "    createvm_max_time: 60\n    connection_pool_size: 10\n    filename:"
+    )
+    service = start_service_yaml(busy.format(redis_url=redis_url, inventory=tmp_path / "dummy.yaml"))
+    provider = child_pids(service)["provider-dummy"]
+    time.sleep(1.0)  # clones in flight
+    os.kill(provider, signal.SIGTERM)
+    time.sleep(0.2)  # the stop has begun: it waits for the actors first
+    os.kill(provider, signal.SIGTERM)
+    deadline = time.monotonic() + 15  # the stop itself takes 5-8 s; a hang lasts until the clones end
+    while _alive(provider):
+        assert time.monotonic() < deadline, "the provider process hung after a second SIGTERM"
+        time.sleep(0.05)
