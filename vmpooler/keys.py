@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "CLONE_LEASES",
+    "CLONE_WAITING",
     "EVENTS",
     "LASTBOOT",
     "POOLRESET",
@@ -68,6 +69,7 @@ EVENTS = _P + "events"
 # Ours: clone task slots as leases (member ``<provider>:<vm>``, score = expiry epoch), so a provider
 # process that dies cannot leak a slot; TASKS_CLONE is kept equal to its size for /status.
 CLONE_LEASES = _P + "tasks__clone_leases"
+CLONE_WAITING = _P + "tasks__clone_waiting"  # ours: pools refused a clone slot, by time of refusal
 
 # The sets a VM moves through; ``state_set(state, pool)`` takes one of these names.
 STATES = ("pending", "ready", "running", "completed", "discovered", "migrating")

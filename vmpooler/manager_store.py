@@ -31,7 +31,8 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: leases zset, counter. ARGV: member, limit, now, expiry -> 1 if a slot was taken.
+# KEYS: leases zset, counter, waiting pools zset. ARGV: member, limit, now, expiry, pool
+# -> 1 if a slot was taken; else the pool waits (first refusal's time kept) for a released slot.
 _ACQUIRE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 local n = redis.call('ZCARD', KEYS[1])
@@ -40,6 +41,7 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
 end
 if n >= tonumber(ARGV[2]) then
   redis.call('SET', KEYS[2], n)
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[5])
   return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
@@ -47,11 +49,18 @@ redis.call('SET', KEYS[2], n + 1)
 return 1
 """
 
-# KEYS: leases zset, counter. ARGV: members... -> remaining slots in use.
+# KEYS: leases zset, counter, waiting pools zset. ARGV: pool channel prefix, members...
+# -> remaining slots in use. Each slot freed wakes the pool that has waited longest, on its channel.
 _RELEASE_SLOTS = """
-if #ARGV > 0 then redis.call('ZREM', KEYS[1], unpack(ARGV)) end
+local freed = 0
+if #ARGV > 1 then freed = redis.call('ZREM', KEYS[1], unpack(ARGV, 2)) end
 local n = redis.call('ZCARD', KEYS[1])
 redis.call('SET', KEYS[2], n)
+for i, pool in ipairs(redis.call('ZPOPMIN', KEYS[3], freed)) do
+  if i % 2 == 1 then
+    redis.call('PUBLISH', ARGV[1] .. pool, cjson.encode({event = 'slot', pool = pool}))
+  end
+end
 return n
 """
 
@@ -175,30 +184,38 @@ class ManagerStore(Store):
     # -- clone slots -----------------------------------------------------------------------------
 
     @_translated
-    def acquire_clone_slot(self, owner: str, vm: str, *, limit: int, lease_seconds: float) -> bool:
+    def acquire_clone_slot(self, owner: str, vm: str, *, limit: int, lease_seconds: float, pool: str) -> bool:
         """Take one of the ``task_limit`` clone slots shared by every provider process.
 
         A slot is a lease that expires by itself, and a provider process releases all of its own at
-        start (``release_owner_slots``), so a process that dies never leaks one.
+        start (``release_owner_slots``), so a process that dies never leaks one. A refused ``pool``
+        waits in ``vmpooler__tasks__clone_waiting``: the next slot released, by any process, sends it a
+        ``slot`` event, so it clones at once instead of on its next pass.
         """
         now = time.time()
         return bool(
             self._acquire_slot(
-                keys=[keys.CLONE_LEASES, keys.TASKS_CLONE],
-                args=[f"{owner}:{vm}", limit, now, now + lease_seconds],
+                keys=[keys.CLONE_LEASES, keys.TASKS_CLONE, keys.CLONE_WAITING],
+                args=[f"{owner}:{vm}", limit, now, now + lease_seconds, pool],
             )
         )
 
     @_translated
     def release_clone_slot(self, owner: str, vm: str) -> None:
-        self._release_slots(keys=[keys.CLONE_LEASES, keys.TASKS_CLONE], args=[f"{owner}:{vm}"])
+        self._release_slots(
+            keys=[keys.CLONE_LEASES, keys.TASKS_CLONE, keys.CLONE_WAITING],
+            args=[keys.events_channel(""), f"{owner}:{vm}"],
+        )
 
     @_translated
     def release_owner_slots(self, owner: str) -> int:
         """Drop every slot ``owner`` holds (its clones died with its previous process)."""
         prefix = f"{owner}:"
         mine = [m for m in self._redis.zrange(keys.CLONE_LEASES, 0, -1) if m.startswith(prefix)]
-        self._release_slots(keys=[keys.CLONE_LEASES, keys.TASKS_CLONE], args=mine)
+        self._release_slots(
+            keys=[keys.CLONE_LEASES, keys.TASKS_CLONE, keys.CLONE_WAITING],
+            args=[keys.events_channel(""), *mine],
+        )
         return len(mine)
 
     # -- VM transitions --------------------------------------------------------------------------

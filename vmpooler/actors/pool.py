@@ -47,6 +47,7 @@ class PoolActor(pykka.ThreadingActor):
         self._next: Handle | None = None
         self._size = ctx.pool.size
         self._unreleased: set[str] = set()  # clone slots whose release failed, retried each pass
+        self._starved = False  # the last repopulation was refused a clone slot
 
     # -- pykka hooks (this actor's thread) -----------------------------------------------------------
 
@@ -92,6 +93,8 @@ class PoolActor(pykka.ThreadingActor):
                 self._dispatch_tasks()
             elif kind == "config":
                 self._schedule(0)
+            elif kind == "slot":  # a clone slot was released while this pool waited for one
+                self._repopulate_now()
         except (StoreError, ProviderError) as exc:
             self._log.warning("handling %s event failed: %s", kind, exc)
 
@@ -142,7 +145,9 @@ class PoolActor(pykka.ThreadingActor):
             self._drain(snap.ready | snap.pending, "pool reset")
         cloned = self._repopulate(snap)
         self._gauges(snap)
-        return bool(cloned or discovered or snap.pending)
+        # a pool refused a clone slot is not idle: it keeps the minimum delay (a released slot also
+        # wakes it through a 'slot' event)
+        return bool(cloned or discovered or snap.pending or self._starved)
 
     def _repopulate(self, snap: PoolSnapshot) -> int:
         ready, pending = len(snap.ready), len(snap.pending)
@@ -158,6 +163,7 @@ class PoolActor(pykka.ThreadingActor):
         self._clone_up_to(self._size - (counts.ready + counts.pending))
 
     def _clone_up_to(self, wanted: int) -> int:
+        self._starved = False
         started = 0
         for _ in range(max(0, wanted)):
             if not self._start_clone():
@@ -170,7 +176,10 @@ class PoolActor(pykka.ThreadingActor):
         ctx = self._ctx
         slot = uuid.uuid4().hex
         limit = ctx.config.globals.task_limit
-        if not ctx.store.acquire_clone_slot(ctx.owner, slot, limit=limit, lease_seconds=ctx.timeout):
+        if not ctx.store.acquire_clone_slot(
+            ctx.owner, slot, limit=limit, lease_seconds=ctx.timeout, pool=ctx.name
+        ):
+            self._starved = True
             self._log.debug("task_limit %d reached; clone deferred", limit)
             return False
         try:

@@ -67,3 +67,19 @@ def test_a_clone_holds_its_slot_for_createvm_max_time(run_manager, redis) -> Non
     assert third[0] >= min(first[1], second[1]), "the third clone started while two held the slots"
     wait_for(lambda: len(redis.smembers(keys.ready_set("a"))) == 3, 5, "pool full")
     assert redis.get(keys.TASKS_CLONE) == "0"
+
+
+def test_a_released_slot_wakes_a_pool_that_waited_for_one(run_manager, redis) -> None:
+    # One slot, two pools, and passes only every 30 s: the second pool's clone can only start when
+    # the first clone's released slot wakes it (a 'slot' event), not on a pass.
+    options = "    createvm_max_time: 1\n    connection_pool_size: 2\n"
+    pool_extra = "    check_loop_delay_min: 30\n    check_loop_delay_max: 30\n"
+    config = make_config({"a": 1, "b": 1}, task_limit=1, provider_options=options, pool_extra=pool_extra)
+    provider = recording_dummy(config)
+    run_manager(config, provider=provider)
+
+    wait_for(lambda: len(provider.spans()) == 2, 10, "both clones")
+    first, second = provider.spans()
+    assert second[0] >= first[1], "two clones held the one slot"
+    assert second[0] - first[1] < 0.5, f"the waiting pool started {second[0] - first[1]:.2f} s after the slot"
+    assert redis.zcard(keys.CLONE_WAITING) == 0
