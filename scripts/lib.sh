@@ -58,6 +58,17 @@ vmp_ensure_redis() {
     VMP_NEED_EMBEDDED=1
 }
 
+# Go and govmomi's Go sources, from which scripts/build-vcsim.sh builds the vSphere API simulator the
+# vSphere tests run against. When they cannot be installed those tests fail and say why.
+vmp_ensure_vcsim_deps() {
+    if command -v go >/dev/null 2>&1 && [[ -d /usr/share/gocode/src/github.com/vmware/govmomi/simulator ]]; then
+        return 0
+    fi
+    vmp_log "installing golang-go and golang-github-vmware-govmomi-dev (the vSphere simulator's sources)"
+    _vmp_apt_install golang-go golang-github-vmware-govmomi-dev \
+        || vmp_log "cannot install golang-go golang-github-vmware-govmomi-dev: the vSphere tests will fail"
+}
+
 # The first python3 on PATH that is 3.11 or newer.
 vmp_find_python() {
     local candidate
@@ -118,6 +129,9 @@ vmp_check_redis() {
 # Everything the test and start commands need. EXTRAS: comma-separated extras ("" for none).
 vmp_setup() {
     vmp_ensure_redis
+    if [[ ",${1:-}," == *,test,* ]]; then
+        vmp_ensure_vcsim_deps
+    fi
     vmp_ensure_venv
     vmp_pip_install "${1:-}"
     vmp_check_redis
