@@ -24,7 +24,7 @@ from vmpooler.actors.context import PoolContext
 from vmpooler.actors.provider import ProviderActor
 from vmpooler.actors.ticker import Ticker
 from vmpooler.config import Config, load_config
-from vmpooler.errors import ConfigError, ProviderError, StoreError
+from vmpooler.errors import ConfigError, ProviderError, ProviderUnavailable, StoreError
 from vmpooler.log import setup_logging
 from vmpooler.manager_store import ManagerStore, decode_event
 from vmpooler.providers import load_provider_class
@@ -41,6 +41,7 @@ __all__ = [
     "publish_pools",
     "run_provider_worker",
     "start_manager",
+    "start_with_retry",
 ]
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,12 @@ def start_manager(
     """
     provider = provider or build_provider(config, provider_name)
     provider.start()
-    prepare_provider(config, provider_name, provider)
-    released = store.release_owner_slots(provider_name)
+    try:
+        prepare_provider(config, provider_name, provider)
+        released = store.release_owner_slots(provider_name)
+    except BaseException:  # the caller retries with a new instance: release this one's connections
+        provider.stop()
+        raise
     if released:
         log.info("released %d clone slot(s) left by an earlier process", released)
     ticker = Ticker()
@@ -259,6 +264,27 @@ def _widen_futex_hash(slots: int = 16384) -> None:
         pass
 
 
+def start_with_retry(
+    start: Callable[[], Manager],
+    heartbeat: Heartbeat | None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Manager:
+    """``start()`` until it works: Redis or the provider's backend being down is waited out (1 s, then
+    doubling up to 30 s apart, beating the heartbeat meanwhile), never a crash loop of the process."""
+    backoff = 1.0
+    while True:
+        try:
+            return start()
+        except StoreError as exc:
+            log.warning("redis unavailable at start (%s); retrying in %.0f s", exc, backoff)
+        except ProviderUnavailable as exc:
+            log.error("the provider cannot start (%s); retrying in %.0f s", exc, backoff)
+        if heartbeat is not None:
+            heartbeat.beat()
+        sleep(backoff)
+        backoff = min(backoff * 2, 30.0)
+
+
 def run_provider_worker(args: ProviderWorkerArgs, heartbeat: Heartbeat | None = None) -> None:
     """The provider child's main: build everything, then beat until SIGTERM."""
     _widen_futex_hash()
@@ -271,14 +297,7 @@ def run_provider_worker(args: ProviderWorkerArgs, heartbeat: Heartbeat | None = 
     )
     manager = None
     try:
-        while manager is None:
-            try:
-                manager = start_manager(config, args.provider, store)
-            except StoreError as exc:
-                log.warning("redis unavailable at start (%s); retrying", exc)
-                if heartbeat is not None:
-                    heartbeat.beat()
-                time.sleep(1)
+        manager = start_with_retry(lambda: start_manager(config, args.provider, store), heartbeat)
         log.info("provider %s running", args.provider)
         while True:
             if heartbeat is not None and manager.alive():

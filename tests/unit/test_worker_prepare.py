@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from vmpooler.config import load_config_text
+from vmpooler.errors import ProviderError, ProviderUnavailable, StoreError
 from vmpooler.providers.dummy import DummyProvider
-from vmpooler.worker import build_provider, prepare_provider
+from vmpooler.worker import build_provider, prepare_provider, start_with_retry
 
 CONFIG = """
 :config:
@@ -46,3 +49,36 @@ def test_no_purge_unless_configured() -> None:
         assert provider.inventory() == {"a": ["vm-a1"], "keep": ["vm-k1"], "old": ["vm-o1", "vm-o2"]}
     finally:
         provider.stop()
+
+
+class _Beats:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def beat(self) -> None:
+        self.count += 1
+
+
+def test_start_waits_out_a_backend_that_is_down_without_exiting() -> None:
+    attempts: list[int] = []
+    sleeps: list[float] = []
+    beats = _Beats()
+
+    def start() -> object:
+        attempts.append(1)
+        if len(attempts) <= 6:
+            raise (ProviderUnavailable if len(attempts) % 2 else StoreError)("down")
+        return "manager"
+
+    got = start_with_retry(start, beats, sleep=sleeps.append)  # type: ignore[arg-type]
+    assert got == "manager" and len(attempts) == 7
+    assert sleeps == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]  # doubling, capped at 30 s
+    assert beats.count == 6  # the supervisor sees a live process meanwhile
+
+
+def test_other_start_failures_are_not_retried() -> None:
+    def start() -> object:
+        raise ProviderError("the template is gone")
+
+    with pytest.raises(ProviderError, match="template"):
+        start_with_retry(start, None, sleep=lambda _s: None)  # type: ignore[arg-type]

@@ -291,7 +291,11 @@ class VMActor(pykka.ThreadingActor):
                 self._log.warning("%s: removed", reason)
                 self._finish(None)
             case TagUser(user=user):
-                if ctx.provider.tag_vm_user(ctx.name, self._name, user):
+                try:
+                    done = ctx.provider.tag_vm_user(ctx.name, self._name, user)
+                except NotImplementedError:  # the contract allows it: nothing to record, ever
+                    done = True
+                if done:
                     self._tagged = True
                     ctx.store.set_vm_fields(self._name, {"user_tagged": "true"})
             case _:  # Wait: a pending VM is polled again soon; the others on the next pass

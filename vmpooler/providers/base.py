@@ -315,11 +315,14 @@ class Provider(abc.ABC):
     def start(self) -> None:
         """Connect to the backend and load whatever state the provider keeps.
 
-        Called once, on the provider process's main thread, after ``__init__`` and before any other method.
+        Called once per instance, on the provider process's main thread, after ``__init__`` and before
+        any other method. It should not block for long (the process has a 30 s boot deadline); a provider
+        may also return at once and connect in the background, raising from its calls until connected.
 
         Raises:
-            ProviderUnavailable: the backend cannot be reached; the worker backs off and retries.
-            ProviderError: any other failure to start.
+            ProviderUnavailable: the backend cannot be reached: the worker builds a new instance and
+                tries again, 1 s after the first failure and up to 30 s apart, without exiting.
+            ProviderError: any other failure to start (the process exits and is restarted).
         """
 
     @abc.abstractmethod
@@ -500,7 +503,9 @@ class Provider(abc.ABC):
 
         Called once per pool on the provider process's main thread at start, before any clone, when
         ``:config: create_template_delta_disks`` is true (``vmpooler.worker.prepare_provider``). Must be
-        idempotent: it runs again at every start. Default: no-op.
+        idempotent: it runs again at every start. A provider may also consult its own settings and do
+        nothing (the vSphere provider does, unless its ``create_template_delta_disks`` is on). Default:
+        no-op.
 
         Raises:
             ProviderError: preparing failed (the core logs it and clones anyway).
