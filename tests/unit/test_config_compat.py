@@ -131,6 +131,13 @@ def test_unknown_keys_everywhere_are_warnings(text: str, warning: str) -> None:
     assert warning in load(text).warnings
 
 
+def test_the_plugin_checks_a_pools_provider_keys_at_load() -> None:
+    pool = "- {name: a, template: t/a, size: 1, provider: vsphere, folder: f, create_linked_clone: 'sure'}"
+    with pytest.raises(ConfigError) as info:
+        load(f":providers:\n  :vsphere: {VSPHERE}\n:pools:\n  {pool}\n")
+    assert info.value.problems == [":pools:[0].create_linked_clone: must be true or false, got 'sure'"]
+
+
 def test_a_wrong_value_is_still_an_error_naming_key_and_reason() -> None:
     with pytest.raises(ConfigError) as info:
         load(":providers:\n  :dummy:\n    createvm_max_time: 'slow'\n    sise: 1\n")

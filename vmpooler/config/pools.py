@@ -143,6 +143,12 @@ class PoolConfig:
         options = {key: value for key, value in reader.rest().items() if key in option_keys}
         reader.used.update(options)
         reader.warn_unknown(option_keys)
+        if provider_config is not None and provider_config.pool_config_class is not None:
+            try:  # the plugin's own checks of the pool's provider keys, before any process starts
+                provider_config.pool_config_class.from_options(options, path=path, warnings=ctx.warnings)
+            except ConfigError as err:
+                ctx.problems.extend(err.problems)
+                return None
         dns = (dns_configs or {}).get(dns_plugin) if dns_plugin else None
         return cls(
             name=name,
@@ -167,6 +173,7 @@ class ProviderConfig:
         provider_class: the plugin's registry name.
         settings: the plugin's own settings object (its ``config_class``), validated at load time.
         pool_option_keys: the per-pool keys the plugin reads (copied into ``PoolConfig.provider_options``).
+        pool_config_class: the plugin's settings class for those keys, run on every pool at load time.
         options: the section as written, minus ``provider_class``.
         purge_unconfigured_resources: this instance's override of the global key (None: the global).
         resources_allowlist: names purging never deletes (``folder_whitelist`` is the old spelling).
@@ -177,6 +184,7 @@ class ProviderConfig:
     provider_class: str
     settings: ProviderSettings
     pool_option_keys: frozenset[str] = frozenset()
+    pool_config_class: type[ProviderSettings] | None = None
     options: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=freeze)
     purge_unconfigured_resources: bool | None = None
     resources_allowlist: tuple[str, ...] = ()
@@ -238,6 +246,7 @@ class ProviderConfig:
             provider_class=provider_class,
             settings=settings,
             pool_option_keys=frozenset(plugin.pool_option_keys),
+            pool_config_class=plugin.pool_config_class,
             options=options,
             resources_allowlist=allowlist,
             **core,

@@ -267,6 +267,9 @@ class Provider(abc.ABC):
 
     Attributes:
         config_class: the attrs settings class that parses this provider's ``:providers:`` section.
+        pool_config_class: an optional settings class for a pool's provider keys (``PoolSpec.options``):
+            the config loader runs its ``from_options`` on every pool of the provider at load time, so
+            a bad or missing pool option stops ``vmpooler`` and shows in ``check-config``.
         pool_option_keys: the per-pool keys this provider reads beyond the core's pool keys; the core
             copies them into ``PoolSpec.options`` and warns about any other unknown pool key.
         name: the ``:providers:`` key of this instance.
@@ -276,6 +279,7 @@ class Provider(abc.ABC):
     """
 
     config_class: ClassVar[type[ProviderSettings]] = ProviderSettings
+    pool_config_class: ClassVar[type[ProviderSettings] | None] = None
     pool_option_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, name: str, settings: ProviderSettings, pools: Mapping[str, PoolSpec]) -> None:

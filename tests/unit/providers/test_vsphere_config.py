@@ -144,7 +144,6 @@ def test_the_password_is_not_in_the_repr() -> None:
 
 def test_pool_settings_from_the_original_example() -> None:
     ps = PoolSettings.from_options(
-        "debian-7-x86_64",
         {
             "folder": "Pooled VMs/debian-7-x86_64",
             "datastore": "vmstorage",
@@ -152,6 +151,7 @@ def test_pool_settings_from_the_original_example() -> None:
             "snapshot_mainMem_ioBlockPages": "2048",
             "snapshot_mainMem_iowait": 0,
         },
+        path=":pools:.debian-7-x86_64",
     )
     assert ps.folder == "Pooled VMs/debian-7-x86_64" and ps.datastore == "vmstorage"
     assert ps.create_linked_clone is False
@@ -161,19 +161,24 @@ def test_pool_settings_from_the_original_example() -> None:
 
 def test_pool_settings_report_every_problem() -> None:
     with pytest.raises(ConfigError) as caught:
-        PoolSettings.from_options("p", {"datastore": 5, "create_linked_clone": "yes"})
+        PoolSettings.from_options({"datastore": 5, "create_linked_clone": "yes"}, path=":pools:[0]")
     assert sorted(caught.value.problems) == [
-        ":pools:.p.create_linked_clone: must be true or false, got 'yes'",
-        ":pools:.p.datastore: must be a string, got 5",
-        ":pools:.p.folder: required for a vsphere pool",
+        ":pools:[0].create_linked_clone: must be true or false, got 'yes'",
+        ":pools:[0].datastore: must be a string, got 5",
     ]
 
 
-def test_a_pool_without_folder_fails_when_the_provider_is_built() -> None:
+def test_a_pool_without_folder_loads_as_in_the_original() -> None:
+    assert PoolSettings.from_options({}, path=":pools:[0]").folder is None
+
+
+def test_a_bad_pool_key_fails_when_the_provider_is_built() -> None:
     from vmpooler.providers.base import PoolSpec
 
-    with pytest.raises(ConfigError, match="folder: required"):
-        VSphereProvider("vsphere", settings(), {"p": PoolSpec(name="p", template="T/t")})
+    with pytest.raises(ConfigError, match=r":pools:\.p\.datastore: must be a string"):
+        VSphereProvider(
+            "vsphere", settings(), {"p": PoolSpec(name="p", template="T/t", options={"datastore": 5})}
+        )
 
 
 # -- small rules ------------------------------------------------------------------------------------

@@ -66,6 +66,8 @@ def clone_vm(b: Backend, s: Session, spec: PoolSpec, ps: PoolSettings, name: str
         raise CloneFailed(
             f"pool {pool} specifies a template VM of {spec.template} which does not exist", transient=False
         )
+    if ps.folder is None:
+        raise CloneFailed(f"pool {pool} has no folder: set the pool's 'folder' key", transient=False)
     folder = b.resolver.folder(s, dc, ps.folder, create=b.settings.create_folders)
     if folder is None:
         raise CloneFailed(

@@ -17,12 +17,10 @@ Field names are the option keys, as in the original. Two groups live in :class:`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from vmpooler.errors import ConfigError
 from vmpooler.providers.base import ProviderSettings, non_negative, percent, string, to_float, to_int
 
 __all__ = ["DEFAULT_PORT", "READY_CHECKS", "PoolSettings", "VSphereSettings", "split_server"]
@@ -181,11 +179,13 @@ def _extra_config_value(value: object) -> str:
 
 
 @attrs.frozen(kw_only=True)
-class PoolSettings:
-    """One pool's vSphere keys (``PoolSpec.options``).
+class PoolSettings(ProviderSettings):
+    """One pool's vSphere keys (``PoolSpec.options``), parsed by ``ProviderSettings.from_options`` at
+    config load (``VSphereProvider.pool_config_class``), so ``check-config`` reports them.
 
     Attributes:
-        folder: the VM folder of the pool's VMs, relative to ``<datacenter>/vm``.
+        folder: the VM folder of the pool's VMs, relative to ``<datacenter>/vm``; without one the pool has
+            no VMs and every clone fails (non-transient), as in the original.
         datastore: the datastore of clones and new disks; None = the template's.
         datacenter: overrides the provider's ``datacenter``.
         network: a port group that replaces the first NIC's network of clones.
@@ -194,7 +194,8 @@ class PoolSettings:
         snapshot_mainMem_iowait: extraConfig ``mainMem.iowait`` of clones.
     """
 
-    folder: str = attrs.field(validator=string)
+    # Optional as in the original, which started on a vSphere pool without one and failed each clone.
+    folder: str | None = attrs.field(default=None, validator=attrs.validators.optional(string))
     datastore: str | None = attrs.field(default=None, converter=_optional_string)
     datacenter: str | None = attrs.field(default=None, converter=_optional_string)
     network: str | None = attrs.field(default=None, converter=_optional_string)
@@ -207,31 +208,3 @@ class PoolSettings:
     snapshot_mainMem_iowait: str | None = attrs.field(
         default=None, converter=lambda v: None if v is None else _extra_config_value(v)
     )
-
-    @classmethod
-    def from_options(cls, pool: str, options: Mapping[str, Any]) -> PoolSettings:
-        """Validate one pool's vSphere keys.
-
-        Raises:
-            ConfigError: every problem, each as ``":pools:.<pool>.<key>: <reason>"``.
-        """
-        fields = {field.name: field for field in attrs.fields(cls)}
-        problems: list[str] = []
-        values: dict[str, Any] = {}
-        for key, raw in options.items():
-            field = fields.get(key)
-            if field is None:
-                continue  # the core only passes pool_option_keys
-            try:
-                value = field.converter(raw) if callable(field.converter) else raw
-                if field.validator is not None:
-                    field.validator(None, field, value)
-            except (TypeError, ValueError) as exc:
-                problems.append(f":pools:.{pool}.{key}: {exc.args[0] if exc.args else exc}")
-                continue
-            values[key] = value
-        if "folder" not in options:
-            problems.append(f":pools:.{pool}.folder: required for a vsphere pool")
-        if problems:
-            raise ConfigError(problems)
-        return cls(**values)

@@ -72,6 +72,7 @@ class VSphereProvider(Provider):
     """VMs cloned from vSphere templates. Thread-safe: state is the session pool and locked caches."""
 
     config_class = VSphereSettings
+    pool_config_class = PoolSettings
     pool_option_keys = POOL_OPTION_KEYS
 
     def __init__(
@@ -88,7 +89,8 @@ class VSphereProvider(Provider):
         super().__init__(name, settings, pools)
         s = self._settings = cast(VSphereSettings, settings)
         self._pool_settings = {
-            pool: PoolSettings.from_options(pool, spec.options) for pool, spec in self.pools.items()
+            pool: PoolSettings.from_options(spec.options, path=f":pools:.{pool}")
+            for pool, spec in self.pools.items()
         }
         host, port = s.address
         self.server = f"{host}:{port}"
@@ -149,6 +151,8 @@ class VSphereProvider(Provider):
         spec, ps = self._pool(pool)
 
         def inventory(s: Session) -> list[VMInfo]:
+            if ps.folder is None:  # nowhere for the pool's VMs to be (its clones fail)
+                return []
             dc = self._backend.resolver.datacenter(s, ps.datacenter)
             folder = self._backend.resolver.folder(s, dc, ps.folder)
             if folder is None:
@@ -276,6 +280,8 @@ class VSphereProvider(Provider):
             folders: dict[str, set[str]] = collections.defaultdict(set)
             for spec in self.pools.values():
                 ps = self._pool_settings[spec.name]
+                if ps.folder is None:
+                    continue
                 parent, _, title = ps.folder.strip("/").rpartition("/")
                 folders[join(self._backend.resolver.datacenter(s, ps.datacenter), "vm", parent)].add(title)
             removed, failed = extras.purge(self._backend, s, folders, allowed)
@@ -328,7 +334,7 @@ class VSphereProvider(Provider):
         """The pool's datacenter and its VM ``name`` (None when there is none; a template is no pool VM)."""
         ps = self._pool_settings[pool]
         dc = self._backend.resolver.datacenter(s, ps.datacenter)
-        folder = self._backend.resolver.folder(s, dc, ps.folder)
+        folder = None if ps.folder is None else self._backend.resolver.folder(s, dc, ps.folder)
         vm = None if folder is None else self._backend.resolver.vm(s, folder, name)
         return dc, None if vm is None or vm.template else vm
 
