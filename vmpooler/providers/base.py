@@ -61,6 +61,7 @@ __all__ = [
     "non_negative",
     "percent",
     "string",
+    "to_bool",
     "to_float",
     "to_int",
     "unknown_key",
@@ -106,6 +107,23 @@ def to_float(value: object) -> float:
     if not math.isfinite(result):
         raise ValueError(f"must be a finite number, got {value!r}")
     return result
+
+
+_TRUE, _FALSE = frozenset({"true", "yes", "on", "1"}), frozenset({"false", "no", "off", "0"})
+
+
+def to_bool(value: object) -> bool:
+    """Converter: a YAML boolean, or the text the core reads as one (``'true'``, ``'no'``, ``'1'``,
+    any case), so a quoted ``'false'`` means false here as in ``:config:`` (in the original any string
+    was true)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str | int) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise TypeError(f"must be true or false, got {value!r}")
 
 
 def to_int(value: object) -> int:

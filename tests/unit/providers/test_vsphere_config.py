@@ -101,8 +101,8 @@ def test_migration_limit_enables_migration() -> None:
         ("server", ":443", "needs a host name"),
         ("server", 5, "must be a string"),
         ("port", 0, "TCP port"),
-        ("insecure", "true", "must be true or false"),
-        ("create_folders", 1, "must be true or false"),
+        ("insecure", "sure", "must be true or false"),
+        ("create_folders", 2, "must be true or false"),
         ("vsphere_timeout", 0, "> 0"),
         ("connection_pool_size", 0, "> 0"),
         ("connection_pool_timeout", -1, ">= 0"),
@@ -161,9 +161,9 @@ def test_pool_settings_from_the_original_example() -> None:
 
 def test_pool_settings_report_every_problem() -> None:
     with pytest.raises(ConfigError) as caught:
-        PoolSettings.from_options({"datastore": 5, "create_linked_clone": "yes"}, path=":pools:[0]")
+        PoolSettings.from_options({"datastore": 5, "create_linked_clone": "maybe"}, path=":pools:[0]")
     assert sorted(caught.value.problems) == [
-        ":pools:[0].create_linked_clone: must be true or false, got 'yes'",
+        ":pools:[0].create_linked_clone: must be true or false, got 'maybe'",
         ":pools:[0].datastore: must be a string, got 5",
     ]
 
@@ -213,3 +213,10 @@ def test_annotation_is_the_originals_json() -> None:
     assert list(fields) == ["name", "created_by", "base_template", "creation_timestamp"]
     assert fields["name"] == "vm1" and fields["created_by"] == "vmpooler"
     assert fields["creation_timestamp"].endswith(" UTC")
+
+
+def test_booleans_read_as_the_core_reads_them() -> None:
+    assert settings(insecure="true").insecure is True
+    assert settings(create_folders="no").create_folders is False
+    ps = PoolSettings.from_options({"folder": "f", "create_linked_clone": "false"}, path=":pools:[0]")
+    assert ps.create_linked_clone is False  # a quoted 'false' is false (the original took it as true)

@@ -11,8 +11,8 @@ Field names are the option keys, as in the original. Two groups live in :class:`
   ``migration_limit``, ``vsphere_timeout``). The core fills them from ``:config:`` when a key is set
   there and not in the provider section; the defaults are the original's.
 
-:class:`PoolSettings` is a pool's vSphere keys (``folder``, ``datastore``, ...), parsed from
-``PoolSpec.options`` when the provider is built.
+:class:`PoolSettings` is a pool's vSphere keys (``folder``, ``datastore``, ...), parsed at config load
+(``VSphereProvider.pool_config_class``) and again from ``PoolSpec.options`` when the provider is built.
 """
 
 from __future__ import annotations
@@ -21,19 +21,20 @@ from typing import Any
 
 import attrs
 
-from vmpooler.providers.base import ProviderSettings, non_negative, percent, string, to_float, to_int
+from vmpooler.providers.base import (
+    ProviderSettings,
+    non_negative,
+    percent,
+    string,
+    to_bool,
+    to_float,
+    to_int,
+)
 
 __all__ = ["DEFAULT_PORT", "READY_CHECKS", "PoolSettings", "VSphereSettings", "split_server"]
 
 DEFAULT_PORT = 443
 READY_CHECKS = frozenset({"ssh", "tools", "poweron"})
-
-
-def to_bool(value: object) -> bool:
-    """Converter: a YAML boolean (strings and numbers are refused: ``'false'`` would be truthy)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"must be true or false, got {value!r}")
-    return value
 
 
 def _optional_int(value: object) -> int | None:
