@@ -128,7 +128,9 @@ def start_service_yaml(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """
     started: list[Service] = []
 
-    def start(yaml_text: str, *components: str, port: int | None = None) -> Service:
+    def start(
+        yaml_text: str, *components: str, port: int | None = None, new_session: bool = False
+    ) -> Service:
         config = tmp_path / f"vmpooler-yaml-{len(started)}.yaml"
         config.write_text(yaml_text)
         port = port or _free_port()
@@ -136,8 +138,13 @@ def start_service_yaml(tmp_path: Path) -> Iterator[Callable[..., Service]]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_")}
         command = [sys.executable, "-m", "vmpooler", *components, "--config", str(config)]
         command += ["--bind", "127.0.0.1", "--port", str(port)]
-        proc = subprocess.Popen(
-            command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path
+        proc = subprocess.Popen(  # new_session: a process group of its own, for os.killpg
+            command,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=new_session,
         )
         service = Service(proc, port, log)
         started.append(service)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 import requests
 
 from tests.acceptance.conftest import Service, child_pids
-from tests.conftest import TIMEOUT_SCALE, _free_port
+from tests.conftest import TIMEOUT_SCALE
 
 pytestmark = pytest.mark.acceptance
 
@@ -61,65 +59,26 @@ def test_sigkill_of_the_supervisor_takes_every_child_along(
 
 
 def test_sigterm_to_the_whole_process_group_stops_every_process_cleanly(
-    redis_url: str, tmp_path: Path
+    start_service_yaml: Callable[..., Service], redis_url: str, tmp_path: Path
 ) -> None:
     """systemd's default KillMode and a shell's Ctrl-C signal the whole group: each child stops once,
-    not interrupted half-way by the supervisor's own SIGTERM a moment later (it then hung until the
-    supervisor's SIGKILL, 10 s later)."""
-    config = tmp_path / "vmpooler.yaml"
+    not interrupted half-way by the supervisor's own SIGTERM a moment later."""
     # busy when the signal comes: 2 s clones in flight, so the provider's stop takes a moment
     busy = CONFIG.replace("size: 2", "size: 10").replace(
         "    filename:", "    createvm_max_time: 2\n    connection_pool_size: 10\n    filename:"
     )
-    config.write_text(busy.format(redis_url=redis_url, inventory=tmp_path / "dummy.yaml"))
-    log = tmp_path / "vmpooler.log"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vmpooler",
-            "--config",
-            str(config),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
-        start_new_session=True,  # its own process group, so that killpg reaches only vmpooler
+    text = busy.format(redis_url=redis_url, inventory=tmp_path / "dummy.yaml")
+    service = start_service_yaml(text, new_session=True)
+    children = child_pids(service)
+    started = time.monotonic()
+    os.killpg(service.proc.pid, signal.SIGTERM)
+    assert service.proc.wait(30) == 0
+    elapsed = time.monotonic() - started
+    assert not any(_alive(pid) for pid in children.values())
+    # the supervisor's stop deadline is 10 s: a child stopped cleanly long before it
+    assert elapsed < 8, (
+        f"stopping took {elapsed:.1f} s: a child waited for its SIGKILL\n{service.log.read_text()}"
     )
-    try:
-        service = Service(proc, port, log)
-        deadline = time.monotonic() + 20 * TIMEOUT_SCALE
-        while len(child_pids(service)) < 3 or not _answers(service):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        children = child_pids(service)
-        started = time.monotonic()
-        os.killpg(proc.pid, signal.SIGTERM)
-        assert proc.wait(30) == 0
-        elapsed = time.monotonic() - started
-        assert not any(_alive(pid) for pid in children.values())
-        # the supervisor's stop deadline is 10 s: a child stopped cleanly long before it
-        assert elapsed < 8, (
-            f"stopping took {elapsed:.1f} s: a child waited for its SIGKILL\n{log.read_text()}"
-        )
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _answers(service: Service) -> bool:
-    try:
-        return requests.get(service.url("/healthcheck"), timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_a_second_sigterm_does_not_interrupt_a_provider_stopping(
