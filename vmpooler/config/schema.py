@@ -105,6 +105,7 @@ class GlobalConfig:
     domain: str | None = setting(None, _S)  # deprecated: use :dns_configs:
     status_cache_seconds: float = setting(0, _N, 0)  # ours: 0 = /status is not cached
     api_workers: int = setting(2, _I, 1)  # ours: API worker processes
+    max_request_body: int = setting(1_048_576, _I, 1)  # ours: bytes; a larger request body is a 413
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> GlobalConfig:

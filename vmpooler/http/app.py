@@ -15,7 +15,7 @@ import falcon.media
 from vmpooler.http.auth import Authenticator, make_authenticator
 from vmpooler.http.context import ApiContext
 from vmpooler.http.errors import install_error_handlers
-from vmpooler.http.middleware import GzipResponses, RequestMetrics
+from vmpooler.http.middleware import BodyLimit, GzipResponses, RequestMetrics
 from vmpooler.http.resources import dashboard, meta, status, token, vm
 
 if TYPE_CHECKING:
@@ -69,7 +69,11 @@ def create_app(
         ConfigError: ``:auth:`` names LDAP and ``ldap3`` is not installed.
     """
     # Response middleware runs last to first: GzipResponses first, so the metrics time compression too.
-    middleware: list[Any] = [RequestMetrics(log_requests=config.globals.request_logger), GzipResponses()]
+    middleware: list[Any] = [
+        RequestMetrics(log_requests=config.globals.request_logger),
+        BodyLimit(config.globals.max_request_body),
+        GzipResponses(),
+    ]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False

@@ -11,9 +11,18 @@ from typing import Any
 import falcon
 
 from vmpooler import metrics
+from vmpooler.http.errors import ApiError
 from vmpooler.log import redact_path
 
-__all__ = ["GZIP_LEVEL", "GZIP_MIN_SIZE", "GzipResponses", "RequestMetrics", "accepts_gzip", "metric_path"]
+__all__ = [
+    "GZIP_LEVEL",
+    "GZIP_MIN_SIZE",
+    "BodyLimit",
+    "GzipResponses",
+    "RequestMetrics",
+    "accepts_gzip",
+    "metric_path",
+]
 
 log = logging.getLogger("vmpooler.http.requests")
 
@@ -113,6 +122,23 @@ def _add_vary(resp: falcon.Response) -> None:
     tokens = {token.strip().lower() for token in vary.split(",")}
     if "*" not in tokens and "accept-encoding" not in tokens:
         resp.set_header("Vary", f"{vary}, Accept-Encoding")
+
+
+class BodyLimit:
+    """Refuse a request body larger than ``limit`` bytes with a JSON 413, before anything reads it.
+
+    Routes that parse JSON cap their bodies lower still (``validate.MAX_BODY``). waitress refuses a body
+    over 4 times the limit (and a chunked one over it) before reading it, with its own plain-text 413
+    (``http/serve.py``).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        length = req.content_length
+        if length is not None and length > self._limit:
+            raise ApiError(413, error="Request body too large")
 
 
 class GzipResponses:

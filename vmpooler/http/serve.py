@@ -77,6 +77,9 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         ident="vmpooler",
         connection_limit=1000,
         channel_timeout=60,
+        # Bodies up to 4x the limit reach BodyLimit (a JSON 413); waitress refuses larger ones itself,
+        # without reading them, with a plain-text 413 (its error pages cannot be JSON).
+        max_request_body_size=4 * config.globals.max_request_body,
     )
     stop = threading.Event()
     if heartbeat is not None:

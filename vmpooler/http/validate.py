@@ -15,6 +15,7 @@ from typing import Any
 from vmpooler.http.errors import ApiError
 
 __all__ = [
+    "DEFAULT_MAX_LIFETIME",
     "MAX_BODY",
     "MAX_DISK_GB",
     "disk_size",
@@ -28,6 +29,7 @@ __all__ = [
 
 MAX_BODY = 10_240
 MAX_DISK_GB = 2048  # the largest disk a request may ask for, in every API version
+DEFAULT_MAX_LIFETIME = 87_600  # hours (ten years): the lifetime limit when none is configured
 MAX_DEPTH = 5
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z", re.I)
 _POOL_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.integration.http.conftest import DEB, add_running, dump
+from tests.integration.http.conftest import DEB, add_running, dump, with_config
 
 DEEP = ("[" * 100_000 + "]" * 100_000).encode()  # far past what the JSON parser can nest
 DEEP_OBJECT = ('{"a":' * 3_000 + "1" + "}" * 3_000).encode()
@@ -42,10 +42,18 @@ def test_lifetimes_that_are_not_ascii_digits_are_refused(api, redis, lifetime, v
     assert dump(redis) == before
 
 
-def test_a_huge_lifetime_never_breaks_get(api, redis):
+def test_lifetimes_have_a_default_limit_of_ten_years(api, redis):
     add_running(redis, DEB, "d1")
+    assert api.put("/api/v3/vm/d1", body=b'{"lifetime": 87600}').status_code == 200
     resp = api.put("/api/v3/vm/d1", body=json.dumps({"lifetime": "9" * 18}).encode())
-    assert resp.status_code == 200
+    assert resp.status_code == 400
+    assert resp.json["failure"] == [
+        f"You provided a lifetime ({'9' * 18}) that exceeds the configured maximum of 87600."
+    ]
+
+
+def test_a_huge_lifetime_already_in_redis_never_breaks_get(api, redis):
+    add_running(redis, DEB, "d1", lifetime="9" * 18)  # written by an older version, or by hand
     got = api.get("/api/v3/vm/d1")
     assert got.status_code == 200, got.text
     assert got.json["d1"]["lifetime"] == int("9" * 18)
@@ -62,3 +70,20 @@ def test_old_disk_routes_parse_and_cap_sizes_as_v3(api, redis, size, status, ver
     resp = api.post(f"/api/{version}/vm/d1/disk/{size}")
     assert resp.status_code == status, resp.text
     assert dump(redis) == before
+
+
+@pytest.mark.parametrize(("method", "path"), [("get", "/api/v3/status"), ("post", "/api/v3/vm/d1/snapshot")])
+def test_a_body_over_the_server_limit_is_a_json_413_on_every_route(api, redis, method, path):
+    add_running(redis, DEB, "d1")
+    before = dump(redis)
+    resp = getattr(api, method)(path, body=b"x" * (1_048_576 + 1))
+    assert resp.status_code == 413, resp.text
+    assert resp.json == {"ok": False, "error": "Request body too large"}
+    assert dump(redis) == before
+    assert api.get("/api/v3/status", body=b"x" * 1_000).status_code == 200  # under the limit: fine
+
+
+def test_the_server_limit_is_configurable(make_api, redis):
+    small = make_api(with_config("  max_request_body: 100\n"))
+    assert small.get("/api/v3/status", body=b"x" * 101).status_code == 413
+    assert small.get("/api/v3/status", body=b"x" * 100).status_code == 200

@@ -179,8 +179,8 @@ def _lifetime(ctx: ApiContext, value: Any) -> tuple[int | None, str | None]:
         if ctx.version >= 3:
             return None, f"Lifetime must be a positive integer (got {text})"
         return None, f"You provided a lifetime ({text}) but you must provide a positive number."
-    limit = ctx.config.globals.max_lifetime_upper_limit
-    if limit and hours > limit:  # deliberate fix: the original also rejected hours == limit
+    limit = ctx.config.globals.max_lifetime_upper_limit or validate.DEFAULT_MAX_LIFETIME
+    if hours > limit:  # deliberate fix: the original also rejected hours == limit
         return None, f"You provided a lifetime ({text}) that exceeds the configured maximum of {limit}."
     return hours, None
 
