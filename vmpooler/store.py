@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -29,21 +31,24 @@ _R = TypeVar("_R")
 _DISCONNECTED = (redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.BusyLoadingError)
 
 
-def connect(url: str, *, max_connections: int = 10, pool_timeout: float = 5.0) -> redis_lib.Redis:
+def connect(
+    url: str, *, max_connections: int = 10, pool_timeout: float = 5.0, socket_timeout: float = 10.0
+) -> redis_lib.Redis:
     """A client on a bounded, blocking connection pool, decoding replies to ``str``.
 
     Args:
         url: ``redis://``, ``rediss://`` or ``unix://`` URL.
         max_connections: the most connections this process opens.
         pool_timeout: seconds a caller waits for a free connection before failing.
+        socket_timeout: seconds to wait for one reply (the API uses ``:redis: api_timeout``).
     """
     pool = redis_lib.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=pool_timeout,
         decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=10,
+        socket_connect_timeout=min(2.0, socket_timeout * 4),
+        socket_timeout=socket_timeout,
         health_check_interval=30,
     )
     return redis_lib.Redis(connection_pool=pool)
@@ -93,9 +98,15 @@ class PoolCounts:
 _KEYS_PER_POOL = 4
 
 # ARGV: now, token, user, lifetime, vm-hash prefix, npools, npools * (pool, channel), npicks,
-#       npicks * (requested, ncand, ncand * pool index).
-# Returns {1, requested, pool index, vm, ...} or {0, requested that could not be met}.
+#       npicks * (requested, ncand, ncand * pool index), deadline (Redis time, ms).
+# Returns {1, requested, pool index, vm, ...}, {0, requested that could not be met}, or {-1} when the
+# script runs after its deadline: its client gave up on it (a frozen Redis), so it must change nothing.
 _CHECKOUT_LUA = """
+redis.replicate_commands()
+local clock = redis.call('TIME')
+if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[#ARGV]) then
+  return {-1}
+end
 local now, token, user, lifetime, vmprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local npools = tonumber(ARGV[6])
 local pools, channels = {}, {}
@@ -162,6 +173,33 @@ return 0
 """
 
 
+class _RedisClock:
+    """Redis's clock as seen from here: the offset of ``TIME`` to ``time.time()``, sampled every minute.
+
+    A checkout carries a deadline in Redis's own time, so the hosts' clocks need not agree.
+    """
+
+    _EVERY = 60.0
+
+    def __init__(self) -> None:
+        self._offset_ms = 0.0
+        self._sampled = -float("inf")
+        self._lock = threading.Lock()
+
+    def deadline_ms(self, client: Any, timeout: float) -> int:
+        """Redis time, in ms, after which a script sent now must not act: now + ``timeout``."""
+        now = time.monotonic()
+        if now - self._sampled > self._EVERY:
+            with self._lock:
+                if now - self._sampled > self._EVERY:
+                    before = time.time()
+                    seconds, micros = client.time()
+                    after = time.time()
+                    self._offset_ms = seconds * 1000 + micros / 1000 - (before + after) * 500
+                    self._sampled = now
+        return int(time.time() * 1000 + self._offset_ms + timeout * 1000)
+
+
 class Store:
     """All Redis access of the API and the manager.
 
@@ -174,10 +212,19 @@ class Store:
         self._redis: Any = client
         self._checkout_script = client.register_script(_CHECKOUT_LUA)
         self._return_script = client.register_script(_RETURN_LUA)
+        kwargs = client.connection_pool.connection_kwargs
+        self._reply_timeout = float(kwargs.get("socket_timeout") or 10.0)
+        self._clock = _RedisClock()
 
     @classmethod
-    def from_url(cls, url: str, *, max_connections: int = 10, pool_timeout: float = 5.0) -> Store:
-        return cls(connect(url, max_connections=max_connections, pool_timeout=pool_timeout))
+    def from_url(
+        cls, url: str, *, max_connections: int = 10, pool_timeout: float = 5.0, socket_timeout: float = 10.0
+    ) -> Store:
+        return cls(
+            connect(
+                url, max_connections=max_connections, pool_timeout=pool_timeout, socket_timeout=socket_timeout
+            )
+        )
 
     @property
     def client(self) -> redis_lib.Redis:
@@ -239,7 +286,10 @@ class Store:
         argv.append(len(picks))
         for pick in picks:
             argv += [pick.requested, len(pick.candidates), *(pool_index[p] for p in pick.candidates)]
+        argv.append(self._clock.deadline_ms(self._redis, self._reply_timeout))
         reply = self._checkout_script(keys=script_keys, args=argv)
+        if int(reply[0]) == -1:  # ran after we stopped waiting (this request already answered 503)
+            raise StoreUnavailable("redis answered a checkout after its deadline; nothing was changed")
         if int(reply[0]) == 0:
             raise PoolEmpty(reply[1])
         return [Allocation(reply[i], reply[i + 1], reply[i + 2]) for i in range(1, len(reply), 3)]

@@ -148,6 +148,7 @@ class RedisConfig:
     connection_pool_size: int = setting(10, _I, 1)
     connection_pool_timeout: int = setting(5, _I, 0)  # seconds
     reconnect_attempts: int = setting(10, _I, 0)
+    api_timeout: float = setting(0.5, _N, 0.01)  # ours: seconds an API request waits for one reply
     embedded_dir: str = setting(".vmpooler/redis", _S)
     embedded: bool = attrs.field()
 

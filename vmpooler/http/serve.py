@@ -67,7 +67,9 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
     config = load_config(args.config_path, env=args.config_env)
     setup_logging(logfile=config.globals.logfile)
     store = Store.from_url(
-        args.redis_url, max_connections=max(args.threads + 2, config.redis.connection_pool_size)
+        args.redis_url,
+        max_connections=max(args.threads + 2, config.redis.connection_pool_size),
+        socket_timeout=config.redis.api_timeout,
     )
     app = create_app(config, store)
     server = waitress.create_server(
