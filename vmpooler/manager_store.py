@@ -7,7 +7,6 @@ Key names come from ``vmpooler.keys``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -343,16 +342,7 @@ class ManagerStore(Store):
     # -- events ----------------------------------------------------------------------------------
 
     def events_pubsub(self, pools: Iterable[str]) -> Any:
-        """A pub/sub object subscribed to the channels of ``pools`` and the global channel."""
+        """A pub/sub object subscribed to the channels of ``pools`` (``vmpooler.bus``)."""
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(keys.events_channel(None), *(keys.events_channel(p) for p in pools))
+        pubsub.subscribe(*(keys.events_channel(p) for p in pools))
         return pubsub
-
-
-def decode_event(data: str | bytes) -> dict[str, Any] | None:
-    """An event published by the API, or None for anything that is not one."""
-    try:
-        event = json.loads(data)
-    except (ValueError, TypeError):
-        return None
-    return event if isinstance(event, dict) and "event" in event else None

@@ -11,7 +11,6 @@ itself on the next call, so callers recover without doing anything.
 from __future__ import annotations
 
 import functools
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 import attrs
 import redis as redis_lib
 
-from vmpooler import keys
+from vmpooler import bus, keys
 from vmpooler.errors import PoolEmpty, StoreError, StoreUnavailable
 
 __all__ = ["Allocation", "Pick", "PoolCounts", "Store", "connect"]
@@ -301,7 +300,7 @@ class Store:
         Returns:
             False if the VM was not running (nothing changed).
         """
-        event = json.dumps({"event": "return", "pool": pool, "vm": vm})
+        event = bus.encode(bus.Returned(pool=pool, vm=vm))
         moved = self._return_script(
             keys=[keys.running_set(pool), keys.completed_set(pool)],
             args=[vm, keys.events_channel(pool), event],
@@ -351,7 +350,7 @@ class Store:
             pipe.sadd(task_set, f"{vm}:{argument}")
             pipe.publish(
                 keys.events_channel(pool),
-                json.dumps({"event": "task", "task": kind, "pool": pool, "vm": vm, "argument": argument}),
+                bus.encode(bus.TaskQueued(pool=pool, vm=vm, task=kind, argument=argument)),
             )
             pipe.execute()
 

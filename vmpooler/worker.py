@@ -23,10 +23,11 @@ import pykka
 from vmpooler.actors.context import PoolContext
 from vmpooler.actors.provider import ProviderActor
 from vmpooler.actors.ticker import Ticker
+from vmpooler.bus import decode
 from vmpooler.config import Config, load_config
 from vmpooler.errors import ConfigError, ProviderError, ProviderUnavailable, StoreError
 from vmpooler.log import setup_logging
-from vmpooler.manager_store import ManagerStore, decode_event
+from vmpooler.manager_store import ManagerStore
 from vmpooler.providers import load_provider_class
 from vmpooler.providers.base import PoolSpec, Provider
 from vmpooler.store import connect
@@ -214,7 +215,7 @@ def _subscribe(store: ManagerStore, pools: list[str], actor: Any, stopping: thre
             while not stopping.is_set():
                 message = pubsub.get_message(timeout=0.25)
                 if message and message.get("type") == "message":
-                    event = decode_event(message["data"])
+                    event = decode(message["data"])
                     if event is not None:
                         actor.route(event)
         except pykka.ActorDeadError:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vmpooler import keys
+from vmpooler import bus, keys
 from vmpooler.errors import PoolEmpty, StoreUnavailable
 from vmpooler.store import Pick, Store
 
@@ -74,6 +74,7 @@ def test_checkout_publishes_event(store, redis):
     store.checkout([Pick("deb", ("deb",))], now=NOW)
     msg = pubsub.get_message(timeout=1)
     assert json.loads(msg["data"]) == {"event": "checkout", "pool": "deb", "vm": "vm1"}
+    assert bus.decode(msg["data"]) == bus.CheckedOut(pool="deb", vm="vm1")
     pubsub.close()
 
 

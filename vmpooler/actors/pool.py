@@ -18,6 +18,7 @@ import pykka
 
 from vmpooler import metrics
 from vmpooler.actors.vm import VMActor
+from vmpooler.bus import CheckedOut, Event, Returned, SlotFreed, TaskQueued
 from vmpooler.errors import ProviderError, StoreError
 from vmpooler.log import get_logger
 from vmpooler.names import generate_name
@@ -81,22 +82,28 @@ class PoolActor(pykka.ThreadingActor):
             self._adjust_delay(busy)
             self._schedule(self._delay)
 
-    def on_event(self, event: dict[str, Any]) -> None:
-        """An API event about this pool (see docs/architecture.md, Bus)."""
-        kind, vm = event.get("event"), event.get("vm")
+    def on_receive(self, message: Any) -> Any:
+        """Events (``vmpooler.bus``) arrive told; anything else is pykka's own (proxy calls)."""
+        if isinstance(message, CheckedOut | Returned | TaskQueued | SlotFreed):
+            self.on_event(message)
+            return None
+        return super().on_receive(message)
+
+    def on_event(self, event: Event) -> None:
+        """An event about this pool, on this actor's thread; every error is logged here, with its
+        traceback when unexpected, never left in a future nobody reads."""
         try:
-            if kind == "checkout":
-                self._repopulate_now()
-            elif kind == "return" and vm:
-                self._tell(vm, "destroy")
-            elif kind == "task":
-                self._dispatch_tasks()
-            elif kind == "config":
-                self._schedule(0)
-            elif kind == "slot":  # a clone slot was released while this pool waited for one
-                self._repopulate_now()
+            match event:
+                case CheckedOut() | SlotFreed():  # a VM left ready, or a clone slot is free: clone
+                    self._repopulate_now()
+                case Returned(vm=vm):
+                    self._tell(vm, "destroy")
+                case TaskQueued():
+                    self._dispatch_tasks()
         except (StoreError, ProviderError) as exc:
-            self._log.warning("handling %s event failed: %s", kind, exc)
+            self._log.warning("handling %s failed: %s", type(event).__name__, exc)
+        except Exception:
+            self._log.exception("handling %s crashed", type(event).__name__)
 
     def vm_gone(self, name: str, ref: pykka.ActorRef[Any]) -> None:
         if self._vms.get(name) is ref:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from vmpooler.actors.pool import PoolActor
+from vmpooler.bus import Event
 from vmpooler.log import get_logger
 
 if TYPE_CHECKING:
@@ -49,12 +50,11 @@ class ProviderActor(pykka.ThreadingActor):
         for proxy in self._pools.values():
             proxy.actor_ref.stop(block=False)
 
-    def route(self, event: dict[str, Any]) -> None:
-        """Hand an API event to the pool it is about (a pool-less event goes to every pool)."""
-        pool = event.get("pool")
-        targets = [self._pools[pool]] if pool in self._pools else ([] if pool else list(self._pools.values()))
-        for proxy in targets:
-            proxy.on_event(event)
+    def route(self, event: Event) -> None:
+        """Hand an event (``vmpooler.bus``) to the PoolActor of its pool; told, so nothing waits."""
+        proxy = self._pools.get(event.pool)
+        if proxy is not None:
+            proxy.actor_ref.tell(event)
 
     def supervise(self) -> None:
         for pool, proxy in list(self._pools.items()):

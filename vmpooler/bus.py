@@ -1,0 +1,89 @@
+"""The events on Redis pub/sub: their types, their one wire format, and the one decoder.
+
+Events only shorten waits: the durable truth is in Redis keys, and every pool also reconciles from them
+on its own loop, so a lost event delays work and never loses it. Each event is a JSON object
+``{"event": <kind>, "pool": <pool>, ...}`` published on the pool's channel
+(``keys.events_channel(pool)``); every provider process subscribes to the channels of its pools.
+
+* ``checkout`` (:class:`CheckedOut`): by the API, inside the checkout script (``store.py``); the pool
+  clones a replacement at once.
+* ``return`` (:class:`Returned`): by the API (``Store.return_vm``); the VM is destroyed at once.
+* ``task`` (:class:`TaskQueued`): by the API (``Store.queue_task``); the task is claimed and run at once.
+* ``slot`` (:class:`SlotFreed`): by the manager, inside the slot release script; the pool, which waited
+  for a clone slot, clones at once.
+
+Events made in Python are written by :func:`encode`; the two made inside Lua scripts write the same
+fields with ``cjson.encode`` (``tests/unit/test_bus.py`` decodes what the scripts publish).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import attrs
+
+__all__ = ["CheckedOut", "Event", "Returned", "SlotFreed", "TaskQueued", "decode", "encode"]
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class CheckedOut:
+    """A ready VM of ``pool`` was handed out: its replacement can be cloned at once."""
+
+    pool: str
+    vm: str
+
+
+@attrs.frozen
+class Returned:
+    """A running VM of ``pool`` was returned (it is in ``completed``): destroy it now."""
+
+    pool: str
+    vm: str
+
+
+@attrs.frozen
+class TaskQueued:
+    """A disk, snapshot or revert request (``task``) for ``vm`` was queued."""
+
+    pool: str
+    vm: str
+    task: str
+    argument: str
+
+
+@attrs.frozen
+class SlotFreed:
+    """A clone slot was released while ``pool`` waited for one."""
+
+    pool: str
+
+
+Event = CheckedOut | Returned | TaskQueued | SlotFreed
+
+_KINDS: dict[str, type[Event]] = {
+    "checkout": CheckedOut,
+    "return": Returned,
+    "task": TaskQueued,
+    "slot": SlotFreed,
+}
+_NAMES = {cls: kind for kind, cls in _KINDS.items()}
+
+
+def encode(event: Event) -> str:
+    """The wire form of ``event``."""
+    return json.dumps({"event": _NAMES[type(event)], **attrs.asdict(event)})
+
+
+def decode(data: str | bytes) -> Event | None:
+    """The event in a pub/sub message; None (logged) for anything that is not one of ours."""
+    try:
+        fields: Any = json.loads(data)
+        kind = _KINDS[fields.pop("event")]
+        return kind(**{field.name: str(fields[field.name]) for field in attrs.fields(kind)})
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("ignoring a message that is no event (%s): %.200r", type(exc).__name__, data)
+        return None
