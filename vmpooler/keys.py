@@ -20,10 +20,8 @@ __all__ = [
     "TASKS_ONDEMANDCLONE",
     "TASKS_SNAPSHOT",
     "TASKS_SNAPSHOT_REVERT",
-    "TEMPLATE_DELTAS",
     "TEMPLATE_PREPARED",
-    "UNDO_SIZE_OVERRIDE",
-    "UNDO_TEMPLATE_OVERRIDE",
+    "USER_TOKENS_INDEXED",
     "active_hash",
     "boot_stats",
     "clone_stats",
@@ -33,17 +31,15 @@ __all__ = [
     "empty_flag",
     "events_channel",
     "migrating_set",
-    "odrequest",
     "pending_set",
     "pool_hash",
-    "ratelimit",
     "ready_set",
-    "request_vms",
     "running_set",
     "state_set",
     "tag_stats",
     "token",
     "token_pattern",
+    "user_tokens",
     "vm_hash",
 ]
 
@@ -52,19 +48,14 @@ _P = "vmpooler__"
 POOLS = _P + "pools"
 LASTBOOT = _P + "lastboot"
 POOLRESET = _P + "poolreset"
-MIGRATION = _P + "migration"
 TASKS_CLONE = _P + "tasks__clone"
 TASKS_ONDEMANDCLONE = _P + "tasks__ondemandclone"
 TASKS_DISK = _P + "tasks__disk"
 TASKS_SNAPSHOT = _P + "tasks__snapshot"
 TASKS_SNAPSHOT_REVERT = _P + "tasks__snapshot-revert"
 TEMPLATE_PREPARED = _P + "template__prepared"
-TEMPLATE_DELTAS = _P + "template__deltas"
-UNDO_SIZE_OVERRIDE = _P + "pool__undo_size_override"
-UNDO_TEMPLATE_OVERRIDE = _P + "pool__undo_template_override"
 PROVISIONING_REQUEST = _P + "provisioning__request"
 PROVISIONING_PROCESSING = _P + "provisioning__processing"
-ODCREATE_TASK = _P + "odcreate__task"
 EVENTS = _P + "events"
 # Ours: clone task slots as leases (member ``<provider>:<vm>``, score = expiry epoch), so a provider
 # process that dies cannot leak a slot; TASKS_CLONE is kept equal to its size for /status.
@@ -167,19 +158,6 @@ def config_override(kind: str) -> str:
     return f"{_P}config__{kind}"
 
 
-def odrequest(request_id: str) -> str:
-    return f"{_P}odrequest__{request_id}"
-
-
-def request_vms(request_id: str, alias: str, pool: str) -> str:
-    """Set of the VMs allocated to an on-demand request for one alias and pool."""
-    return f"{_P}{request_id}__{alias}__{pool}"
-
-
-def ratelimit(kind: str, client: str) -> str:
-    return f"{_P}ratelimit__{kind}__{client}"
-
-
-def events_channel(pool: str | None = None) -> str:
-    """The pub/sub channel for events about ``pool``, or the global one."""
-    return EVENTS if pool is None else f"{EVENTS}__{pool}"
+def events_channel(pool: str) -> str:
+    """The pub/sub channel for events about ``pool`` (``vmpooler.bus``); ``""`` gives the prefix."""
+    return f"{EVENTS}__{pool}"
