@@ -222,6 +222,7 @@ class ManagerStore(Store):
     @_translated
     def create_pending(self, pool: str, vm: str, fields: Mapping[str, str]) -> bool:
         """Add a new VM to ``pending`` with its metadata; False if the name is already taken."""
+        check_transition(None, VMState.PENDING)
         flat: list[str] = []
         for field, value in fields.items():
             flat += [field, value]
@@ -269,6 +270,8 @@ class ManagerStore(Store):
         With ``ttl_seconds`` > 0 its metadata is kept that long (after a destroy or a failed clone, so
         ``GET /vm`` can still show it), with ``fields`` written first; with 0 it is deleted now.
         """
+        for state in VMState:
+            check_transition(state, None)
         script_keys = [keys.state_set(state, pool) for state in _STATES]
         script_keys += [keys.migrating_set(pool), keys.active_hash(pool), keys.vm_hash(vm)]
         argv: list[Any] = [vm, int(ttl_seconds)]
@@ -278,6 +281,7 @@ class ManagerStore(Store):
 
     @_translated
     def add_discovered(self, pool: str, vms: Iterable[str]) -> None:
+        check_transition(None, VMState.DISCOVERED)
         names = list(vms)
         if names:
             self._redis.sadd(keys.discovered_set(pool), *names)

@@ -1,7 +1,9 @@
 """Value objects shared by the API, the store and the actors.
 
 ``VMState`` names the Redis set a VM lives in; ``TRANSITIONS`` is the one table of allowed moves
-(the original's VM lifecycle). Providers return ``VMInfo``, never SDK objects.
+(the original's VM lifecycle). Every writer checks it right before its atomic write: the API's
+checkout and return (``Store``) and every manager transition (``ManagerStore``). Providers return
+``VMInfo``, never SDK objects.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class VMState(enum.Enum):
 TRANSITIONS: dict[VMState | None, frozenset[VMState | None]] = {
     # None = not in any set (not yet created, or gone for good).
     None: frozenset({VMState.PENDING, VMState.DISCOVERED}),
-    VMState.PENDING: frozenset({VMState.READY, VMState.RUNNING, VMState.COMPLETED, None}),
+    VMState.PENDING: frozenset({VMState.READY, VMState.COMPLETED, None}),
     VMState.READY: frozenset({VMState.RUNNING, VMState.COMPLETED, None}),
     VMState.RUNNING: frozenset({VMState.COMPLETED, None}),
     VMState.COMPLETED: frozenset({None}),

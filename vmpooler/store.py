@@ -21,6 +21,7 @@ import redis as redis_lib
 
 from vmpooler import bus, keys
 from vmpooler.errors import PoolEmpty, StoreError, StoreUnavailable
+from vmpooler.model import VMState, check_transition
 
 __all__ = ["Allocation", "Pick", "PoolCounts", "Store", "connect"]
 
@@ -261,6 +262,7 @@ class Store:
         """
         if not picks:
             return []
+        check_transition(VMState.READY, VMState.RUNNING)
         pool_index: dict[str, int] = {}
         for pick in picks:
             for pool in pick.candidates:
@@ -300,6 +302,7 @@ class Store:
         Returns:
             False if the VM was not running (nothing changed).
         """
+        check_transition(VMState.RUNNING, VMState.COMPLETED)
         event = bus.encode(bus.Returned(pool=pool, vm=vm))
         moved = self._return_script(
             keys=[keys.running_set(pool), keys.completed_set(pool)],
