@@ -82,6 +82,8 @@ return 1
 # KEYS: the pool's state sets..., active hash, vm hash. ARGV: vm, ttl seconds (0 = delete), field, value...
 _RETIRE = """
 local n = #KEYS
+local src = tonumber(ARGV[3])
+if src > 0 and redis.call('SISMEMBER', KEYS[src], ARGV[1]) == 0 then return 0 end
 for i = 1, n - 2 do redis.call('SREM', KEYS[i], ARGV[1]) end
 redis.call('HDEL', KEYS[n - 1], ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -89,7 +91,7 @@ if ttl <= 0 then
   redis.call('DEL', KEYS[n])
   return 1
 end
-if #ARGV > 2 then redis.call('HSET', KEYS[n], unpack(ARGV, 3)) end
+if #ARGV > 3 then redis.call('HSET', KEYS[n], unpack(ARGV, 4)) end
 redis.call('EXPIRE', KEYS[n], ttl)
 return 1
 """
@@ -263,21 +265,32 @@ class ManagerStore(Store):
 
     @_translated
     def retire(
-        self, pool: str, vm: str, *, ttl_seconds: int, fields: Mapping[str, str] | None = None
-    ) -> None:
+        self,
+        pool: str,
+        vm: str,
+        *,
+        ttl_seconds: int,
+        fields: Mapping[str, str] | None = None,
+        src: str | None = None,
+    ) -> bool:
         """Take ``vm`` out of every set of its pool and its active hash.
 
         With ``ttl_seconds`` > 0 its metadata is kept that long (after a destroy or a failed clone, so
-        ``GET /vm`` can still show it), with ``fields`` written first; with 0 it is deleted now.
+        ``GET /vm`` can still show it), with ``fields`` written first; with 0 it is deleted now. With
+        ``src``, only if the VM is still in that state set (else nothing changes: someone retired or
+        moved it first, and its record stays as they left it).
+
+        Returns:
+            False when ``src`` was given and the VM was not in it.
         """
         for state in VMState:
             check_transition(state, None)
         script_keys = [keys.state_set(state, pool) for state in _STATES]
         script_keys += [keys.migrating_set(pool), keys.active_hash(pool), keys.vm_hash(vm)]
-        argv: list[Any] = [vm, int(ttl_seconds)]
+        argv: list[Any] = [vm, int(ttl_seconds), 0 if src is None else _STATES.index(src) + 1]
         for field, value in (fields or {}).items():
             argv += [field, value]
-        self._retire(keys=script_keys, args=argv)
+        return bool(self._retire(keys=script_keys, args=argv))
 
     @_translated
     def add_discovered(self, pool: str, vms: Iterable[str]) -> None:

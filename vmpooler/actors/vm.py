@@ -101,6 +101,10 @@ class VMActor(pykka.ThreadingActor):
         for handle in (self._poll, self._destroy_retry):
             if handle is not None:
                 handle.cancel()
+        if self._slot is not None:  # stopped before its clone ran: nothing exists in the provider
+            self._guard(self._ctx.store.retire, self._ctx.name, self._name, ttl_seconds=0, src="pending")
+            self._release_slot()
+            self._log.info("clone not started before the stop: pending entry and clone slot given back")
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self._log.error("actor crashed: %s", exception_value)
@@ -287,8 +291,10 @@ class VMActor(pykka.ThreadingActor):
                 self._complete(state.value, reason, failed=failed)
             case Remove(reason=reason, clone_error=error):
                 fields = {"clone_error": error} if error else None
-                ctx.store.retire(ctx.name, self._name, ttl_seconds=ctx.data_ttl, fields=fields)
-                self._log.warning("%s: removed", reason)
+                if ctx.store.retire(
+                    ctx.name, self._name, ttl_seconds=ctx.data_ttl, fields=fields, src="pending"
+                ):
+                    self._log.warning("%s: removed", reason)
                 self._finish(None)
             case TagUser(user=user):
                 try:
