@@ -66,30 +66,28 @@ def _not_vmpooler(value: object) -> bool:
     return value != "vmpooler"
 
 
-_TRUE, _GIVEN, _NOT_VMPOOLER = _true, _given, _not_vmpooler
-
 NOT_ACTED_ON: Mapping[tuple[str, str], tuple[str, Callable[[object], bool]]] = {
-    ("config", "ondemand_clone_limit"): (_ONDEMAND, _GIVEN),
-    ("config", "max_ondemand_instances_per_request"): (_ONDEMAND, _GIVEN),
-    ("config", "ondemand_request_ttl"): (_ONDEMAND, _GIVEN),
-    ("config", "max_vm_retries"): (_ONDEMAND, _GIVEN),
-    ("config", "max_request_age"): (_ONDEMAND, _GIVEN),
-    ("config", "experimental_features"): ("the pool configuration endpoints are not served yet", _TRUE),
-    ("config", "usage_stats"): ("usage statistics are not emitted yet", _TRUE),
-    ("config", "rate_limiting_enabled"): ("rate limiting is not built yet", _TRUE),
-    ("config", "dlq_enabled"): (_QUEUE, _TRUE),
-    ("config", "purge_enabled"): (_QUEUE, _TRUE),
-    ("config", "health_check_enabled"): (_QUEUE, _TRUE),
-    ("config", "circuit_breaker_enabled"): (_BREAKER, _GIVEN),
-    ("config", "adaptive_timeout_enabled"): (_BREAKER, _GIVEN),
-    ("config", "connection_pool_monitor_enabled"): ("connection pool gauges are not emitted yet", _GIVEN),
-    ("tracing", "enabled"): ("tracing is not supported", _TRUE),
+    ("config", "ondemand_clone_limit"): (_ONDEMAND, _given),
+    ("config", "max_ondemand_instances_per_request"): (_ONDEMAND, _given),
+    ("config", "ondemand_request_ttl"): (_ONDEMAND, _given),
+    ("config", "max_vm_retries"): (_ONDEMAND, _given),
+    ("config", "max_request_age"): (_ONDEMAND, _given),
+    ("config", "experimental_features"): ("the pool configuration endpoints are not served yet", _true),
+    ("config", "usage_stats"): ("usage statistics are not emitted yet", _true),
+    ("config", "rate_limiting_enabled"): ("rate limiting is not built yet", _true),
+    ("config", "dlq_enabled"): (_QUEUE, _true),
+    ("config", "purge_enabled"): (_QUEUE, _true),
+    ("config", "health_check_enabled"): (_QUEUE, _true),
+    ("config", "circuit_breaker_enabled"): (_BREAKER, _given),
+    ("config", "adaptive_timeout_enabled"): (_BREAKER, _given),
+    ("config", "connection_pool_monitor_enabled"): ("connection pool gauges are not emitted yet", _given),
+    ("tracing", "enabled"): ("tracing is not supported", _true),
     ("redis", "reconnect_attempts"): (
         "processes reconnect to Redis with back-off for as long as it takes and never exit for it",
-        _GIVEN,
+        _given,
     ),
-    ("prometheus", "prefix"): ("the vmpooler_instance label is not emitted yet", _GIVEN),
-    ("prometheus", "prometheus_prefix"): ("metric names always start with vmpooler_", _NOT_VMPOOLER),
+    ("prometheus", "prefix"): ("the vmpooler_instance label is not emitted yet", _given),
+    ("prometheus", "prometheus_prefix"): ("metric names always start with vmpooler_", _not_vmpooler),
 }
 """``(section, key)`` → ``(reason, when)``: keys read and validated but not acted on yet.
 
