@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
+from vmpooler.textnum import truth
+
 __all__ = ["FrozenDict", "Kind", "coerce", "describe", "freeze", "symbol"]
 
 
@@ -56,8 +58,6 @@ class Kind(enum.Enum):
     NUMBER_MAP = "a mapping of names to numbers"
 
 
-_TRUE = frozenset({"true", "yes", "on", "1"})
-_FALSE = frozenset({"false", "no", "off", "0"})
 _INT_TEXT = re.compile(r"[+-]?\d+")
 _NUMBER_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -104,14 +104,10 @@ def _to_number(value: object) -> float:
 
 
 def _to_bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower() if isinstance(value, str | int) else None
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise TypeError
+    result = truth(value)
+    if result is None:
+        raise TypeError
+    return result
 
 
 def _to_str_list(value: object) -> tuple[str, ...]:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import attrs
 
 from vmpooler.errors import ConfigError, ProviderError
+from vmpooler.textnum import truth
 
 if TYPE_CHECKING:
     from vmpooler.model import VMInfo
@@ -109,21 +110,14 @@ def to_float(value: object) -> float:
     return result
 
 
-_TRUE, _FALSE = frozenset({"true", "yes", "on", "1"}), frozenset({"false", "no", "off", "0"})
-
-
 def to_bool(value: object) -> bool:
     """Converter: a YAML boolean, or the text the core reads as one (``'true'``, ``'no'``, ``'1'``,
     any case), so a quoted ``'false'`` means false here as in ``:config:`` (in the original any string
     was true)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower() if isinstance(value, str | int) else None
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise TypeError(f"must be true or false, got {value!r}")
+    result = truth(value)
+    if result is None:
+        raise TypeError(f"must be true or false, got {value!r}")
+    return result
 
 
 def to_int(value: object) -> int:
