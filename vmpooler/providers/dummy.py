@@ -59,6 +59,7 @@ from vmpooler.providers.dummy_state import (
     InventoryFile,
     fake_ip,
 )
+from vmpooler.providers.vsphere.config import POOL_KEYS as VSPHERE_POOL_KEYS
 
 __all__ = ["DummyProvider", "DummySettings", "fake_ip"]
 
@@ -82,17 +83,7 @@ class DummyProvider(Provider):
     config_class = DummySettings
     # The vSphere pool keys, accepted and ignored: the original's own dummy examples carry them, and a
     # vSphere pool switched to the dummy (``provider: dummy``) must start unchanged.
-    pool_option_keys = frozenset(
-        {
-            "folder",
-            "datastore",
-            "datacenter",
-            "network",
-            "create_linked_clone",
-            "snapshot_mainMem_ioBlockPages",
-            "snapshot_mainMem_iowait",
-        }
-    )
+    pool_option_keys = VSPHERE_POOL_KEYS
 
     def __init__(
         self,

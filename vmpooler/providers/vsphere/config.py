@@ -31,7 +31,7 @@ from vmpooler.providers.base import (
     to_int,
 )
 
-__all__ = ["DEFAULT_PORT", "READY_CHECKS", "PoolSettings", "VSphereSettings", "split_server"]
+__all__ = ["DEFAULT_PORT", "POOL_KEYS", "READY_CHECKS", "PoolSettings", "VSphereSettings", "split_server"]
 
 DEFAULT_PORT = 443
 READY_CHECKS = frozenset({"ssh", "tools", "poweron"})
@@ -209,3 +209,7 @@ class PoolSettings(ProviderSettings):
     snapshot_mainMem_iowait: str | None = attrs.field(
         default=None, converter=lambda v: None if v is None else _extra_config_value(v)
     )
+
+
+POOL_KEYS = frozenset(field.name for field in attrs.fields(PoolSettings))
+"""A pool's vSphere keys: the fields of :class:`PoolSettings`."""

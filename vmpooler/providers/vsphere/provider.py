@@ -29,7 +29,7 @@ from vmpooler.model import VMInfo
 from vmpooler.providers.base import PoolSpec, Provider, ProviderSettings, unknown_pool
 from vmpooler.providers.vsphere import client, extras
 from vmpooler.providers.vsphere.clone import clone_vm, compute_for
-from vmpooler.providers.vsphere.config import PoolSettings, VSphereSettings
+from vmpooler.providers.vsphere.config import POOL_KEYS, PoolSettings, VSphereSettings
 from vmpooler.providers.vsphere.inventory import Backend, Resolver, join
 from vmpooler.providers.vsphere.placement import HostSelector
 from vmpooler.providers.vsphere.sessions import SessionPool
@@ -42,17 +42,7 @@ __all__ = ["POOL_OPTION_KEYS", "VSphereProvider"]
 
 T = TypeVar("T")
 
-POOL_OPTION_KEYS = frozenset(
-    {
-        "folder",
-        "datastore",
-        "datacenter",
-        "network",
-        "create_linked_clone",
-        "snapshot_mainMem_ioBlockPages",
-        "snapshot_mainMem_iowait",
-    }
-)
+POOL_OPTION_KEYS = POOL_KEYS
 
 _POWER = {"poweredOn": "PoweredOn", "poweredOff": "PoweredOff", "suspended": "PoweredOff"}
 _NO_ADDRESS = re.compile(r"^(0|169)\.(0|254)\.\d+\.\d+$")  # the original's "not a real address yet"
