@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -33,17 +33,13 @@ from vmpooler.config.sinks import (
     parse_tagfilter,
 )
 from vmpooler.config.sources import Tree, normalize_keys, parse_yaml, read_extra_files, read_main
-from vmpooler.config.values import FrozenDict, freeze
+from vmpooler.config.values import FrozenDict, as_tuple, freeze
 from vmpooler.errors import ConfigError
 from vmpooler.providers.base import unknown_key
 
 __all__ = ["CheckResult", "Config", "check_config", "load_config", "load_config_text"]
 
 _T = TypeVar("_T")
-
-
-def _tuple(items: Iterable[Any]) -> tuple[Any, ...]:
-    return tuple(items)
 
 
 @attrs.frozen(kw_only=True)
@@ -60,7 +56,7 @@ class Config:
 
     globals: GlobalConfig = attrs.Factory(GlobalConfig)
     redis: RedisConfig = attrs.Factory(RedisConfig)
-    pools: tuple[PoolConfig, ...] = attrs.field(default=(), converter=_tuple)
+    pools: tuple[PoolConfig, ...] = attrs.field(default=(), converter=as_tuple)
     providers: Mapping[str, ProviderConfig] = attrs.field(factory=FrozenDict, converter=FrozenDict)
     dns_configs: Mapping[str, DnsConfig] = attrs.field(factory=FrozenDict, converter=FrozenDict)
     auth: AuthConfig | None = None
@@ -71,7 +67,7 @@ class Config:
     raw: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=freeze)
     loaded_at: float = attrs.Factory(time.time)
     source: str = "<built>"
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=as_tuple)
     _by_name: Mapping[str, PoolConfig] = attrs.field(init=False, repr=False, eq=False)
     _aliases: Mapping[str, tuple[str, ...]] = attrs.field(init=False, repr=False, eq=False)
 

@@ -8,7 +8,7 @@ when the pool's provider lists it in ``pool_option_keys``. Any other key is a wa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -21,7 +21,7 @@ from vmpooler.config.reader import (
     run_alone,
 )
 from vmpooler.config.schema import GlobalConfig
-from vmpooler.config.values import FrozenDict, Kind, freeze, symbol
+from vmpooler.config.values import FrozenDict, Kind, as_tuple, freeze, symbol
 from vmpooler.errors import ConfigError
 from vmpooler.providers import load_provider_class
 from vmpooler.providers.base import ProviderSettings
@@ -30,10 +30,6 @@ __all__ = ["DnsConfig", "PoolConfig", "ProviderConfig"]
 
 _S, _I, _N, _B, _L = Kind.STR, Kind.INT, Kind.NUMBER, Kind.BOOL, Kind.STR_LIST
 _POOL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-def _tuple(items: Iterable[Any]) -> tuple[Any, ...]:
-    return tuple(items)
 
 
 def _resolve_pool_domain(
@@ -54,7 +50,7 @@ class PoolConfig:
     name: str
     template: str
     size: int = attrs.field(validator=attrs.validators.ge(0))
-    alias: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    alias: tuple[str, ...] = attrs.field(default=(), converter=as_tuple)
     provider: str = "dummy"
     dns_plugin: str | None = None
     domain: str | None = None

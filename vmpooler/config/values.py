@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from vmpooler.textnum import truth
 
-__all__ = ["FrozenDict", "Kind", "coerce", "describe", "freeze", "symbol"]
+__all__ = ["FrozenDict", "Kind", "as_tuple", "coerce", "describe", "freeze", "symbol"]
 
 
 class FrozenDict(dict[str, Any]):
@@ -29,6 +29,11 @@ class FrozenDict(dict[str, Any]):
 
     def __reduce__(self) -> tuple[type[FrozenDict], tuple[dict[str, Any]]]:
         return (FrozenDict, (dict(self),))
+
+
+def as_tuple(items: Iterable[Any]) -> tuple[Any, ...]:
+    """Converter of the tuple fields of the config classes."""
+    return tuple(items)
 
 
 def freeze(value: Any) -> Any:
