@@ -202,7 +202,9 @@ def _pending(record: Record, seen: Observation, now: float, policy: Policy) -> A
 def _ready(record: Record, seen: Observation, now: float, policy: Policy) -> Action:
     if not seen.in_inventory:
         return Complete("missing from the provider's inventory")
-    if seen.ready is None and now - record.last_check < policy.vm_checktime:
+    # becoming ready was a successful check: the next one is due vm_checktime after it
+    last_check = max(record.last_check, record.ready_at or 0.0)
+    if seen.ready is None and now - last_check < policy.vm_checktime:
         return Wait()
     in_ready = now - (record.ready_at or 0.0)
     if in_ready > policy.ready_ttl:

@@ -17,7 +17,7 @@ from vmpooler import keys
 from vmpooler.model import VMState, check_transition
 from vmpooler.store import Store, _translated
 
-__all__ = ["ManagerStore", "PoolSnapshot", "Task"]
+__all__ = ["ManagerStore", "PoolSnapshot", "PoolView", "Task"]
 
 # Sets a VM can be in, in the order the manager looks at them.
 _STATES = ("pending", "ready", "running", "completed", "discovered")
@@ -96,6 +96,37 @@ redis.call('EXPIRE', KEYS[n], ttl)
 return 1
 """
 
+# KEYS: the task sets (disk, snapshot, snapshot-revert), then the pool's state sets.
+# ARGV: the number of task sets. -> {set index, member, ...}: each task of a VM of this pool, removed
+# from its set (the removal is the claim: no other process gets it).
+_CLAIM_TASKS = """
+local ntasks = tonumber(ARGV[1])
+local claimed = {}
+for t = 1, ntasks do
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[t])) do
+    local vm = string.match(member, '^([^:]*)')
+    for s = ntasks + 1, #KEYS do
+      if redis.call('SISMEMBER', KEYS[s], vm) == 1 then
+        redis.call('SREM', KEYS[t], member)
+        claimed[#claimed + 1] = t
+        claimed[#claimed + 1] = member
+        break
+      end
+    end
+  end
+end
+return claimed
+"""
+
+
+@attrs.frozen
+class PoolView:
+    """What a pass needs to decide the VMs of one pool, read in one pipeline: each VM's hash, and the
+    checkout time of each running VM (the pool's active hash)."""
+
+    fields: dict[str, dict[str, str]]
+    checkouts: dict[str, str]
+
 
 @attrs.frozen
 class PoolSnapshot:
@@ -144,6 +175,7 @@ class ManagerStore(Store):
         self._release_slots = client.register_script(_RELEASE_SLOTS)
         self._move = client.register_script(_MOVE)
         self._retire = client.register_script(_RETIRE)
+        self._claim_tasks = client.register_script(_CLAIM_TASKS)
 
     # -- pools -----------------------------------------------------------------------------------
 
@@ -169,6 +201,17 @@ class ManagerStore(Store):
                 pipe.smembers(keys.state_set(state, pool))
             members = pipe.execute()
         return PoolSnapshot(*(frozenset(m) for m in members))
+
+    @_translated
+    def pool_view(self, pool: str, vms: Iterable[str]) -> PoolView:
+        """The hashes of ``vms`` and the pool's checkout times, in one round trip."""
+        names = list(vms)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for vm in names:
+                pipe.hgetall(keys.vm_hash(vm))
+            pipe.hgetall(keys.active_hash(pool))
+            replies = pipe.execute()
+        return PoolView(dict(zip(names, replies[:-1], strict=True)), replies[-1])
 
     @_translated
     def claim_pool_reset(self, pool: str) -> bool:
@@ -336,19 +379,15 @@ class ManagerStore(Store):
     # -- tasks from the API ------------------------------------------------------------------------
 
     @_translated
-    def claim_tasks(self, vms: Iterable[str]) -> list[Task]:
-        """Take the queued disk/snapshot/revert requests of ``vms`` (SREM makes the claim exclusive)."""
-        wanted = set(vms)
-        claimed: list[Task] = []
-        with self._redis.pipeline(transaction=False) as pipe:
-            for task_set in _TASK_SETS.values():
-                pipe.smembers(task_set)
-            queued = pipe.execute()
-        for (kind, task_set), members in zip(_TASK_SETS.items(), queued, strict=True):
-            for member in members:
-                vm, _, argument = member.partition(":")
-                if vm in wanted and self._redis.srem(task_set, member):
-                    claimed.append(Task(kind, vm, argument))
+    def claim_tasks(self, pool: str) -> list[Task]:
+        """Take the queued disk/snapshot/revert requests of the VMs of ``pool``, in one script."""
+        kinds = list(_TASK_SETS)
+        script_keys = [*_TASK_SETS.values(), *(keys.state_set(state, pool) for state in _STATES)]
+        reply = self._claim_tasks(keys=script_keys, args=[len(kinds)])
+        claimed = []
+        for index, member in zip(reply[::2], reply[1::2], strict=True):
+            vm, _, argument = member.partition(":")
+            claimed.append(Task(kinds[int(index) - 1], vm, argument))
         return claimed
 
     @_translated

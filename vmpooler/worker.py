@@ -8,10 +8,8 @@ until SIGTERM. Everything process-wide is set up here, after the spawn.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +19,7 @@ import attrs
 import pykka
 
 from vmpooler.actors.context import PoolContext
+from vmpooler.actors.dispatch import Dispatcher
 from vmpooler.actors.provider import ProviderActor
 from vmpooler.actors.ticker import Ticker
 from vmpooler.bus import decode
@@ -43,14 +42,13 @@ __all__ = [
     "run_provider_worker",
     "start_manager",
     "start_with_retry",
+    "vm_thread_count",
 ]
 
 log = logging.getLogger(__name__)
 
-# Actor threads block in provider and Redis calls, never recurse deeply: a small stack keeps
-# 10,000 VMActors cheap (see docs/performance.md).
-_THREAD_STACK = 512 * 1024
-_PR_FUTEX_HASH, _PR_FUTEX_HASH_SET_SLOTS = 78, 1
+_POOL_THREADS = 16  # most threads running PoolActor turns (Redis pipelines, one inventory call each)
+_VM_THREADS = 128  # most threads running VMActor turns (blocking provider calls)
 
 
 @attrs.frozen
@@ -93,6 +91,7 @@ class Manager:
     actor: Any
     subscriber: threading.Thread
     stopping: threading.Event
+    dispatchers: tuple[Dispatcher, ...] = ()
 
     def alive(self) -> bool:
         return self.actor.actor_ref.is_alive() and self.subscriber.is_alive()
@@ -115,6 +114,8 @@ class Manager:
         for ref in pykka.ActorRegistry.get_all():
             ref.stop(block=False)
         _wait_for_actors(deadline)
+        for dispatcher in self.dispatchers:
+            dispatcher.stop(timeout=1)
         self.subscriber.join(timeout=2)
 
 
@@ -151,6 +152,9 @@ def start_manager(
     ticker = Ticker()
     ticker.start()
     rng = rng or random.Random()
+    pools = config.pools_for_provider(provider_name)
+    pool_threads = Dispatcher("pools", max(2, min(_POOL_THREADS, len(pools))))
+    vm_threads = Dispatcher("vms", vm_thread_count(config, provider_name))
     contexts = [
         PoolContext(
             config=config,
@@ -159,12 +163,14 @@ def start_manager(
             provider=provider,
             store=store,
             ticker=ticker,
+            pool_threads=pool_threads,
+            vm_threads=vm_threads,
             clock=clock,
             rng=random.Random(rng.random()),
         )
-        for pool in config.pools_for_provider(provider_name)
+        for pool in pools
     ]
-    actor = ProviderActor.start(provider_name, contexts).proxy()
+    actor = ProviderActor.start(provider_name, contexts, pool_threads).proxy()
     stopping = threading.Event()
     subscriber = threading.Thread(
         target=_subscribe,
@@ -173,7 +179,15 @@ def start_manager(
         daemon=True,
     )
     subscriber.start()
-    return Manager(provider, store, ticker, actor, subscriber, stopping)
+    return Manager(provider, store, ticker, actor, subscriber, stopping, (pool_threads, vm_threads))
+
+
+def vm_thread_count(config: Config, provider_name: str) -> int:
+    """Threads for VMActor turns: ``task_limit`` clones may block at once, and beside them as many
+    checks, destroys and tasks as the provider has connections for (at least 4); 128 at most."""
+    spec = config.providers.get(provider_name)
+    connections = getattr(spec.settings, "connection_pool_size", None) if spec is not None else None
+    return min(_VM_THREADS, config.globals.task_limit + max(4, connections or 0))
 
 
 def prepare_provider(config: Config, name: str, provider: Provider) -> None:
@@ -248,23 +262,6 @@ def publish_pools(config: Config, redis_url: str) -> None:
         store.close()
 
 
-def _widen_futex_hash(slots: int = 16384) -> None:
-    """Give this process a large private futex hash (Linux >= 6.16; a no-op elsewhere).
-
-    Every actor is a thread, and the kernel sizes a process's futex hash by CPU count (16 slots on two
-    cores): with 10,000 actor threads waking each other through the GIL, half of an idle provider's CPU
-    went to futex hash-bucket contention. 16,384 slots cut idle CPU from 24 % to 11 % of a core at
-    10,000 VMs (docs/performance.md).
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_FUTEX_HASH, _PR_FUTEX_HASH_SET_SLOTS, slots, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
 def start_with_retry(
     start: Callable[[], Manager],
     heartbeat: Heartbeat | None,
@@ -288,8 +285,6 @@ def start_with_retry(
 
 def run_provider_worker(args: ProviderWorkerArgs, heartbeat: Heartbeat | None = None) -> None:
     """The provider child's main: build everything, then beat until SIGTERM."""
-    _widen_futex_hash()
-    threading.stack_size(_THREAD_STACK)
     config = load_config(args.config_path, env=args.config_env)
     setup_logging(logfile=config.globals.logfile)
     pool_size = max(config.redis.connection_pool_size, config.globals.task_limit + 10)

@@ -120,7 +120,16 @@ CASES: dict[str, tuple[Record, Observation, Action]] = {
         Complete("missing from the provider's inventory"),
     ),
     "ready, checked less than vm_checktime ago: wait": (ready(10 * MIN, last_check=NOW - 30), IN, Wait()),
-    "ready, check due, young: probe readiness only": (ready(30, last_check=NOW - 2 * MIN), IN, Probe()),
+    "ready less than vm_checktime ago, never checked: becoming ready was the check": (
+        ready(30),
+        IN,
+        Wait(),
+    ),
+    "ready longer than vm_checktime, checked before it became ready: due": (
+        ready(61, last_check=NOW - 2 * MIN),
+        IN,
+        Probe(hostname=True),
+    ),
     "ready past the mismatch grace: probe with the hostname": (
         ready(MISMATCH_GRACE + 1),
         IN,
@@ -187,6 +196,12 @@ CASES: dict[str, tuple[Record, Observation, Action]] = {
 @pytest.mark.parametrize(("record", "seen", "expected"), CASES.values(), ids=CASES.keys())
 def test_decide(record: Record, seen: Observation, expected: Action) -> None:
     assert decide(record, seen, NOW, POLICY) == expected
+
+
+def test_a_young_ready_vm_due_for_its_check_is_probed_for_readiness_only() -> None:
+    policy = Policy(timeout=900, timeout_notification=300, ready_ttl=3600, vm_checktime=10)
+    assert decide(ready(30, last_check=NOW - 20), IN, NOW, policy) == Probe()
+    assert decide(ready(30, last_check=NOW - 5), IN, NOW, policy) == Wait()
 
 
 def test_the_hostname_check_can_be_switched_off() -> None:

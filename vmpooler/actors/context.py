@@ -13,6 +13,7 @@ from vmpooler.lifecycle import Policy
 from vmpooler.textnum import whole_number
 
 if TYPE_CHECKING:
+    from vmpooler.actors.dispatch import Dispatcher
     from vmpooler.actors.ticker import Ticker
     from vmpooler.config import Config, PoolConfig
     from vmpooler.manager_store import ManagerStore
@@ -28,6 +29,8 @@ class PoolContext:
     Attributes:
         owner: the provider instance name; it owns the clone slots this process takes.
         provider: the plugin instance (thread-safe; called from many actor threads).
+        pool_threads: the dispatcher the PoolActors (and the ProviderActor) run on.
+        vm_threads: the dispatcher the VMActors run on; its size bounds the provider calls in flight.
     """
 
     config: Config
@@ -36,6 +39,8 @@ class PoolContext:
     provider: Provider
     store: ManagerStore
     ticker: Ticker
+    pool_threads: Dispatcher
+    vm_threads: Dispatcher
     clock: Callable[[], float] = time.time
     rng: random.Random = attrs.field(factory=random.Random)
 

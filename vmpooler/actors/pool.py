@@ -1,12 +1,15 @@
-"""PoolActor: keeps one pool at its size.
+"""PoolActor: keeps one pool at its size, and owns the records of its VMs.
 
-Each pass (``check``) reads the provider's inventory and the pool's sets, gives every VM an actor
-(adopting VMs an earlier process or the original vmpooler left in Redis), marks VMs the provider has
-but Redis does not as discovered, tells each VMActor to look at its VM, and starts the clones the pool
-is short of. Passes are spaced by the dynamic loop delay (min, ×decay up to max while idle), and API
-events start one at once: a checkout starts its replacement clone without waiting for the loop.
+Each pass (``Check``) reads the provider's inventory in one call and the pool's sets, the hashes of its
+VMs and its checkout times in one pipeline; marks VMs the provider has but Redis does not as discovered;
+decides every VM with ``lifecycle.decide`` on this actor's turn; starts a VMActor only for the VMs that
+need work (a provider check, a destroy, a move), and starts the clones the pool is short of. A VM whose
+actor is in flight is left to that actor: it alone drives it until it reports itself idle. Passes are
+spaced by the dynamic loop delay (min, ×decay up to max while idle), and API events start work at once:
+a checkout starts its replacement clone without waiting for the loop.
 
-Messages: ``check()``, ``on_event(event)``, ``vm_gone(name, ref)``, ``vm_actor_failed(name, ref)``.
+Messages (``actors.messages`` and ``vmpooler.bus``): ``Check``; the API's events; ``VMIdle``, ``VMGone``,
+``VMCrashed`` and ``SlotUnreleased`` from its VMActors.
 """
 
 from __future__ import annotations
@@ -14,13 +17,30 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pykka
 
 from vmpooler import metrics
-from vmpooler.actors.vm import VMActor
-from vmpooler.bus import CheckedOut, Event, Returned, SlotFreed, TaskQueued
+from vmpooler.actors.dispatch import PooledActor
+from vmpooler.actors.messages import (
+    Check,
+    Clone,
+    DestroyNow,
+    Drain,
+    Look,
+    Migrate,
+    RunTask,
+    SlotUnreleased,
+    VMCrashed,
+    VMGone,
+    VMIdle,
+)
+from vmpooler.actors.vm import VMActor, observation_of, record_of
+from vmpooler.bus import CheckedOut, Returned, SlotFreed, TaskQueued
 from vmpooler.errors import ProviderError, StoreError
+from vmpooler.lifecycle import Forget, Probe, Wait, decide
 from vmpooler.log import get_logger
+from vmpooler.model import VMState
 from vmpooler.names import generate_name
 from vmpooler.textnum import whole_number
 from vmpooler.timeutil import format_time
@@ -33,38 +53,75 @@ if TYPE_CHECKING:
 __all__ = ["PoolActor"]
 
 _NAME_ATTEMPTS = 10  # the original tried 3; at 10,000 VMs that failed now and then
+_LIVE = (VMState.PENDING, VMState.READY, VMState.RUNNING)
 
 
-class PoolActor(pykka.ThreadingActor):
-    """Owns one pool: its size, its VMActors, its clones."""
+@attrs.define
+class _Flight:
+    """A VMActor at work, and how many messages this pool has told it (the ``VMIdle`` handshake)."""
+
+    ref: pykka.ActorRef[Any]
+    sent: int = 0
+
+
+class PoolActor(PooledActor):
+    """Owns one pool: its size, its VMs' records, the VMActors in flight, its clones."""
 
     def __init__(self, ctx: PoolContext) -> None:
-        super().__init__()
+        super().__init__(ctx.pool_threads)
         self._ctx = ctx
         self._log = get_logger(__name__, pool=ctx.name)
-        self._proxy: Any = None
-        self._vms: dict[str, pykka.ActorRef[Any]] = {}  # name -> VMActor
+        self._flights: dict[str, _Flight] = {}  # name -> VMActor with work in flight
         self._delay = ctx.pool.check_loop_delay_min
         self._next: Handle | None = None
         self._size = ctx.pool.size
         self._unreleased: set[str] = set()  # clone slots whose release failed, retried each pass
         self._starved = False  # the last repopulation was refused a clone slot
+        self._checked: dict[str, float] = {}  # ready VM -> when a pass last sent it to be checked
 
-    # -- pykka hooks (this actor's thread) -----------------------------------------------------------
+    # -- pykka hooks (a dispatcher thread, one message at a time) ---------------------------------
 
     def on_start(self) -> None:
-        self._proxy = self.actor_ref.proxy()
         self._log.info("pool actor started (size %d)", self._size)
         self._schedule(0)
 
     def on_stop(self) -> None:
         if self._next is not None:
             self._next.cancel()
-        for ref in self._vms.values():
-            ref.stop(block=False)
-        self._vms.clear()
+        for flight in self._flights.values():
+            flight.ref.stop(block=False)
+        self._flights.clear()
 
-    # -- messages ----------------------------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        """Every message is told; an unexpected error is logged with its traceback, never left in a
+        future nobody reads (and never kills the pool)."""
+        try:
+            match message:
+                case Check():
+                    self.check()
+                case CheckedOut() | SlotFreed():  # a VM left ready, or a clone slot is free: clone
+                    self._repopulate_now()
+                case Returned(vm=vm):
+                    self._tell(vm, DestroyNow())
+                case TaskQueued():
+                    self._dispatch_tasks()
+                case VMIdle(vm=vm, ref=ref, handled=handled):
+                    self._idle(vm, ref, handled)
+                case VMGone(vm=vm, ref=ref):
+                    self._forget(vm, ref)
+                case VMCrashed(vm=vm, ref=ref):
+                    self._forget(vm, ref)
+                    self._log.error("actor of %s crashed; its VM is looked at again on the next pass", vm)
+                    self._schedule(self._ctx.pool.check_loop_delay_min)
+                case SlotUnreleased(slot=slot):
+                    self._unreleased.add(slot)
+                case _:
+                    return super().on_receive(message)
+        except (StoreError, ProviderError) as exc:
+            self._log.warning("handling %s failed: %s", type(message).__name__, exc)
+        except Exception:
+            self._log.exception("handling %s crashed", type(message).__name__)
+        return None
 
     def check(self) -> None:
         """One reconcile pass; schedules the next one."""
@@ -74,50 +131,26 @@ class PoolActor(pykka.ThreadingActor):
         try:
             busy = self._pass()
         except (StoreError, ProviderError) as exc:
+            metrics.ERRORS.labels("pool_check_failed", self._ctx.name).inc()
             self._log.warning("pool check failed: %s", exc)
         except Exception:
+            metrics.ERRORS.labels("pool_check_failed", self._ctx.name).inc()
             self._log.exception("pool check crashed")
         finally:
             metrics.CHECK_POOL.labels(self._ctx.name).set(self._ctx.clock() - started)
             self._adjust_delay(busy)
             self._schedule(self._delay)
 
-    def on_receive(self, message: Any) -> Any:
-        """Events (``vmpooler.bus``) arrive told; anything else is pykka's own (proxy calls)."""
-        if isinstance(message, CheckedOut | Returned | TaskQueued | SlotFreed):
-            self.on_event(message)
-            return None
-        return super().on_receive(message)
+    def _idle(self, vm: str, ref: pykka.ActorRef[Any], handled: int) -> None:
+        flight = self._flights.get(vm)
+        if flight is not None and flight.ref is ref and flight.sent == handled:
+            del self._flights[vm]
+            ref.stop(block=False)
 
-    def on_event(self, event: Event) -> None:
-        """An event about this pool, on this actor's thread; every error is logged here, with its
-        traceback when unexpected, never left in a future nobody reads."""
-        try:
-            match event:
-                case CheckedOut() | SlotFreed():  # a VM left ready, or a clone slot is free: clone
-                    self._repopulate_now()
-                case Returned(vm=vm):
-                    self._tell(vm, "destroy")
-                case TaskQueued():
-                    self._dispatch_tasks()
-        except (StoreError, ProviderError) as exc:
-            self._log.warning("handling %s failed: %s", type(event).__name__, exc)
-        except Exception:
-            self._log.exception("handling %s crashed", type(event).__name__)
-
-    def vm_gone(self, name: str, ref: pykka.ActorRef[Any]) -> None:
-        if self._vms.get(name) is ref:
-            del self._vms[name]
-
-    def vm_actor_failed(self, name: str, ref: pykka.ActorRef[Any]) -> None:
-        """A VMActor crashed: forget it; the next pass recreates it from the store (reconcile)."""
-        self.vm_gone(name, ref)
-        self._log.error("actor of %s crashed; it is recreated on the next pass", name)
-        self._schedule(self._ctx.pool.check_loop_delay_min)
-
-    def slot_unreleased(self, slot: str) -> None:
-        """A VMActor could not give its clone slot back: keep it and retry on every pass."""
-        self._unreleased.add(slot)
+    def _forget(self, vm: str, ref: pykka.ActorRef[Any]) -> None:
+        flight = self._flights.get(vm)
+        if flight is not None and flight.ref is ref:
+            del self._flights[vm]
 
     # -- the pass ------------------------------------------------------------------------------------
 
@@ -136,17 +169,13 @@ class PoolActor(pykka.ThreadingActor):
         known = snap.pending | snap.ready | snap.running | snap.completed
         if snap.discovered & known:  # found in another set after all: not discovered
             ctx.store.forget_discovered(ctx.name, snap.discovered & known)
-        discovered = [vm for vm in inventory if vm not in snap.all() and vm not in self._vms]
+        discovered = [vm for vm in inventory if vm not in snap.all() and vm not in self._flights]
         if discovered:
             ctx.store.add_discovered(ctx.name, discovered)
             snap = ctx.store.snapshot(ctx.name)
-        for vm in snap.all():
-            self._tell(vm, "check", snap.state_of(vm), vm in inventory)
-        for vm in list(self._vms):
-            if vm not in snap.all():
-                self._tell(vm, "check", None, vm in inventory, create=False)
+        self._decide_all(snap, inventory)
         for vm in snap.migrating & snap.running:
-            self._tell(vm, "migrate")
+            self._tell(vm, Migrate())
         self._dispatch_tasks()
         if ctx.store.claim_pool_reset(ctx.name):
             self._drain(snap.ready | snap.pending, "pool reset")
@@ -155,6 +184,31 @@ class PoolActor(pykka.ThreadingActor):
         # a pool refused a clone slot is not idle: it keeps the minimum delay (a released slot also
         # wakes it through a 'slot' event)
         return bool(cloned or discovered or snap.pending or self._starved)
+
+    def _decide_all(self, snap: PoolSnapshot, inventory: set[str]) -> None:
+        """Decide every VM without an actor in flight; start actors only where there is work."""
+        ctx = self._ctx
+        idle = {vm: VMState(snap.state_of(vm)) for vm in snap.all() if vm not in self._flights}
+        view = ctx.store.pool_view(ctx.name, [vm for vm, state in idle.items() if state in _LIVE])
+        now = ctx.clock()
+        policy = ctx.policy
+        self._checked = {vm: at for vm, at in self._checked.items() if vm in snap.ready}
+        for vm, state in idle.items():
+            fields = view.fields.get(vm, {})
+            checkout = view.checkouts.get(vm)
+            in_inventory = vm in inventory
+            record = record_of(ctx, vm, state, fields, checkout)
+            if vm in self._checked:  # the hash's check time has whole seconds; this one is exact
+                record = attrs.evolve(record, last_check=max(record.last_check, self._checked[vm]))
+            action = decide(record, observation_of(state, fields, in_inventory), now, policy)
+            if isinstance(action, Wait | Forget):
+                continue
+            if isinstance(action, Probe) and state is VMState.READY:
+                self._checked[vm] = now
+            self._tell(vm, Look(state, in_inventory, fields, checkout))
+        for vm in list(self._flights):  # an actor whose VM left every set: it forgets it
+            if vm not in snap.all():
+                self._tell(vm, Look(None, vm in inventory), create=False)
 
     def _repopulate(self, snap: PoolSnapshot) -> int:
         ready, pending = len(snap.ready), len(snap.pending)
@@ -204,15 +258,15 @@ class PoolActor(pykka.ThreadingActor):
         ctx = self._ctx
         for _ in range(_NAME_ATTEMPTS):
             name = generate_name(ctx.rng, ctx.config.globals.prefix)
-            if name in self._vms:
+            if name in self._flights:
                 continue
             now = format_time(ctx.clock())
             fields = {"clone": now, "template": ctx.name, "pool": ctx.name}
             if ctx.pool.domain:
                 fields["domain"] = ctx.pool.domain
             if ctx.store.create_pending(ctx.name, name, fields):
-                self._vms[name] = VMActor.start(ctx, name, self._proxy, slot)
-                self._tell(name, "clone")
+                self._flights[name] = _Flight(VMActor.start(ctx, name, self.actor_ref, slot))
+                self._tell(name, Clone())
                 return True
             metrics.ERRORS.labels("duplicatehostname", ctx.name).inc()
         return False
@@ -228,11 +282,11 @@ class PoolActor(pykka.ThreadingActor):
     def _drain(self, vms: Any, reason: str) -> None:
         self._log.info("draining %d VM(s): %s", len(vms), reason)
         for vm in vms:
-            self._tell(vm, "drain")
+            self._tell(vm, Drain())
 
     def _dispatch_tasks(self) -> None:
-        for task in self._ctx.store.claim_tasks(self._vms):
-            self._tell(task.vm, "run_task", task)
+        for task in self._ctx.store.claim_tasks(self._ctx.name):
+            self._tell(task.vm, RunTask(task))
 
     def _apply_overrides(self) -> None:
         override = self._ctx.store.overrides("poolsize").get(self._ctx.name, "")
@@ -252,28 +306,25 @@ class PoolActor(pykka.ThreadingActor):
 
     # -- helpers -------------------------------------------------------------------------------------
 
-    def _tell(self, vm: str, message: str, *args: Any, create: bool = True) -> None:
-        """Send a fire-and-forget message to the VM's actor (started first if ``create``).
+    def _tell(self, vm: str, message: object, *, create: bool = True) -> None:
+        """Tell the VM's actor ``message`` (starting one first if ``create`` and none is in flight).
 
-        A ``tell``, not an ``ask``: an unexpected exception in the VMActor must kill it so that its
-        ``on_failure`` runs and the next pass recreates it, instead of vanishing into an unread future.
+        Told, never asked: an unexpected exception in the VMActor kills it, and its ``on_failure``
+        tells this pool, instead of vanishing into an unread future.
         """
-        ref = self._actor_for(vm) if create else self._vms.get(vm)
-        if ref is None:
-            return
+        flight = self._flights.get(vm)
+        if flight is None or not flight.ref.is_alive():
+            if not create:
+                self._flights.pop(vm, None)
+                return
+            flight = self._flights[vm] = _Flight(VMActor.start(self._ctx, vm, self.actor_ref))
+        flight.sent += 1
         try:
-            ref.tell((message, args))
+            flight.ref.tell(message)
         except pykka.ActorDeadError:
             self._log.debug("actor of %s stopped before %s; the next pass sees to it", vm, message)
-            if self._vms.get(vm) is ref:
-                del self._vms[vm]
-
-    def _actor_for(self, vm: str) -> pykka.ActorRef[Any]:
-        ref = self._vms.get(vm)
-        if ref is None or not ref.is_alive():
-            ref = VMActor.start(self._ctx, vm, self._proxy)
-            self._vms[vm] = ref
-        return ref
+            if self._flights.get(vm) is flight:
+                del self._flights[vm]
 
     def _adjust_delay(self, busy: bool) -> None:
         pool = self._ctx.pool
@@ -288,4 +339,5 @@ class PoolActor(pykka.ThreadingActor):
             if delay > 0:
                 return
             self._next.cancel()
-        self._next = self._ctx.ticker.call_later(delay, self._proxy.check)
+        ref = self.actor_ref
+        self._next = self._ctx.ticker.call_later(delay, lambda: ref.tell(Check()))

@@ -2,8 +2,8 @@
 
 It starts a PoolActor per pool, routes the API's events to them, and supervises them: a PoolActor
 that died is started again (its state is rebuilt from the store on its first pass: reconcile, not
-resurrect). Provider calls themselves are made by the pool and VM actors on their own threads; the
-plugin is thread-safe by contract.
+resurrect). Provider calls themselves are made by the pool and VM actors on the dispatchers' threads;
+the plugin is thread-safe by contract.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from vmpooler.actors.dispatch import Dispatcher, PooledActor
 from vmpooler.actors.pool import PoolActor
 from vmpooler.bus import Event
 from vmpooler.log import get_logger
@@ -25,14 +26,15 @@ __all__ = ["ProviderActor"]
 _SUPERVISE_EVERY = 5.0
 
 
-class ProviderActor(pykka.ThreadingActor):
-    """Args: contexts: one ``PoolContext`` per pool this provider instance serves."""
+class ProviderActor(PooledActor):
+    """Args: contexts: one ``PoolContext`` per pool this provider instance serves; dispatcher: the
+    PoolActors' dispatcher, which runs this actor too."""
 
-    def __init__(self, name: str, contexts: list[PoolContext]) -> None:
-        super().__init__()
+    def __init__(self, name: str, contexts: list[PoolContext], dispatcher: Dispatcher) -> None:
+        super().__init__(dispatcher)
         self._name = name
         self._contexts = {ctx.name: ctx for ctx in contexts}
-        self._pools: dict[str, Any] = {}
+        self._pools: dict[str, pykka.ActorRef[Any]] = {}
         self._log = get_logger(__name__, provider=name)
         self._supervision: Handle | None = None
 
@@ -47,20 +49,20 @@ class ProviderActor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         if self._supervision is not None:
             self._supervision.cancel()
-        for proxy in self._pools.values():
-            proxy.actor_ref.stop(block=False)
+        for ref in self._pools.values():
+            ref.stop(block=False)
 
     def route(self, event: Event) -> None:
         """Hand an event (``vmpooler.bus``) to the PoolActor of its pool; told, so nothing waits."""
-        proxy = self._pools.get(event.pool)
-        if proxy is not None:
-            proxy.actor_ref.tell(event)
+        ref = self._pools.get(event.pool)
+        if ref is not None:
+            ref.tell(event)
 
     def supervise(self) -> None:
-        for pool, proxy in list(self._pools.items()):
-            if not proxy.actor_ref.is_alive():
+        for pool, ref in list(self._pools.items()):
+            if not ref.is_alive():
                 self._log.error("pool actor of %s died; starting it again", pool)
                 self._start_pool(pool)
 
     def _start_pool(self, pool: str) -> None:
-        self._pools[pool] = PoolActor.start(self._contexts[pool]).proxy()
+        self._pools[pool] = PoolActor.start(self._contexts[pool])

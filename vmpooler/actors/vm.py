@@ -1,28 +1,44 @@
-"""VMActor: the single owner of one VM's lifecycle.
+"""VMActor: the single owner of one VM while work on it is in flight.
 
-Every message runs on this actor's own thread, one at a time, so work on one VM is never concurrent:
-no mutex map, no "skip if locked". Every state change is one atomic ``ManagerStore.move``/``retire``
-from the state this actor believes the VM is in; if the API moved the VM first (checkout, return),
-the move finds nothing and changes nothing.
+A VMActor exists only while its VM has work in flight: a clone and the readiness wait after it, a
+readiness or health check that calls the provider, a destroy and its retries, a disk, snapshot or revert
+task, a migration. Its PoolActor starts it when a pass (or an API event) finds such work, and stops it
+once it reports itself idle (``VMIdle``) with nothing more on its way; a VM with nothing to do has no
+actor at all. Its messages run one at a time on a shared dispatcher thread (``actors.dispatch``), so work
+on one VM is never concurrent, and a blocking provider call holds one of a bounded number of threads.
 
-Messages (told as ``(name, args)`` tuples, so an unexpected exception kills the actor and its
-``on_failure`` makes the pool recreate it; nothing ever waits on a VMActor):
-    clone()          create the VM in the provider, then poll until ready
-    check(state, in_inventory)   the pool's periodic look at this VM
-    poll_ready()     one readiness check of a pending VM (scheduled on the ticker)
-    destroy()        destroy a completed VM now (a return event)
-    run_task(task)   a disk / snapshot / revert request from the API
-    drain()          pending or ready → completed (pool reset, shrink, template change)
+Every state change is one atomic ``ManagerStore.move``/``retire`` from the state this actor believes the
+VM is in; if the API moved the VM first (checkout, return), the move finds nothing and changes nothing.
+
+Messages: ``actors.messages`` (Clone, Look, DestroyNow, Drain, RunTask, Migrate from the pool; PollReady
+and RetryDestroy from itself through the ticker). An unexpected exception kills the actor; its
+``on_failure`` gives the clone slot back and tells the pool (``VMCrashed``), whose next pass looks at
+the VM afresh.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import pykka
 
 from vmpooler import keys, metrics
+from vmpooler.actors.dispatch import PooledActor
+from vmpooler.actors.messages import (
+    Clone,
+    DestroyNow,
+    Drain,
+    Look,
+    Migrate,
+    PollReady,
+    RetryDestroy,
+    RunTask,
+    SlotUnreleased,
+    VMCrashed,
+    VMGone,
+    VMIdle,
+)
 from vmpooler.errors import ProviderError, StoreError, VMNotFound
 from vmpooler.lifecycle import (
     Action,
@@ -43,59 +59,102 @@ from vmpooler.model import VMState
 from vmpooler.timeutil import format_time, parse_time, today
 
 if TYPE_CHECKING:
+    import pykka
+
     from vmpooler.actors.context import PoolContext
     from vmpooler.actors.ticker import Handle
     from vmpooler.manager_store import Task
 
-__all__ = ["MESSAGES", "VMActor"]
+__all__ = ["VMActor", "record_of"]
 
-# The messages a VMActor accepts, told as (name, args) tuples.
-MESSAGES = frozenset(
-    {"clone", "check", "poll_ready", "destroy", "retry_destroy", "drain", "run_task", "migrate"}
-)
 _READY_POLL = 1.0  # seconds between readiness checks of a pending VM
+_FROM_POOL = (Clone, Look, DestroyNow, Drain, RunTask, Migrate)
 
 
-class VMActor(pykka.ThreadingActor):
-    """Owns one VM. ``pool_proxy`` is told when this actor is done (``vm_gone``).
+def record_of(
+    ctx: PoolContext,
+    name: str,
+    state: VMState | None,
+    fields: Mapping[str, str],
+    checkout: str | None,
+    *,
+    cloned_here: bool = False,
+) -> Record:
+    """The lifecycle record of a VM from its hash (and its checkout time when running)."""
+    return Record(
+        name=name,
+        state=state,
+        clone_started=parse_time(fields.get("clone")),
+        cloned_here=cloned_here,
+        ready_at=parse_time(fields.get("ready")),
+        last_check=parse_time(fields.get("check")) or 0.0,
+        checkout_at=parse_time(checkout or fields.get("checkout")) if state is VMState.RUNNING else None,
+        lifetime=ctx.lifetime_hours(fields.get("lifetime")),
+        user=fields.get("token:user"),
+        tagged=fields.get("user_tagged") == "true",
+        notified=bool(fields.get("timeout_notification")),
+    )
+
+
+def observation_of(state: VMState | None, fields: Mapping[str, str], in_inventory: bool) -> Observation:
+    """What is known before asking the provider: the inventory, and the last recorded readiness error."""
+    error = fields.get("open_socket_error")
+    if state is VMState.PENDING:
+        error = error or fields.get("clone_error")
+    return Observation(in_inventory=in_inventory, error=error)
+
+
+class VMActor(PooledActor):
+    """Owns one VM while work on it is in flight.
 
     Args:
-        ctx: the pool's shared context.
+        ctx: the pool's shared context (its ``vm_threads`` dispatcher runs this actor).
         name: the VM name.
-        pool_proxy: the PoolActor's proxy, for ``vm_gone``/``vm_actor_failed`` notices.
-        slot: the clone slot this VM holds while cloning (None for an adopted VM).
+        pool: the PoolActor's ref, told ``VMIdle``/``VMGone``/``VMCrashed``/``SlotUnreleased``.
+        slot: the clone slot this VM holds while cloning (None for any other work).
     """
 
-    def __init__(self, ctx: PoolContext, name: str, pool_proxy: Any, slot: str | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self, ctx: PoolContext, name: str, pool: pykka.ActorRef[Any] | None, slot: str | None = None
+    ) -> None:
+        super().__init__(ctx.vm_threads)
         self._ctx = ctx
         self._name = name
-        self._pool_proxy = pool_proxy
+        self._pool = pool
         self._slot = slot
         self._log = get_logger(__name__, pool=ctx.name, vm=name)
-        self._cloning = False
-        self._cloned_at: float | None = None
-        self._last_ready_check = 0.0
+        self._cloned_at: float | None = None  # set once this actor ran the clone
         self._poll: Handle | None = None
         self._destroy_backoff = 1.0
         self._destroy_retry: Handle | None = None
-        self._notified = False
-        self._tagged = False
+        self._handled = 0  # messages from the pool handled: the VMIdle handshake
         self._done = False
 
-    # -- pykka hooks (this actor's thread) -----------------------------------------------------------
+    # -- pykka hooks (a dispatcher thread, one message at a time) ---------------------------------
 
     def on_receive(self, message: Any) -> None:
-        """Messages are told as ``(name, args)`` tuples, not through a proxy: a pykka proxy costs a
-        few KB of introspection per actor, which adds up at 10,000 VMs (docs/performance.md)."""
-        name, args = message
-        if name not in MESSAGES:
-            raise TypeError(f"VMActor has no message {name!r}")
-        getattr(self, name)(*args)
-
-    def _tell_self_later(self, delay: float, name: str) -> Handle:
-        ref = self.actor_ref
-        return self._ctx.ticker.call_later(delay, lambda: ref.tell((name, ())))
+        match message:
+            case Clone():
+                self.clone()
+            case Look(state=state, in_inventory=seen, fields=fields, checkout=checkout):
+                self.look(state, seen, fields, checkout)
+            case PollReady():
+                self.poll_ready()
+            case DestroyNow():
+                self.destroy()
+            case RetryDestroy():
+                self.retry_destroy()
+            case Drain():
+                self.drain()
+            case RunTask(task=task):
+                self.run_task(task)
+            case Migrate():
+                self.migrate()
+            case _:
+                raise TypeError(f"VMActor got an unknown message {message!r}")
+        if isinstance(message, _FROM_POOL):
+            self._handled += 1
+        self._report_if_idle()
 
     def on_stop(self) -> None:
         for handle in (self._poll, self._destroy_retry):
@@ -108,24 +167,35 @@ class VMActor(pykka.ThreadingActor):
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self._log.error("actor crashed: %s", exception_value)
+        metrics.ERRORS.labels("actor_crashed", self._ctx.name).inc()
         self._release_slot()
-        self._pool_proxy.vm_actor_failed(self._name, self.actor_ref)
+        self._tell_pool(VMCrashed(self._name, self.actor_ref))
+
+    def _report_if_idle(self) -> None:
+        if not self._done and self._poll is None and self._destroy_retry is None and self._slot is None:
+            self._tell_pool(VMIdle(self._name, self.actor_ref, self._handled))
+
+    def _tell_pool(self, message: object) -> None:
+        if self._pool is not None:
+            self._pool.tell(message)
+
+    def _tell_self_later(self, delay: float, message: object) -> Handle:
+        ref = self.actor_ref
+        return self._ctx.ticker.call_later(delay, lambda: ref.tell(message))
 
     # -- messages ----------------------------------------------------------------------------------
 
     def clone(self) -> None:
         """Create the VM (it is already in ``pending``), then start polling it for readiness."""
         ctx = self._ctx
-        self._cloning = True
         started = ctx.clock()
         try:
             info = ctx.provider.create_vm(ctx.name, self._name)
         except Exception as exc:
+            self._release_slot()
             self._clone_failed(exc)
             return
-        finally:
-            self._cloning = False
-            self._release_slot()
+        self._release_slot()
         seconds = ctx.clock() - started
         self._cloned_at = started
         metrics.CLONE.labels(ctx.name).observe(seconds)
@@ -135,29 +205,31 @@ class VMActor(pykka.ThreadingActor):
         )
         self.poll_ready()
 
-    def check(self, state: str | None, in_inventory: bool) -> None:
-        """The pool's periodic look: act on the state the store says the VM is in."""
-        if self._done or self._cloning:
+    def look(
+        self, state: VMState | None, in_inventory: bool, fields: Mapping[str, str], checkout: str | None
+    ) -> None:
+        """The pool's pass found work for this VM: decide with what it read, and carry it out."""
+        if self._done:
             return
         try:
-            self._advance(VMState(state) if state else None, in_inventory)
+            self._advance(state, in_inventory, fields, checkout)
         except (StoreError, ProviderError) as exc:
-            self._log.warning("check of %s VM failed: %s", state, exc)
+            self._log.warning("check of %s VM failed: %s", state.value if state else "unknown", exc)
 
     def poll_ready(self) -> None:
         """One readiness check of a pending VM; reschedules itself until ready or timed out."""
         self._poll = None
-        if self._done or self._cloning:
+        if self._done:
             return
         try:
-            self._advance(VMState.PENDING, in_inventory=True)
+            self._advance(VMState.PENDING, True, self._ctx.store.vm_fields(self._name), None)
         except (StoreError, ProviderError) as exc:
             self._log.warning("readiness check failed: %s", exc)
             self._schedule_poll()
 
     def destroy(self) -> None:
         """A return event: destroy the completed VM now instead of on the next pool pass."""
-        if not self._done and not self._cloning:
+        if not self._done:
             try:
                 self._destroy("completed", in_inventory=True)
             except (StoreError, ProviderError) as exc:
@@ -165,11 +237,14 @@ class VMActor(pykka.ThreadingActor):
 
     def drain(self) -> None:
         """Move a pending or ready VM to completed (its replacement comes from a fresh clone)."""
-        if self._done or self._cloning:
+        if self._done:
             return
         for src in ("ready", "pending"):
             if self._guard(self._ctx.store.move, self._ctx.name, self._name, src, "completed"):
                 self._log.info("moved from '%s' to 'completed': pool drained", src)
+                if self._poll is not None:  # a readiness wait ends here
+                    self._poll.cancel()
+                    self._poll = None
                 self.destroy()
                 return
 
@@ -214,49 +289,26 @@ class VMActor(pykka.ThreadingActor):
 
     # -- the lifecycle: decide, then carry out ------------------------------------------------------
 
-    def _advance(self, state: VMState | None, in_inventory: bool) -> None:
+    def _advance(
+        self, state: VMState | None, in_inventory: bool, fields: Mapping[str, str], checkout: str | None
+    ) -> None:
         """Ask ``lifecycle.decide`` what happens next (probing the provider when it says so), then do it."""
         ctx = self._ctx
         now = ctx.clock()
-        live = state in (VMState.PENDING, VMState.READY, VMState.RUNNING)
-        fields = ctx.store.vm_fields(self._name) if live else {}
-        record = self._record(state, fields)
-        fallback = fields.get("open_socket_error")
-        if state is VMState.PENDING:
-            fallback = fallback or fields.get("clone_error")
-        seen = Observation(in_inventory=in_inventory, error=fallback)
+        record = record_of(ctx, self._name, state, fields, checkout, cloned_here=self._cloned_at is not None)
+        if self._cloned_at is not None and record.clone_started is None:
+            record = attrs.evolve(record, clone_started=self._cloned_at)
+        seen = observation_of(state, fields, in_inventory)
         action = decide(record, seen, now, ctx.policy)
         if isinstance(action, Probe):
             seen = self._probe(state, seen, action.hostname, now)
             action = decide(record, seen, now, ctx.policy)
         self._carry_out(state, action, seen.in_inventory, now)
 
-    def _record(self, state: VMState | None, fields: dict[str, str]) -> Record:
-        ctx = self._ctx
-        if not self._last_ready_check:  # a new actor: respect the check an earlier one made
-            self._last_ready_check = parse_time(fields.get("check")) or 0.0
-        checkout = None
-        if state is VMState.RUNNING:
-            checkout = parse_time(ctx.store.checkout_time(ctx.name, self._name) or fields.get("checkout"))
-        return Record(
-            name=self._name,
-            state=state,
-            clone_started=parse_time(fields.get("clone")) or self._cloned_at,
-            cloned_here=self._cloned_at is not None,
-            ready_at=parse_time(fields.get("ready")),
-            last_check=self._last_ready_check,
-            checkout_at=checkout,
-            lifetime=ctx.lifetime_hours(fields.get("lifetime")),
-            user=fields.get("token:user"),
-            tagged=self._tagged or fields.get("user_tagged") == "true",
-            notified=self._notified or bool(fields.get("timeout_notification")),
-        )
-
     def _probe(self, state: VMState | None, seen: Observation, hostname: bool, now: float) -> Observation:
         """The provider's answers ``decide`` asked for: readiness, and the guest's hostname."""
         ctx = self._ctx
         if state is VMState.READY:
-            self._last_ready_check = now
             ctx.store.set_vm_fields(self._name, {"check": format_time(now)})
         guest = None
         if hostname:
@@ -279,7 +331,6 @@ class VMActor(pykka.ThreadingActor):
             case Become(boot=boot):
                 self._become_ready(boot, now)
             case Notify(age=age, timeout=timeout):
-                self._notified = True
                 ctx.store.set_vm_fields(self._name, {"timeout_notification": "1"})
                 self._log.warning(
                     "has been pending for %.1f minutes, impending failure in %.1f minutes",
@@ -302,7 +353,6 @@ class VMActor(pykka.ThreadingActor):
                 except NotImplementedError:  # the contract allows it: nothing to record, ever
                     done = True
                 if done:
-                    self._tagged = True
                     ctx.store.set_vm_fields(self._name, {"user_tagged": "true"})
             case _:  # Wait: a pending VM is polled again soon; the others on the next pass
                 if state is VMState.PENDING:
@@ -323,12 +373,11 @@ class VMActor(pykka.ThreadingActor):
         )
         if moved:
             metrics.TIME_TO_READY.labels(ctx.name).observe(boot)
-            self._last_ready_check = now
             self._log.info("moved from 'pending' to 'ready' queue after %.2f seconds", boot)
 
     def _schedule_poll(self) -> None:
         if self._poll is None and not self._done:
-            self._poll = self._tell_self_later(_READY_POLL, "poll_ready")
+            self._poll = self._tell_self_later(_READY_POLL, PollReady())
 
     # -- completed / destroy -------------------------------------------------------------------------
 
@@ -356,7 +405,7 @@ class VMActor(pykka.ThreadingActor):
             except ProviderError as exc:
                 metrics.ERRORS.labels("destroy_failed", ctx.name).inc()
                 self._log.error("destroy failed, retrying in %.0f seconds: %s", self._destroy_backoff, exc)
-                self._destroy_retry = self._tell_self_later(self._destroy_backoff, "retry_destroy")
+                self._destroy_retry = self._tell_self_later(self._destroy_backoff, RetryDestroy())
                 # retried at least as often as the pool's slowest pass, as the original does
                 self._destroy_backoff = min(self._destroy_backoff * 2, ctx.pool.check_loop_delay_max)
                 return
@@ -396,14 +445,17 @@ class VMActor(pykka.ThreadingActor):
             self._ctx.store.release_clone_slot(self._ctx.owner, slot)
         except StoreError as exc:
             self._log.warning("releasing the clone slot failed; the pool retries it: %s", exc)
-            self._pool_proxy.slot_unreleased(slot)
+            self._tell_pool(SlotUnreleased(slot))
 
     def _finish(self, reason: str | None) -> None:
         """This VM is gone from vmpooler: tell the pool and stop."""
         if reason:
             self._log.info("%s: forgetting it", reason)
         self._done = True
-        self._pool_proxy.vm_gone(self._name, self.actor_ref)
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+        self._tell_pool(VMGone(self._name, self.actor_ref))
         self.stop()
 
     def _guard(self, func: Any, *args: Any, **kwargs: Any) -> Any:

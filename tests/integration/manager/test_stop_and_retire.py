@@ -9,6 +9,7 @@ import pytest
 from tests.integration.manager.conftest import make_config
 from vmpooler import keys
 from vmpooler.actors.context import PoolContext
+from vmpooler.actors.dispatch import Dispatcher
 from vmpooler.actors.ticker import Ticker
 from vmpooler.actors.vm import VMActor
 from vmpooler.worker import build_provider
@@ -36,6 +37,7 @@ def test_a_vm_actor_stopped_before_its_clone_gives_slot_and_pending_entry_back(m
     provider.start()
     ticker = Ticker()
     ticker.start()
+    threads = Dispatcher("test", 1)
     try:
         ctx = PoolContext(
             config=config,
@@ -44,15 +46,18 @@ def test_a_vm_actor_stopped_before_its_clone_gives_slot_and_pending_entry_back(m
             provider=provider,
             store=manager_store,
             ticker=ticker,
+            pool_threads=threads,
+            vm_threads=threads,
             rng=random.Random(1),
         )
         assert manager_store.acquire_clone_slot("dummy", "s1", limit=1, lease_seconds=600, pool="a")
         assert manager_store.create_pending("a", "vm1", {"clone": "x", "pool": "a"})
         actor = VMActor.start(ctx, "vm1", None, "s1")  # the clone message never comes
-        actor.stop()
+        actor.stop(block=True, timeout=5)
         assert redis.zcard(keys.CLONE_LEASES) == 0 and redis.get(keys.TASKS_CLONE) == "0"
         assert not redis.sismember(keys.pending_set("a"), "vm1")
         assert provider.list_vms("a") == []
     finally:
+        threads.stop()
         ticker.stop()
         provider.stop()
