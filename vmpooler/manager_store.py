@@ -359,8 +359,12 @@ class ManagerStore(Store):
             self._redis.hset(keys.vm_hash(vm), mapping=dict(fields))
 
     @_translated
-    def checkout_time(self, pool: str, vm: str) -> str | None:
-        return self._redis.hget(keys.active_hash(pool), vm)
+    def stamp_vms(self, vms: Iterable[str], fields: Mapping[str, str]) -> None:
+        """Write the same ``fields`` into the hash of each of ``vms``, in one round trip."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for vm in vms:
+                pipe.hset(keys.vm_hash(vm), mapping=dict(fields))
+            pipe.execute()
 
     @_translated
     def record_clone(self, pool: str, vm: str, *, date: str, seconds: float, ip: str | None) -> None:

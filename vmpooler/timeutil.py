@@ -31,6 +31,9 @@ def parse_time(value: str | bytes | None) -> float | None:
     text = text.strip()
     if not text:
         return None
+    fast = _parse_ruby(text)
+    if fast is not None:
+        return fast
     try:
         return float(text)
     except ValueError:
@@ -48,6 +51,22 @@ def parse_time(value: str | bytes | None) -> float | None:
             parsed = parsed.astimezone()
         return parsed.timestamp()
     return None
+
+
+def _parse_ruby(text: str) -> float | None:
+    """``YYYY-MM-DD HH:MM:SS +HHMM`` without ``strptime`` (a tenth of its cost: a pool pass parses a
+    few timestamps of every VM); None when ``text`` is not exactly that."""
+    if len(text) != 25 or text[20] not in "+-" or not text[21:].isdigit():
+        return None
+    try:
+        date, clock = _dt.date.fromisoformat(text[:10]), _dt.time.fromisoformat(text[11:19])
+    except ValueError:
+        return None
+    if text[10] != " " or text[19] != " ":
+        return None
+    offset = int(text[21:23]) * 3600 + int(text[23:25]) * 60
+    zone = _dt.timezone(_dt.timedelta(seconds=offset if text[20] == "+" else -offset))
+    return _dt.datetime.combine(date, clock, zone).timestamp()
 
 
 def rfc3339(epoch: float) -> str:

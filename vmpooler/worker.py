@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _POOL_THREADS = 16  # most threads running PoolActor turns (Redis pipelines, one inventory call each)
 _VM_THREADS = 128  # most threads running VMActor turns (blocking provider calls)
+_REDIS_CONNECTIONS = 20  # the provider process's Redis connections unless :redis: asks for more
 
 
 @attrs.frozen
@@ -99,8 +100,9 @@ class Manager:
     def stop(self, timeout: float = 10) -> None:
         """Stop taking new work first, let VM actors finish the call they are in, then the plugin.
 
-        Pools stop before the provider does, so no clone starts against a stopped provider; a call
-        still running after half the deadline is cut short by ``provider.stop()``.
+        Pools stop before the provider does (each stops its VMActors), so no clone starts against a
+        stopped provider; a call still running after half the deadline is cut short by
+        ``provider.stop()``.
         """
         self.stopping.set()
         self.ticker.stop()
@@ -109,18 +111,22 @@ class Manager:
             self.actor.actor_ref.stop(block=True, timeout=timeout / 2)
         for ref in pykka.ActorRegistry.get_all():
             ref.stop(block=False)
-        _wait_for_actors(time.monotonic() + timeout / 2)
+        _wait_until(self._quiet, time.monotonic() + timeout / 2)
         self.provider.stop()
         for ref in pykka.ActorRegistry.get_all():
             ref.stop(block=False)
-        _wait_for_actors(deadline)
+        _wait_until(self._quiet, deadline)
         for dispatcher in self.dispatchers:
             dispatcher.stop(timeout=1)
         self.subscriber.join(timeout=2)
 
+    def _quiet(self) -> bool:
+        """No actor left, and no turn queued or running (a VMActor finishing its call)."""
+        return not pykka.ActorRegistry.get_all() and all(d.idle() for d in self.dispatchers)
 
-def _wait_for_actors(deadline: float) -> None:
-    while pykka.ActorRegistry.get_all() and time.monotonic() < deadline:
+
+def _wait_until(done: Callable[[], bool], deadline: float) -> None:
+    while not done() and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -287,7 +293,9 @@ def run_provider_worker(args: ProviderWorkerArgs, heartbeat: Heartbeat | None = 
     """The provider child's main: build everything, then beat until SIGTERM."""
     config = load_config(args.config_path, env=args.config_env)
     setup_logging(logfile=config.globals.logfile)
-    pool_size = max(config.redis.connection_pool_size, config.globals.task_limit + 10)
+    # Redis calls come from the dispatchers' threads, which wait for a free connection: a clone holds
+    # none while the provider works, so 20 serve any number of pools and VMs (docs/performance.md)
+    pool_size = max(config.redis.connection_pool_size, _REDIS_CONNECTIONS)
     store = ManagerStore(
         connect(args.redis_url, max_connections=pool_size, pool_timeout=config.redis.connection_pool_timeout)
     )

@@ -15,8 +15,9 @@ import time
 import pytest
 import requests
 
-from tests.acceptance.conftest import child_pids, is_child_alive, load_script
+from tests.acceptance.conftest import child_pids, is_child_alive
 from tests.conftest import wait_for
+from tests.support import chaos
 from vmpooler import keys
 
 pytestmark = pytest.mark.acceptance
@@ -110,7 +111,6 @@ def _new_pid(service, name: str, old: int) -> int | None:
 def test_sigkill_of_one_provider_and_one_api_worker_loses_nothing(
     start_service_yaml, redis_url, redis, tmp_path
 ):
-    chaos = load_script("chaos")
     service = start_service_yaml(CONFIG.format(redis_url=redis_url, tmp=tmp_path))
     wait_for(lambda: _full(redis, "a") and _full(redis, "b"), 15, "both pools to fill")
     pids = child_pids(service)

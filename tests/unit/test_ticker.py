@@ -17,16 +17,9 @@ import pykka
 import pytest
 
 from tests.conftest import TIMEOUT_SCALE, wait_for
+from tests.support.clock import FakeClock
 from vmpooler.actors.ticker import Ticker
 from vmpooler.errors import VmpoolerError
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Counter(pykka.ThreadingActor):
@@ -51,7 +44,7 @@ def ticker() -> Iterator[Ticker]:
 
 @pytest.fixture
 def fake() -> FakeClock:
-    return FakeClock()
+    return FakeClock(100.0)
 
 
 @pytest.fixture

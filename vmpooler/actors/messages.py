@@ -2,7 +2,8 @@
 ``vmpooler.bus``). Typed and immutable: a handler matches on the class, never on a string.
 
 To a VMActor, from its PoolActor (counted: see :class:`VMIdle`):
-    :class:`Clone`, :class:`Look`, :class:`DestroyNow`, :class:`Drain`, :class:`RunTask`, :class:`Migrate`.
+    :class:`Clone`, :class:`Look`, :class:`DestroyNow`, :class:`Drain`, :class:`RunTask`, :class:`Migrate`;
+    and :class:`StopIdle`, the answer to a ``VMIdle``.
 To a VMActor, from itself through the ticker: :class:`PollReady`, :class:`RetryDestroy`.
 To a PoolActor: :class:`Check` (the ticker), the ``vmpooler.bus`` events (the ProviderActor), and from its
 VMActors :class:`VMIdle`, :class:`VMGone`, :class:`VMCrashed`, :class:`SlotUnreleased`.
@@ -31,6 +32,7 @@ __all__ = [
     "RetryDestroy",
     "RunTask",
     "SlotUnreleased",
+    "StopIdle",
     "VMCrashed",
     "VMGone",
     "VMIdle",
@@ -82,6 +84,11 @@ class RunTask:
 @attrs.frozen
 class Migrate:
     """A just-checked-out VM: let the provider decide whether to move it."""
+
+
+@attrs.frozen
+class StopIdle:
+    """The pool's answer to a ``VMIdle`` with nothing more on its way: stop (not counted)."""
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ Messages (``actors.messages`` and ``vmpooler.bus``): ``Check``; the API's events
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from vmpooler.actors.messages import (
     Migrate,
     RunTask,
     SlotUnreleased,
+    StopIdle,
     VMCrashed,
     VMGone,
     VMIdle,
@@ -89,7 +91,8 @@ class PoolActor(PooledActor):
         if self._next is not None:
             self._next.cancel()
         for flight in self._flights.values():
-            flight.ref.stop(block=False)
+            with contextlib.suppress(pykka.ActorDeadError):
+                flight.ref.tell(StopIdle())
         self._flights.clear()
 
     def on_receive(self, message: Any) -> Any:
@@ -120,6 +123,7 @@ class PoolActor(PooledActor):
         except (StoreError, ProviderError) as exc:
             self._log.warning("handling %s failed: %s", type(message).__name__, exc)
         except Exception:
+            metrics.ERRORS.labels("pool_actor_crashed", self._ctx.name).inc()
             self._log.exception("handling %s crashed", type(message).__name__)
         return None
 
@@ -134,7 +138,7 @@ class PoolActor(PooledActor):
             metrics.ERRORS.labels("pool_check_failed", self._ctx.name).inc()
             self._log.warning("pool check failed: %s", exc)
         except Exception:
-            metrics.ERRORS.labels("pool_check_failed", self._ctx.name).inc()
+            metrics.ERRORS.labels("pool_actor_crashed", self._ctx.name).inc()
             self._log.exception("pool check crashed")
         finally:
             metrics.CHECK_POOL.labels(self._ctx.name).set(self._ctx.clock() - started)
@@ -145,7 +149,7 @@ class PoolActor(PooledActor):
         flight = self._flights.get(vm)
         if flight is not None and flight.ref is ref and flight.sent == handled:
             del self._flights[vm]
-            ref.stop(block=False)
+            ref.tell(StopIdle())
 
     def _forget(self, vm: str, ref: pykka.ActorRef[Any]) -> None:
         flight = self._flights.get(vm)
@@ -193,6 +197,8 @@ class PoolActor(PooledActor):
         now = ctx.clock()
         policy = ctx.policy
         self._checked = {vm: at for vm, at in self._checked.items() if vm in snap.ready}
+        looks: list[tuple[str, Look]] = []
+        checks: list[str] = []
         for vm, state in idle.items():
             fields = view.fields.get(vm, {})
             checkout = view.checkouts.get(vm)
@@ -205,7 +211,12 @@ class PoolActor(PooledActor):
                 continue
             if isinstance(action, Probe) and state is VMState.READY:
                 self._checked[vm] = now
-            self._tell(vm, Look(state, in_inventory, fields, checkout))
+                checks.append(vm)
+            looks.append((vm, Look(state, in_inventory, fields, checkout)))
+        if checks:  # the health checks of this pass, stamped in one round trip (the VM hash's 'check')
+            ctx.store.stamp_vms(checks, {"check": format_time(now)})
+        for vm, look in looks:
+            self._tell(vm, look)
         for vm in list(self._flights):  # an actor whose VM left every set: it forgets it
             if vm not in snap.all():
                 self._tell(vm, Look(None, vm in inventory), create=False)

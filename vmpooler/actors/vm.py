@@ -35,6 +35,7 @@ from vmpooler.actors.messages import (
     RetryDestroy,
     RunTask,
     SlotUnreleased,
+    StopIdle,
     VMCrashed,
     VMGone,
     VMIdle,
@@ -105,7 +106,7 @@ def observation_of(state: VMState | None, fields: Mapping[str, str], in_inventor
 
 
 class VMActor(PooledActor):
-    """Owns one VM while work on it is in flight.
+    """Owns one VM while work on it is in flight (not in pykka's registry: its PoolActor stops it).
 
     Args:
         ctx: the pool's shared context (its ``vm_threads`` dispatcher runs this actor).
@@ -113,6 +114,8 @@ class VMActor(PooledActor):
         pool: the PoolActor's ref, told ``VMIdle``/``VMGone``/``VMCrashed``/``SlotUnreleased``.
         slot: the clone slot this VM holds while cloning (None for any other work).
     """
+
+    registered = False
 
     def __init__(
         self, ctx: PoolContext, name: str, pool: pykka.ActorRef[Any] | None, slot: str | None = None
@@ -150,6 +153,9 @@ class VMActor(PooledActor):
                 self.run_task(task)
             case Migrate():
                 self.migrate()
+            case StopIdle():
+                self.stop()
+                return
             case _:
                 raise TypeError(f"VMActor got an unknown message {message!r}")
         if isinstance(message, _FROM_POOL):
@@ -301,15 +307,13 @@ class VMActor(PooledActor):
         seen = observation_of(state, fields, in_inventory)
         action = decide(record, seen, now, ctx.policy)
         if isinstance(action, Probe):
-            seen = self._probe(state, seen, action.hostname, now)
+            seen = self._probe(seen, action.hostname)
             action = decide(record, seen, now, ctx.policy)
         self._carry_out(state, action, seen.in_inventory, now)
 
-    def _probe(self, state: VMState | None, seen: Observation, hostname: bool, now: float) -> Observation:
+    def _probe(self, seen: Observation, hostname: bool) -> Observation:
         """The provider's answers ``decide`` asked for: readiness, and the guest's hostname."""
         ctx = self._ctx
-        if state is VMState.READY:
-            ctx.store.set_vm_fields(self._name, {"check": format_time(now)})
         guest = None
         if hostname:
             info = ctx.provider.get_vm(ctx.name, self._name)

@@ -43,7 +43,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from typing import cast
+from typing import Any, cast
 
 from vmpooler.errors import CloneFailed, ProviderError, ProviderTimeout, ProviderUnavailable, VMNotFound
 from vmpooler.model import VMInfo
@@ -428,12 +428,16 @@ class DummyProvider(Provider):
         return entry.record(template=template, domain=domain, now=self._clock())
 
     def _save(self) -> None:
+        """Persist the inventory before returning (group-committed with concurrent changes)."""
         if self._file is None:
             return
         with self._lock:
             self._version += 1
             version = self._version
-            data = self._file.snapshot(
-                vm for pool in sorted(self._vms) for _, vm in sorted(self._vms[pool].items())
-            )
-        self._file.save(version, data)
+        self._file.save(version, self._snapshot)
+
+    def _snapshot(self) -> tuple[int, dict[str, Any]]:
+        assert self._file is not None
+        with self._lock:
+            vms = (vm for pool in sorted(self._vms) for _, vm in sorted(self._vms[pool].items()))
+            return self._version, self._file.snapshot(vms)

@@ -252,16 +252,24 @@ def _epoch(value: object, where: str) -> float | None:
 
 # -- the inventory file -----------------------------------------------------------------------------
 
+# libyaml's safe dumper and loader where PyYAML was built with it (ten times faster; the same
+# documents), else the pure-Python ones.
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 class InventoryFile:
-    """The inventory file of one provider. ``save`` may be called from any thread: snapshots are
-    numbered under the provider's lock, and an older one never overwrites a newer one."""
+    """The inventory file of one provider. ``save`` may be called from any thread and returns once the
+    caller's change is on disk. Writes are group commits: one caller writes at a time, and those that
+    arrive meanwhile wait, then one of them writes the newest state for all of them, so a thousand
+    concurrent changes cost a few writes, not a thousand (each write is the whole file)."""
 
     def __init__(self, path: str, log: logging.Logger) -> None:
         self.path = path
         self._log = log
-        self._lock = threading.Lock()
-        self._saved = 0
+        self._cond = threading.Condition()
+        self._saved = 0  # the newest version on disk
+        self._writing = False
 
     def load(self, seed: Callable[[InitialVM], DummyVM]) -> list[DummyVM] | None:
         """The VMs in the file, or None when it does not exist.
@@ -274,7 +282,7 @@ class InventoryFile:
         """
         try:
             with open(self.path, encoding="utf-8") as handle:
-                data = yaml.safe_load(handle) or {}
+                data = yaml.load(handle, Loader=_Loader) or {}
             if isinstance(data, Mapping) and "pool" in data:
                 return [seed(entry) for entry in to_initial_state({"pool": data["pool"]})]
             return [DummyVM(**entry) for entry in data.get("vms", [])]
@@ -291,24 +299,39 @@ class InventoryFile:
         """The file form of ``vms``, a deep copy: take it while the records cannot change."""
         return {"vms": [attrs.asdict(vm) for vm in vms]}
 
-    def save(self, version: int, data: dict[str, Any]) -> None:
-        """Write snapshot number ``version`` unless a newer one is on disk. A write error is logged."""
-        with self._lock:
-            if version <= self._saved:
+    def save(self, version: int, take: Callable[[], tuple[int, dict[str, Any]]]) -> None:
+        """Return once version ``version`` (or a newer one) is on disk; a write error is logged.
+
+        Args:
+            version: the version of the caller's change.
+            take: the newest version and its ``snapshot``, taken atomically (under the provider's
+                lock); called by whichever caller writes.
+        """
+        with self._cond:
+            while self._saved < version and self._writing:
+                self._cond.wait()
+            if self._saved >= version:
                 return
-            try:
-                _write_atomically(self.path, data)
-            except (OSError, yaml.YAMLError):
-                self._log.exception("cannot write dummy inventory %s; keeping it in memory", self.path)
-                return
-            self._saved = version
+            self._writing = True
+        written = 0
+        try:
+            newest, data = take()
+            _write_atomically(self.path, data)
+            written = newest
+        except (OSError, yaml.YAMLError):
+            self._log.exception("cannot write dummy inventory %s; keeping it in memory", self.path)
+        finally:
+            with self._cond:
+                self._writing = False
+                self._saved = max(self._saved, written)
+                self._cond.notify_all()
 
 
 def _write_atomically(path: str, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".dummy-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(data, handle, sort_keys=True)
+            yaml.dump(data, handle, Dumper=_Dumper, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -16,7 +16,7 @@ import pytest
 import redis as redis_lib
 from falcon import testing
 
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, wait_for
 from tests.integration.http.conftest import BASE_CONFIG, DEB
 from vmpooler import keys
 from vmpooler.config import load_config_text
@@ -71,10 +71,12 @@ def test_a_frozen_redis_answers_503_in_time_and_strands_no_vm(private_redis: Red
     statuses = {status for status, _host, _elapsed in results}
     assert statuses <= {200, 503} and 503 in statuses and 200 in statuses
     slowest = max(elapsed for _status, _host, elapsed in results)
-    assert slowest < TIMEOUT + 0.7, f"a request waited {slowest:.2f} s"  # one reply timeout, + a connect
+    # one reply timeout plus a reconnect, with room for a loaded machine: far below the 3 s freeze and
+    # the 10 s a request waited before api_timeout existed
+    assert slowest < TIMEOUT + 2.0, f"a request waited {slowest:.2f} s"
     handed = [host for status, host, _elapsed in results if status == 200]
     assert len(handed) == len(set(handed)), "a VM was handed out twice"
-    time.sleep(0.2)  # the scripts queued while frozen have run by now
-    assert admin.smembers(keys.running_set(DEB)) == set(handed)
+    # the scripts queued while frozen run once Redis thaws; each either handed its VM out or changed nothing
+    wait_for(lambda: admin.smembers(keys.running_set(DEB)) == set(handed), 5, "running = handed out")
     assert admin.smembers(keys.ready_set(DEB)) == set(vms) - set(handed)
     admin.close()

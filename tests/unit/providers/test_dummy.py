@@ -22,6 +22,7 @@ import yaml
 
 import vmpooler.providers as registry
 from tests.conftest import wait_for
+from tests.support.clock import FakeClock
 from vmpooler.errors import (
     CloneFailed,
     ConfigError,
@@ -42,23 +43,6 @@ POOLS = {
     "pool2": PoolSpec(name="pool2", template="templates/two", size=1, domain="example.com"),
     ProviderContract.pool: PoolSpec(name=ProviderContract.pool, template="templates/contract"),
 }
-
-
-class FakeClock:
-    """An epoch clock the test moves by hand; as the provider's ``wait`` it records each simulated
-    wait and moves the clock past it at once."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wait(self, seconds: float) -> bool:
-        self.waits.append(seconds)
-        self.now += seconds
-        return False  # not stopped
 
 
 class Gate:
