@@ -8,8 +8,13 @@ discovered and completed VMs. It reads a :class:`Record` (what the manager knows
 or a provider (``tests/unit/test_lifecycle.py``); the actors only carry its actions out.
 
 A decision that needs a provider answer first returns :class:`Probe` (check readiness, and the hostname
-when the mismatch check is due); the caller asks the provider and calls :func:`decide` again with the
-answer in the observation.
+when the mismatch check is due; or only whether the VM exists); the caller asks the provider and calls
+:func:`decide` again with the answer in the observation. A VM missing from one inventory listing is never
+acted on from the listing alone: the provider is asked about that VM first (a listing can miss a VM for a
+moment, e.g. while a vCenter task holds it).
+
+A VM found in two state sets at once (a Redis written by a racing process, or by the original) is in the
+later of them: :func:`settle_overlap`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "TagUser",
     "Wait",
     "decide",
+    "settle_overlap",
 ]
 
 MISMATCH_GRACE = 60.0
@@ -87,16 +93,28 @@ class Observation:
     """What the provider says about the VM now.
 
     Attributes:
-        in_inventory: the VM is in the provider's inventory of the pool.
+        in_inventory: the VM is in the provider's inventory listing of the pool.
         ready: the answer of ``vm_ready`` (None: not asked yet).
         error: why ``vm_ready`` raised, or the VM's last recorded readiness error.
         hostname: the guest's hostname from ``get_vm`` (None: not asked, or not reported).
+        exists: the provider's answer about this one VM (``get_vm``/``vm_ready``); None: not asked.
     """
 
     in_inventory: bool
     ready: bool | None = None
     error: str | None = None
     hostname: str | None = None
+    exists: bool | None = None
+
+    @property
+    def gone(self) -> bool:
+        """Missing from the listing and, asked about it, the provider confirmed it has no such VM."""
+        return not self.in_inventory and self.exists is False
+
+    @property
+    def unconfirmed(self) -> bool:
+        """Missing from the listing, and the provider has not been asked about this VM yet."""
+        return not self.in_inventory and self.exists is None
 
 
 @attrs.frozen
@@ -106,9 +124,11 @@ class Wait:
 
 @attrs.frozen
 class Probe:
-    """Ask the provider first: ``vm_ready``, and ``get_vm`` for the hostname when ``hostname``."""
+    """Ask the provider first: ``vm_ready`` (unless not ``readiness``), and ``get_vm`` for the hostname
+    when ``hostname``; ``Probe(readiness=False)`` only asks ``get_vm`` whether the VM exists."""
 
     hostname: bool = False
+    readiness: bool = True
 
 
 @attrs.frozen
@@ -185,6 +205,8 @@ def _pending(record: Record, seen: Observation, now: float, policy: Policy) -> A
     if seen.ready:
         return Become(boot=age)
     if not seen.in_inventory and not record.cloned_here:
+        if seen.unconfirmed:
+            return Probe()
         # Adopted from an earlier process whose clone died with it: waiting for the timeout would keep
         # the pool short. Should the clone still finish in the provider, it is discovered and destroyed.
         interrupted = "clone interrupted: not in the provider's inventory"
@@ -200,17 +222,17 @@ def _pending(record: Record, seen: Observation, now: float, policy: Policy) -> A
 
 
 def _ready(record: Record, seen: Observation, now: float, policy: Policy) -> Action:
-    if not seen.in_inventory:
+    if seen.gone:
         return Complete("missing from the provider's inventory")
     # becoming ready was a successful check: the next one is due vm_checktime after it
     last_check = max(record.last_check, record.ready_at or 0.0)
-    if seen.ready is None and now - last_check < policy.vm_checktime:
+    if seen.ready is None and seen.in_inventory and now - last_check < policy.vm_checktime:
         return Wait()
     in_ready = now - (record.ready_at or 0.0)
     if in_ready > policy.ready_ttl:
         return Complete(f"reached end of TTL after {in_ready / 60:.0f} minutes")
     mismatch_due = policy.check_hostname and in_ready > MISMATCH_GRACE
-    if seen.ready is None:
+    if seen.ready is None:  # due, or missing from the listing: ask the VM itself
         return Probe(hostname=mismatch_due)
     if mismatch_due and seen.hostname and seen.hostname != record.name:
         return Complete(f"has mismatched hostname {seen.hostname}")
@@ -225,8 +247,30 @@ def _running(record: Record, seen: Observation, now: float) -> Action:
     hours = (now - record.checkout_at) / 3600
     if record.lifetime > 0 and hours >= record.lifetime:
         return Complete(f"reached end of TTL after {hours:.1f} hours")
-    if not seen.in_inventory:
+    if seen.unconfirmed:  # in use: ask only whether it exists, never whether it is "ready"
+        return Probe(readiness=False)
+    if seen.gone:
         return Complete("is no longer in the provider's inventory")
     if record.user and not record.tagged:
         return TagUser(record.user)
     return Wait()
+
+
+# The lifecycle order of the sets: a VM in two of them is in the later one.
+_ORDER = (VMState.DISCOVERED, VMState.PENDING, VMState.READY, VMState.RUNNING, VMState.COMPLETED)
+
+
+def settle_overlap(states: frozenset[VMState]) -> tuple[VMState, frozenset[VMState]]:
+    """The state of a VM found in several sets, and the sets it must leave.
+
+    The later stage wins: a VM in ``ready`` and ``running`` is running (handing it out again would give
+    one VM to two users), one in ``running`` and ``completed`` is being returned, and a VM in
+    ``discovered`` and any other set is known after all.
+
+    Raises:
+        ValueError: ``states`` is empty.
+    """
+    if not states:
+        raise ValueError("a VM in no set has no overlap to settle")
+    keep = max(states, key=_ORDER.index)
+    return keep, frozenset(states - {keep})

@@ -20,6 +20,7 @@ from vmpooler.lifecycle import (
     TagUser,
     Wait,
     decide,
+    settle_overlap,
 )
 from vmpooler.model import VMState
 
@@ -29,7 +30,8 @@ POLICY = Policy(timeout=15 * MIN, timeout_notification=5 * MIN, ready_ttl=60 * M
 P, R, U = VMState.PENDING, VMState.READY, VMState.RUNNING
 
 IN = Observation(in_inventory=True)
-OUT = Observation(in_inventory=False)
+OUT = Observation(in_inventory=False)  # missing from one listing, the VM itself not asked yet
+GONE = Observation(in_inventory=False, exists=False)  # missing, and the provider confirmed it
 
 
 def pending(age: float, **fields: object) -> Record:
@@ -88,9 +90,14 @@ CASES: dict[str, tuple[Record, Observation, Action]] = {
         OUT,
         Remove("pending for 16.0 minutes and gone from the provider"),
     ),
-    "adopted pending VM the provider does not have: removed at once": (
+    "adopted pending VM missing from one listing: ask the provider about it": (
         pending(10, cloned_here=False),
         OUT,
+        Probe(),
+    ),
+    "adopted pending VM the provider does not have: removed at once": (
+        pending(10, cloned_here=False),
+        GONE,
         Remove(
             "pending, unknown to the provider and not being cloned (clone interrupted: not in the "
             "provider's inventory)",
@@ -114,9 +121,19 @@ CASES: dict[str, tuple[Record, Observation, Action]] = {
         Complete("marked as 'failed' after 43200.0 minutes with error: not ready", failed=True),
     ),
     # -- ready -------------------------------------------------------------------------------------
-    "ready, missing from the inventory: completed": (
-        ready(10 * MIN),
+    "ready, missing from one listing: ask the VM itself, whatever vm_checktime says": (
+        ready(10 * MIN, last_check=NOW - 1),
         OUT,
+        Probe(hostname=True),
+    ),
+    "ready, missing from the listing but the VM answers: a listing glitch, fine": (
+        ready(10 * MIN, last_check=NOW - 1),
+        Observation(in_inventory=False, exists=True, ready=True),
+        Wait(),
+    ),
+    "ready, missing and confirmed gone: completed": (
+        ready(10 * MIN),
+        GONE,
         Complete("missing from the provider's inventory"),
     ),
     "ready, checked less than vm_checktime ago: wait": (ready(10 * MIN, last_check=NOW - 30), IN, Wait()),
@@ -178,9 +195,19 @@ CASES: dict[str, tuple[Record, Observation, Action]] = {
         Complete("reached end of TTL after 12.0 hours"),
     ),
     "running with lifetime 0: never expires": (running(1000, lifetime=0), IN, Wait()),
-    "running, gone from the provider: completed": (
+    "running, missing from one listing: ask whether it exists (never whether it is ready)": (
         running(1),
         OUT,
+        Probe(readiness=False),
+    ),
+    "running, missing from the listing but it exists: fine": (
+        running(1),
+        Observation(in_inventory=False, exists=True),
+        Wait(),
+    ),
+    "running, gone from the provider: completed": (
+        running(1),
+        GONE,
         Complete("is no longer in the provider's inventory"),
     ),
     "running with a user not yet tagged: tag": (running(1, user="alice"), IN, TagUser("alice")),
@@ -202,6 +229,26 @@ def test_a_young_ready_vm_due_for_its_check_is_probed_for_readiness_only() -> No
     policy = Policy(timeout=900, timeout_notification=300, ready_ttl=3600, vm_checktime=10)
     assert decide(ready(30, last_check=NOW - 20), IN, NOW, policy) == Probe()
     assert decide(ready(30, last_check=NOW - 5), IN, NOW, policy) == Wait()
+
+
+OVERLAPS: dict[str, tuple[set[VMState], VMState]] = {
+    "ready and running: running (never handed out twice)": ({R, U}, U),
+    "running and completed: being returned": ({U, VMState.COMPLETED}, VMState.COMPLETED),
+    "pending and ready: ready": ({P, R}, R),
+    "discovered and pending: known after all": ({VMState.DISCOVERED, P}, P),
+    "in one set only: nothing to leave": ({R}, R),
+    "in every set: completed": (set(VMState), VMState.COMPLETED),
+}
+
+
+@pytest.mark.parametrize(("states", "kept"), OVERLAPS.values(), ids=OVERLAPS.keys())
+def test_a_vm_in_two_sets_is_in_the_later_one(states: set[VMState], kept: VMState) -> None:
+    assert settle_overlap(frozenset(states)) == (kept, frozenset(states - {kept}))
+
+
+def test_settle_overlap_of_no_set_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no set"):
+        settle_overlap(frozenset())
 
 
 def test_the_hostname_check_can_be_switched_off() -> None:

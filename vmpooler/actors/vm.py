@@ -307,23 +307,29 @@ class VMActor(PooledActor):
         seen = observation_of(state, fields, in_inventory)
         action = decide(record, seen, now, ctx.policy)
         if isinstance(action, Probe):
-            seen = self._probe(seen, action.hostname)
+            seen = self._probe(seen, action)
             action = decide(record, seen, now, ctx.policy)
         self._carry_out(state, action, seen.in_inventory, now)
 
-    def _probe(self, seen: Observation, hostname: bool) -> Observation:
-        """The provider's answers ``decide`` asked for: readiness, and the guest's hostname."""
+    def _probe(self, seen: Observation, probe: Probe) -> Observation:
+        """The provider's answers ``decide`` asked for: readiness, the guest's hostname, or only whether
+        the VM exists (``get_vm``)."""
         ctx = self._ctx
-        guest = None
-        if hostname:
+        guest = exists = None
+        if probe.hostname or not probe.readiness:
             info = ctx.provider.get_vm(ctx.name, self._name)
-            guest = info.hostname if info is not None else None
+            exists, guest = info is not None, (info.hostname if info is not None else None)
+        if exists is False:  # the provider says it has no such VM: whatever the listing said
+            return attrs.evolve(seen, in_inventory=False, exists=False, ready=False, hostname=None)
+        if not probe.readiness:
+            return attrs.evolve(seen, exists=exists, hostname=guest)
         try:
-            return attrs.evolve(seen, ready=ctx.provider.vm_ready(ctx.name, self._name), hostname=guest)
+            ready = ctx.provider.vm_ready(ctx.name, self._name)
         except VMNotFound:
-            return attrs.evolve(seen, in_inventory=False, ready=False, hostname=guest)
+            return attrs.evolve(seen, in_inventory=False, exists=False, ready=False, hostname=guest)
         except ProviderError as exc:  # raising counts as not ready (README: deliberate differences)
-            return attrs.evolve(seen, ready=False, error=str(exc), hostname=guest)
+            return attrs.evolve(seen, exists=exists, ready=False, error=str(exc), hostname=guest)
+        return attrs.evolve(seen, exists=True if exists is None else exists, ready=ready, hostname=guest)
 
     def _carry_out(self, state: VMState | None, action: Action, in_inventory: bool, now: float) -> None:
         ctx = self._ctx
