@@ -112,16 +112,12 @@ def ms(seconds: float) -> str:
 def _manager_child(config_text: str, redis_url: str, events: Any, stop: Any) -> None:
     """Set up like ``run_provider_worker``; report each ``create_vm`` call's monotonic time."""
     from vmpooler.config import load_config_text
-    from vmpooler.manager_store import ManagerStore
-    from vmpooler.store import connect
     from vmpooler.worker import build_provider, start_manager
 
     logging.basicConfig(level=logging.ERROR)  # not the empty-pool warnings of the start
     config = load_config_text(config_text, env={})
     size = max(config.redis.connection_pool_size, config.globals.task_limit + 10)
-    store = ManagerStore(
-        connect(redis_url, max_connections=size, pool_timeout=config.redis.connection_pool_timeout)
-    )
+    store = Store.from_url(redis_url, max_connections=size, pool_timeout=config.redis.connection_pool_timeout)
     provider = build_provider(config, "dummy")
     create_vm = provider.create_vm
 
@@ -194,7 +190,7 @@ def bench_fill(client: redis.Redis, url: str) -> dict[str, Any]:
 
 
 def _checkout(store: Store, pool: str, count: int) -> list[str]:
-    got = store.checkout([Pick(pool, (pool,))] * count, now=format_time(time.time()))
+    got = store.vms.checkout([Pick(pool, (pool,))] * count, now=format_time(time.time()))
     return [a.vm for a in got]
 
 
@@ -209,7 +205,7 @@ def bench_drain(client: redis.Redis, store: Store, child: ChildManager, repeats:
         t1 = wait_ready(client, [pool], 10, 30, 0.0005)
         times.append(t1 - t0)
         for vm in vms:
-            store.return_vm(vm, pool)
+            store.vms.return_vm(vm, pool)
         deadline = time.monotonic() + 10
         while client.scard(keys.completed_set(pool)) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -230,7 +226,7 @@ def bench_replace(client: redis.Redis, store: Store, child: ChildManager, repeat
         if not started:
             raise SystemExit("no replacement clone within 10 s")
         delays.append(started[0] - t0)
-        store.return_vm(vm, pool)
+        store.vms.return_vm(vm, pool)
     return delays
 
 

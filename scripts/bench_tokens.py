@@ -4,7 +4,7 @@ Starts its own redis-server (scripts/benchlib.py), writes ``--tokens`` token has
 writes them (no index) for ``--users`` users, then measures in the same run:
 
 * the baseline: a SCAN of every token hash reading each one's user (what ``GET /token`` did before);
-* the first ``Store.tokens_of_user``, which builds the index once;
+* the first ``store.tokens.of_user``, which builds the index once;
 * later calls (median and p99 of ``--repeat``), which read one set and the user's hashes.
 
 Usage: ``python scripts/bench_tokens.py [--tokens 50000] [--users 1000] [--repeat 200]``.
@@ -48,12 +48,12 @@ def main() -> None:
         baseline = time.perf_counter() - started
         store = Store.from_url(f"redis://127.0.0.1:{port}/0")
         started = time.perf_counter()
-        store.tokens_of_user("user7")
+        store.tokens.of_user("user7")
         first = time.perf_counter() - started
         times = []
         for _ in range(args.repeat):
             started = time.perf_counter()
-            found = store.tokens_of_user("user7")
+            found = store.tokens.of_user("user7")
             times.append(time.perf_counter() - started)
         assert len(found) == len(scanned)
         print(f"{args.tokens} tokens, {args.users} users, {len(found)} tokens of the user asked for")

@@ -5,10 +5,10 @@ on its own loop, so a lost event delays work and never loses it. Each event is a
 ``{"event": <kind>, "pool": <pool>, ...}`` published on the pool's channel
 (``keys.events_channel(pool)``); every provider process subscribes to the channels of its pools.
 
-* ``checkout`` (:class:`CheckedOut`): by the API, inside the checkout script (``store.py``); the pool
-  clones a replacement at once.
-* ``return`` (:class:`Returned`): by the API (``Store.return_vm``); the VM is destroyed at once.
-* ``task`` (:class:`TaskQueued`): by the API (``Store.queue_task``); the task is claimed and run at once.
+* ``checkout`` (:class:`CheckedOut`): by the API, inside the checkout script (``store.vms.checkout``);
+  the pool clones a replacement at once.
+* ``return`` (:class:`Returned`): by the API (``store.vms.return_vm``); the VM is destroyed at once.
+* ``task`` (:class:`TaskQueued`): by the API (``store.tasks.queue``); the task is claimed and run at once.
 * ``slot`` (:class:`SlotFreed`): by the manager, inside the slot release script; the pool, which waited
   for a clone slot, clones at once.
 

@@ -6,10 +6,11 @@ original can be taken over. No other module may spell a key.
 
 from __future__ import annotations
 
+from vmpooler.model import VMState
+
 __all__ = [
     "CLONE_LEASES",
     "CLONE_WAITING",
-    "EVENTS",
     "LASTBOOT",
     "POOLRESET",
     "POOLS",
@@ -56,14 +57,15 @@ TASKS_SNAPSHOT_REVERT = _P + "tasks__snapshot-revert"
 TEMPLATE_PREPARED = _P + "template__prepared"
 PROVISIONING_REQUEST = _P + "provisioning__request"
 PROVISIONING_PROCESSING = _P + "provisioning__processing"
-EVENTS = _P + "events"
+_EVENTS = _P + "events"  # ours: the prefix of the per-pool event channels
 # Ours: clone task slots as leases (member ``<provider>:<vm>``, score = expiry epoch), so a provider
 # process that dies cannot leak a slot; TASKS_CLONE is kept equal to its size for /status.
 CLONE_LEASES = _P + "tasks__clone_leases"
 CLONE_WAITING = _P + "tasks__clone_waiting"  # ours: pools refused a clone slot, by time of refusal
 
-# The sets a VM moves through; ``state_set(state, pool)`` takes one of these names.
-STATES = ("pending", "ready", "running", "completed", "discovered", "migrating")
+# The sets a VM moves through (``VMState``'s, and ``migrating``: a side set of running VMs just checked
+# out); ``state_set(state, pool)`` takes one of these names.
+STATES = (*(state.value for state in VMState), "migrating")
 # The override hashes written by the /config endpoints.
 OVERRIDES = ("poolsize", "template", "clone_target")
 
@@ -160,4 +162,4 @@ def config_override(kind: str) -> str:
 
 def events_channel(pool: str) -> str:
     """The pub/sub channel for events about ``pool`` (``vmpooler.bus``); ``""`` gives the prefix."""
-    return f"{EVENTS}__{pool}"
+    return f"{_EVENTS}__{pool}"

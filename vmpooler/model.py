@@ -1,9 +1,9 @@
 """Value objects shared by the API, the store and the actors.
 
-``VMState`` names the Redis set a VM lives in; ``TRANSITIONS`` is the one table of allowed moves
-(the original's VM lifecycle). Every writer checks it right before its atomic write: the API's
-checkout and return (``Store``) and every manager transition (``ManagerStore``). Providers return
-``VMInfo``, never SDK objects.
+``VMState`` names the Redis set a VM lives in (the one vocabulary of states: ``keys.STATES`` and the
+store derive theirs from it); ``TRANSITIONS`` is the one table of allowed moves (the original's VM
+lifecycle). Every writer checks it right before its atomic write (``vmpooler.store.vms``): the API's
+checkout and return and every manager transition. Providers return ``VMInfo``, never SDK objects.
 """
 
 from __future__ import annotations

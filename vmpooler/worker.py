@@ -26,10 +26,9 @@ from vmpooler.bus import decode
 from vmpooler.config import Config, load_config
 from vmpooler.errors import ConfigError, ProviderError, ProviderUnavailable, StoreError
 from vmpooler.log import setup_logging
-from vmpooler.manager_store import ManagerStore
 from vmpooler.providers import load_provider_class
 from vmpooler.providers.base import PoolSpec, Provider
-from vmpooler.store import connect
+from vmpooler.store import Store
 
 if TYPE_CHECKING:
     from vmpooler.supervisor import Heartbeat
@@ -87,7 +86,7 @@ class Manager:
     """A running actor tree of one provider instance (also used directly by tests)."""
 
     provider: Provider
-    store: ManagerStore
+    store: Store
     ticker: Ticker
     actor: Any
     subscriber: threading.Thread
@@ -133,7 +132,7 @@ def _wait_until(done: Callable[[], bool], deadline: float) -> None:
 def start_manager(
     config: Config,
     provider_name: str,
-    store: ManagerStore,
+    store: Store,
     *,
     rng: random.Random | None = None,
     provider: Provider | None = None,
@@ -149,7 +148,7 @@ def start_manager(
     provider.start()
     try:
         prepare_provider(config, provider_name, provider)
-        released = store.release_owner_slots(provider_name)
+        released = store.slots.release_owner(provider_name)
     except BaseException:  # the caller retries with a new instance: release this one's connections
         provider.stop()
         raise
@@ -224,13 +223,13 @@ def prepare_provider(config: Config, name: str, provider: Provider) -> None:
                 log.warning("preparing the template of pool %s failed (clones go on): %s", pool.name, exc)
 
 
-def _subscribe(store: ManagerStore, pools: list[str], actor: Any, stopping: threading.Event) -> None:
+def _subscribe(store: Store, pools: list[str], actor: Any, stopping: threading.Event) -> None:
     """Forward the API's pub/sub events to the ProviderActor; reconnect with back-off when Redis drops."""
     backoff = 0.5
     while not stopping.is_set():
         pubsub = None
         try:
-            pubsub = store.events_pubsub(pools)
+            pubsub = store.pools.events_pubsub(pools)
             backoff = 0.5
             while not stopping.is_set():
                 message = pubsub.get_message(timeout=0.25)
@@ -253,7 +252,7 @@ def _subscribe(store: ManagerStore, pools: list[str], actor: Any, stopping: thre
 def publish_pools(config: Config, redis_url: str) -> None:
     """Publish the configured pools to Redis (``vmpooler__pools`` and each pool's hash), once at start,
     so that an API node without ``:pools:`` and the original's tools see them."""
-    store = ManagerStore(connect(redis_url, max_connections=1))
+    store = Store.from_url(redis_url, max_connections=1)
     try:
         pools = {}
         for pool in config.pools:
@@ -263,7 +262,7 @@ def publish_pools(config: Config, redis_url: str) -> None:
             if pool.domain:
                 fields["domain"] = pool.domain
             pools[pool.name] = fields
-        store.publish_pools(pools, remove_others=True)
+        store.pools.publish(pools, remove_others=True)
     finally:
         store.close()
 
@@ -296,8 +295,8 @@ def run_provider_worker(args: ProviderWorkerArgs, heartbeat: Heartbeat | None = 
     # Redis calls come from the dispatchers' threads, which wait for a free connection: a clone holds
     # none while the provider works, so 20 serve any number of pools and VMs (docs/performance.md)
     pool_size = max(config.redis.connection_pool_size, _REDIS_CONNECTIONS)
-    store = ManagerStore(
-        connect(args.redis_url, max_connections=pool_size, pool_timeout=config.redis.connection_pool_timeout)
+    store = Store.from_url(
+        args.redis_url, max_connections=pool_size, pool_timeout=config.redis.connection_pool_timeout
     )
     manager = None
     try:

@@ -28,7 +28,7 @@ def fill(redis, pool: str, *vms: str) -> None:
 
 def test_checkout_moves_vm_and_writes_metadata(store, redis):
     fill(redis, "deb", "vm1")
-    got = store.checkout([Pick("deb", ("deb",))], now=NOW, token="tok", user="alice", lifetime=4)
+    got = store.vms.checkout([Pick("deb", ("deb",))], now=NOW, token="tok", user="alice", lifetime=4)
     assert [(a.requested, a.pool, a.vm) for a in got] == [("deb", "deb", "vm1")]
     assert redis.smembers(keys.ready_set("deb")) == set()
     assert redis.smembers(keys.running_set("deb")) == {"vm1"}
@@ -44,7 +44,7 @@ def test_checkout_moves_vm_and_writes_metadata(store, redis):
 
 def test_checkout_without_token_writes_no_owner(store, redis):
     fill(redis, "deb", "vm1")
-    store.checkout([Pick("deb", ("deb",))], now=NOW)
+    store.vms.checkout([Pick("deb", ("deb",))], now=NOW)
     assert redis.hgetall(keys.vm_hash("vm1")) == {"checkout": NOW}
 
 
@@ -52,7 +52,9 @@ def test_multi_pool_checkout_is_all_or_nothing(store, redis):
     fill(redis, "a", "a1", "a2")
     fill(redis, "b", "b1")
     with pytest.raises(PoolEmpty) as err:
-        store.checkout([Pick("a", ("a",)), Pick("a", ("a",)), Pick("b", ("b",)), Pick("b", ("b",))], now=NOW)
+        store.vms.checkout(
+            [Pick("a", ("a",)), Pick("a", ("a",)), Pick("b", ("b",)), Pick("b", ("b",))], now=NOW
+        )
     assert err.value.requested == "b"
     assert redis.smembers(keys.ready_set("a")) == {"a1", "a2"}
     assert redis.smembers(keys.ready_set("b")) == {"b1"}
@@ -62,7 +64,7 @@ def test_multi_pool_checkout_is_all_or_nothing(store, redis):
 
 def test_candidates_are_tried_in_order(store, redis):
     fill(redis, "second", "s1")
-    got = store.checkout([Pick("alias", ("first", "second"))], now=NOW)
+    got = store.vms.checkout([Pick("alias", ("first", "second"))], now=NOW)
     assert [(a.requested, a.pool, a.vm) for a in got] == [("alias", "second", "s1")]
 
 
@@ -71,7 +73,7 @@ def test_checkout_publishes_event(store, redis):
     pubsub = redis.pubsub()
     pubsub.subscribe(keys.events_channel("deb"))
     assert pubsub.get_message(timeout=1)["type"] == "subscribe"
-    store.checkout([Pick("deb", ("deb",))], now=NOW)
+    store.vms.checkout([Pick("deb", ("deb",))], now=NOW)
     msg = pubsub.get_message(timeout=1)
     assert json.loads(msg["data"]) == {"event": "checkout", "pool": "deb", "vm": "vm1"}
     assert bus.decode(msg["data"]) == bus.CheckedOut(pool="deb", vm="vm1")
@@ -81,18 +83,18 @@ def test_checkout_publishes_event(store, redis):
 def test_return_only_moves_running_vms(store, redis):
     redis.sadd(keys.running_set("deb"), "vm1")
     redis.sadd(keys.ready_set("deb"), "vm2")
-    assert store.return_vm("vm1", "deb") is True
+    assert store.vms.return_vm("vm1", "deb") is True
     assert redis.smembers(keys.completed_set("deb")) == {"vm1"}
-    assert store.return_vm("vm1", "deb") is False
-    assert store.return_vm("vm2", "deb") is False
+    assert store.vms.return_vm("vm1", "deb") is False
+    assert store.vms.return_vm("vm2", "deb") is False
     assert redis.smembers(keys.ready_set("deb")) == {"vm2"}
 
 
 def test_modify_and_task_queue(store, redis):
-    store.modify_vm("vm1", lifetime=12, tags={"project": "x"}, date="2026-11-21")
+    store.vms.modify("vm1", lifetime=12, tags={"project": "x"}, date="2026-11-21")
     assert redis.hgetall(keys.vm_hash("vm1")) == {"lifetime": "12", "tag:project": "x"}
     assert redis.hgetall(keys.tag_stats("2026-11-21")) == {"vm1:project": "x"}
-    store.queue_task("disk", "vm1", "deb", "8")
+    store.tasks.queue("disk", "vm1", "deb", "8")
     assert redis.smembers(keys.TASKS_DISK) == {"vm1:8"}
 
 
@@ -100,9 +102,9 @@ def test_pool_counts(store, redis):
     fill(redis, "a", "1", "2")
     redis.sadd(keys.running_set("a"), "3")
     redis.sadd(keys.pending_set("b"), "4")
-    counts = store.pool_counts(["a", "b"])
+    counts = store.stats.pool_counts(["a", "b"])
     assert (counts["a"].ready, counts["a"].running, counts["b"].pending) == (2, 1, 1)
-    assert store.running_total(["a", "b"]) == 1
+    assert store.stats.running_total(["a", "b"]) == 1
 
 
 def test_unreachable_redis_raises_store_unavailable():

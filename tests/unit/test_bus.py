@@ -23,7 +23,7 @@ def test_every_event_survives_the_wire(event: bus.Event) -> None:
 
 
 def test_the_wire_format_is_the_one_the_lua_scripts_write() -> None:
-    # store.py's checkout script and manager_store.py's release script build these with cjson
+    # the checkout script (store/vms.py) and the slot release script (store/slots.py) build these with cjson
     assert bus.decode('{"event": "checkout", "pool": "deb", "vm": "vm1"}') == bus.CheckedOut("deb", "vm1")
     assert bus.decode('{"pool": "deb", "event": "slot"}') == bus.SlotFreed("deb")
     assert json.loads(bus.encode(bus.Returned("deb", "vm1"))) == {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from vmpooler import keys
@@ -79,6 +82,13 @@ def test_every_exported_name_is_used_by_a_test_here() -> None:
         "LASTBOOT", "empty_flag", "TASKS_CLONE", "TASKS_ONDEMANDCLONE", "TASKS_DISK", "TASKS_SNAPSHOT",
         "TASKS_SNAPSHOT_REVERT", "config_override", "POOLRESET", "TEMPLATE_PREPARED",
         "PROVISIONING_REQUEST", "PROVISIONING_PROCESSING", "CLONE_LEASES", "CLONE_WAITING", "user_tokens",
-        "USER_TOKENS_INDEXED", "events_channel", "state_set", "token_pattern", "EVENTS",
+        "USER_TOKENS_INDEXED", "events_channel", "state_set", "token_pattern",
     }  # fmt: skip
     assert exported == tested
+
+
+def test_every_exported_name_is_used_by_the_program() -> None:
+    package = Path(keys.__file__).parent
+    source = "\n".join(path.read_text() for path in package.rglob("*.py") if path != Path(keys.__file__))
+    unused = {name for name in keys.__all__ if not re.search(rf"\bkeys\.{name}\b", source)}
+    assert unused == set()

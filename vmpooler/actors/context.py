@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from vmpooler.actors.dispatch import Dispatcher
     from vmpooler.actors.ticker import Ticker
     from vmpooler.config import Config, PoolConfig
-    from vmpooler.manager_store import ManagerStore
     from vmpooler.providers.base import Provider
+    from vmpooler.store import Store
 
 __all__ = ["PoolContext"]
 
@@ -37,7 +37,7 @@ class PoolContext:
     pool: PoolConfig
     owner: str
     provider: Provider
-    store: ManagerStore
+    store: Store
     ticker: Ticker
     pool_threads: Dispatcher
     vm_threads: Dispatcher

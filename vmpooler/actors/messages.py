@@ -19,7 +19,7 @@ import attrs
 from vmpooler.model import VMState
 
 if TYPE_CHECKING:
-    from vmpooler.manager_store import Task
+    from vmpooler.store import Task
 
 __all__ = [
     "Check",

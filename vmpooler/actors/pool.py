@@ -50,7 +50,7 @@ from vmpooler.timeutil import format_time
 if TYPE_CHECKING:
     from vmpooler.actors.context import PoolContext
     from vmpooler.actors.ticker import Handle
-    from vmpooler.manager_store import PoolSnapshot
+    from vmpooler.store import PoolSnapshot
 
 __all__ = ["PoolActor"]
 
@@ -168,20 +168,20 @@ class PoolActor(PooledActor):
         except ProviderError as exc:
             self._log.warning("inventory failed, skipping this pass: %s", exc)
             return False
-        snap = ctx.store.snapshot(ctx.name)  # after the inventory: a new clone is in pending first
+        snap = ctx.store.vms.snapshot(ctx.name)  # after the inventory: a new clone is in pending first
         self._apply_overrides()
         known = snap.pending | snap.ready | snap.running | snap.completed
         if snap.discovered & known:  # found in another set after all: not discovered
-            ctx.store.forget_discovered(ctx.name, snap.discovered & known)
+            ctx.store.vms.forget_discovered(ctx.name, snap.discovered & known)
         discovered = [vm for vm in inventory if vm not in snap.all() and vm not in self._flights]
         if discovered:
-            ctx.store.add_discovered(ctx.name, discovered)
-            snap = ctx.store.snapshot(ctx.name)
+            ctx.store.vms.add_discovered(ctx.name, discovered)
+            snap = ctx.store.vms.snapshot(ctx.name)
         self._decide_all(snap, inventory)
         for vm in snap.migrating & snap.running:
             self._tell(vm, Migrate())
         self._dispatch_tasks()
-        if ctx.store.claim_pool_reset(ctx.name):
+        if ctx.store.pools.claim_reset(ctx.name):
             self._drain(snap.ready | snap.pending, "pool reset")
         cloned = self._repopulate(snap)
         self._gauges(snap)
@@ -192,8 +192,8 @@ class PoolActor(PooledActor):
     def _decide_all(self, snap: PoolSnapshot, inventory: set[str]) -> None:
         """Decide every VM without an actor in flight; start actors only where there is work."""
         ctx = self._ctx
-        idle = {vm: VMState(snap.state_of(vm)) for vm in snap.all() if vm not in self._flights}
-        view = ctx.store.pool_view(ctx.name, [vm for vm, state in idle.items() if state in _LIVE])
+        idle = {vm: snap.state_of(vm) for vm in snap.all() if vm not in self._flights}
+        view = ctx.store.vms.pool_view(ctx.name, [vm for vm, state in idle.items() if state in _LIVE])
         now = ctx.clock()
         policy = ctx.policy
         self._checked = {vm: at for vm, at in self._checked.items() if vm in snap.ready}
@@ -214,7 +214,7 @@ class PoolActor(PooledActor):
                 checks.append(vm)
             looks.append((vm, Look(state, in_inventory, fields, checkout)))
         if checks:  # the health checks of this pass, stamped in one round trip (the VM hash's 'check')
-            ctx.store.stamp_vms(checks, {"check": format_time(now)})
+            ctx.store.vms.stamp(checks, {"check": format_time(now)})
         for vm, look in looks:
             self._tell(vm, look)
         for vm in list(self._flights):  # an actor whose VM left every set: it forgets it
@@ -231,7 +231,7 @@ class PoolActor(PooledActor):
         return self._clone_up_to(self._size - (ready + pending))
 
     def _repopulate_now(self) -> None:
-        counts = self._ctx.store.pool_counts([self._ctx.name])[self._ctx.name]
+        counts = self._ctx.store.stats.pool_counts([self._ctx.name])[self._ctx.name]
         self._clone_up_to(self._size - (counts.ready + counts.pending))
 
     def _clone_up_to(self, wanted: int) -> int:
@@ -248,7 +248,7 @@ class PoolActor(PooledActor):
         ctx = self._ctx
         slot = uuid.uuid4().hex
         limit = ctx.config.globals.task_limit
-        if not ctx.store.acquire_clone_slot(
+        if not ctx.store.slots.acquire(
             ctx.owner, slot, limit=limit, lease_seconds=ctx.timeout, pool=ctx.name
         ):
             self._starved = True
@@ -275,7 +275,7 @@ class PoolActor(PooledActor):
             fields = {"clone": now, "template": ctx.name, "pool": ctx.name}
             if ctx.pool.domain:
                 fields["domain"] = ctx.pool.domain
-            if ctx.store.create_pending(ctx.name, name, fields):
+            if ctx.store.vms.create_pending(ctx.name, name, fields):
                 self._flights[name] = _Flight(VMActor.start(ctx, name, self.actor_ref, slot))
                 self._tell(name, Clone())
                 return True
@@ -285,7 +285,7 @@ class PoolActor(PooledActor):
     def _release_slot_quietly(self, slot: str) -> None:
         """Give a slot back; if Redis fails now, keep it and retry on the next pass."""
         try:
-            self._ctx.store.release_clone_slot(self._ctx.owner, slot)
+            self._ctx.store.slots.release(self._ctx.owner, slot)
         except StoreError as exc:
             self._unreleased.add(slot)
             self._log.warning("could not release clone slot %s, retrying next pass: %s", slot, exc)
@@ -296,11 +296,11 @@ class PoolActor(PooledActor):
             self._tell(vm, Drain())
 
     def _dispatch_tasks(self) -> None:
-        for task in self._ctx.store.claim_tasks(self._ctx.name):
+        for task in self._ctx.store.tasks.claim(self._ctx.name):
             self._tell(task.vm, RunTask(task))
 
     def _apply_overrides(self) -> None:
-        override = self._ctx.store.overrides("poolsize").get(self._ctx.name, "")
+        override = self._ctx.store.pools.overrides("poolsize").get(self._ctx.name, "")
         size = whole_number(override)
         size = self._ctx.pool.size if size is None else size
         if size != self._size:
@@ -312,7 +312,7 @@ class PoolActor(PooledActor):
         metrics.READY.labels(ctx.name).set(len(snap.ready))
         metrics.RUNNING.labels(ctx.name).set(len(snap.running))
         empty = not snap.ready and self._size > 0
-        if ctx.store.set_empty_flag(ctx.name, empty) and empty:
+        if ctx.store.pools.set_empty_flag(ctx.name, empty) and empty:
             self._log.warning("pool is empty")
 
     # -- helpers -------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ once it reports itself idle (``VMIdle``) with nothing more on its way; a VM with
 actor at all. Its messages run one at a time on a shared dispatcher thread (``actors.dispatch``), so work
 on one VM is never concurrent, and a blocking provider call holds one of a bounded number of threads.
 
-Every state change is one atomic ``ManagerStore.move``/``retire`` from the state this actor believes the
+Every state change is one atomic ``store.vms.move``/``retire`` from the state this actor believes the
 VM is in; if the API moved the VM first (checkout, return), the move finds nothing and changes nothing.
 
 Messages: ``actors.messages`` (Clone, Look, DestroyNow, Drain, RunTask, Migrate from the pool; PollReady
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from vmpooler import keys, metrics
+from vmpooler import metrics
 from vmpooler.actors.dispatch import PooledActor
 from vmpooler.actors.messages import (
     Clone,
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
     from vmpooler.actors.context import PoolContext
     from vmpooler.actors.ticker import Handle
-    from vmpooler.manager_store import Task
+    from vmpooler.store import Task
 
 __all__ = ["VMActor", "record_of"]
 
@@ -167,7 +167,9 @@ class VMActor(PooledActor):
             if handle is not None:
                 handle.cancel()
         if self._slot is not None:  # stopped before its clone ran: nothing exists in the provider
-            self._guard(self._ctx.store.retire, self._ctx.name, self._name, ttl_seconds=0, src="pending")
+            self._guard(
+                self._ctx.store.vms.retire, self._ctx.name, self._name, ttl_seconds=0, src=VMState.PENDING
+            )
             self._release_slot()
             self._log.info("clone not started before the stop: pending entry and clone slot given back")
 
@@ -207,7 +209,12 @@ class VMActor(PooledActor):
         metrics.CLONE.labels(ctx.name).observe(seconds)
         self._log.info("cloned in %.2f seconds", seconds)
         self._guard(
-            ctx.store.record_clone, ctx.name, self._name, date=today(ctx.clock()), seconds=seconds, ip=info.ip
+            ctx.store.stats.record_clone,
+            ctx.name,
+            self._name,
+            date=today(ctx.clock()),
+            seconds=seconds,
+            ip=info.ip,
         )
         self.poll_ready()
 
@@ -228,7 +235,7 @@ class VMActor(PooledActor):
         if self._done:
             return
         try:
-            self._advance(VMState.PENDING, True, self._ctx.store.vm_fields(self._name), None)
+            self._advance(VMState.PENDING, True, self._ctx.store.vms.fields(self._name), None)
         except (StoreError, ProviderError) as exc:
             self._log.warning("readiness check failed: %s", exc)
             self._schedule_poll()
@@ -237,7 +244,7 @@ class VMActor(PooledActor):
         """A return event: destroy the completed VM now instead of on the next pool pass."""
         if not self._done:
             try:
-                self._destroy("completed", in_inventory=True)
+                self._destroy(VMState.COMPLETED, in_inventory=True)
             except (StoreError, ProviderError) as exc:
                 self._log.warning("destroy failed: %s", exc)
 
@@ -245,9 +252,9 @@ class VMActor(PooledActor):
         """Move a pending or ready VM to completed (its replacement comes from a fresh clone)."""
         if self._done:
             return
-        for src in ("ready", "pending"):
-            if self._guard(self._ctx.store.move, self._ctx.name, self._name, src, "completed"):
-                self._log.info("moved from '%s' to 'completed': pool drained", src)
+        for src in (VMState.READY, VMState.PENDING):
+            if self._guard(self._ctx.store.vms.move, self._ctx.name, self._name, src, VMState.COMPLETED):
+                self._log.info("moved from '%s' to 'completed': pool drained", src.value)
                 if self._poll is not None:  # a readiness wait ends here
                     self._poll.cancel()
                     self._poll = None
@@ -263,10 +270,10 @@ class VMActor(PooledActor):
         try:
             if task.kind == "disk":
                 ctx.provider.create_disk(ctx.name, self._name, int(task.argument))
-                ctx.store.append_disk(self._name, f"+{task.argument}gb")
+                ctx.store.vms.append_disk(self._name, f"+{task.argument}gb")
             elif task.kind == "snapshot":
                 ctx.provider.create_snapshot(ctx.name, self._name, task.argument)
-                ctx.store.set_vm_fields(self._name, {f"snapshot:{task.argument}": format_time(ctx.clock())})
+                ctx.store.vms.set_fields(self._name, {f"snapshot:{task.argument}": format_time(ctx.clock())})
             else:
                 ctx.provider.revert_snapshot(ctx.name, self._name, task.argument)
             self._log.info("%s %s done", task.kind, task.argument)
@@ -279,7 +286,7 @@ class VMActor(PooledActor):
     def migrate(self) -> None:
         """A just-checked-out VM: let the provider decide whether to move it (vSphere)."""
         ctx = self._ctx
-        if not self._guard(ctx.store.remove_from_migrating, ctx.name, self._name):
+        if not self._guard(ctx.store.vms.remove_from_migrating, ctx.name, self._name):
             return
         try:
             host = ctx.provider.migrate_vm(ctx.name, self._name)
@@ -288,7 +295,7 @@ class VMActor(PooledActor):
             return
         if host:
             self._guard(
-                ctx.store.set_vm_fields,
+                ctx.store.vms.set_fields,
                 self._name,
                 {"host": host, "migrated": "true", "migration_time": format_time(ctx.clock())},
             )
@@ -337,11 +344,11 @@ class VMActor(PooledActor):
             case Forget():
                 self._finish("no longer in any set")
             case Destroy():
-                self._destroy(state.value if state else "completed", in_inventory)
+                self._destroy(state or VMState.COMPLETED, in_inventory)
             case Become(boot=boot):
                 self._become_ready(boot, now)
             case Notify(age=age, timeout=timeout):
-                ctx.store.set_vm_fields(self._name, {"timeout_notification": "1"})
+                ctx.store.vms.set_fields(self._name, {"timeout_notification": "1"})
                 self._log.warning(
                     "has been pending for %.1f minutes, impending failure in %.1f minutes",
                     age / 60,
@@ -349,11 +356,11 @@ class VMActor(PooledActor):
                 )
                 self._schedule_poll()
             case Complete(reason=reason, failed=failed) if state is not None:
-                self._complete(state.value, reason, failed=failed)
+                self._complete(state, reason, failed=failed)
             case Remove(reason=reason, clone_error=error):
                 fields = {"clone_error": error} if error else None
-                if ctx.store.retire(
-                    ctx.name, self._name, ttl_seconds=ctx.data_ttl, fields=fields, src="pending"
+                if ctx.store.vms.retire(
+                    ctx.name, self._name, ttl_seconds=ctx.data_ttl, fields=fields, src=VMState.PENDING
                 ):
                     self._log.warning("%s: removed", reason)
                 self._finish(None)
@@ -363,23 +370,21 @@ class VMActor(PooledActor):
                 except NotImplementedError:  # the contract allows it: nothing to record, ever
                     done = True
                 if done:
-                    ctx.store.set_vm_fields(self._name, {"user_tagged": "true"})
+                    ctx.store.vms.set_fields(self._name, {"user_tagged": "true"})
             case _:  # Wait: a pending VM is polled again soon; the others on the next pass
                 if state is VMState.PENDING:
                     self._schedule_poll()
 
     def _become_ready(self, boot: float, now: float) -> None:
         ctx = self._ctx
-        moved = ctx.store.move(
+        at = format_time(now)
+        moved = ctx.store.vms.move(
             ctx.name,
             self._name,
-            "pending",
-            "ready",
-            {"ready": format_time(now)},
-            other=[
-                (keys.boot_stats(today(now)), f"{ctx.name}:{self._name}", f"{boot:.2f}"),
-                (keys.LASTBOOT, ctx.name, format_time(now)),
-            ],
+            VMState.PENDING,
+            VMState.READY,
+            {"ready": at},
+            other=ctx.store.stats.boot_writes(ctx.name, self._name, date=today(now), now=at, seconds=boot),
         )
         if moved:
             metrics.TIME_TO_READY.labels(ctx.name).observe(boot)
@@ -391,19 +396,19 @@ class VMActor(PooledActor):
 
     # -- completed / destroy -------------------------------------------------------------------------
 
-    def _complete(self, src: str, reason: str, *, failed: bool = False) -> None:
-        if self._ctx.store.move(self._ctx.name, self._name, src, "completed"):
+    def _complete(self, src: VMState, reason: str, *, failed: bool = False) -> None:
+        if self._ctx.store.vms.move(self._ctx.name, self._name, src, VMState.COMPLETED):
             if failed:
                 metrics.ERRORS.labels("markedasfailed", self._ctx.name).inc()
                 self._log.error("%s", reason)
             else:
-                self._log.info("moved from '%s' to 'completed': %s", src, reason)
-            self._destroy("completed", in_inventory=True)
+                self._log.info("moved from '%s' to 'completed': %s", src.value, reason)
+            self._destroy(VMState.COMPLETED, in_inventory=True)
 
-    def _destroy(self, state: str, in_inventory: bool) -> None:
+    def _destroy(self, state: VMState, in_inventory: bool) -> None:
         ctx = self._ctx
-        if state == "discovered":
-            if not ctx.store.move(ctx.name, self._name, "discovered", "completed"):
+        if state is VMState.DISCOVERED:
+            if not ctx.store.vms.move(ctx.name, self._name, VMState.DISCOVERED, VMState.COMPLETED):
                 return
             self._log.info("discovered in the provider but unknown to vmpooler: destroying")
         if self._destroy_retry is not None:
@@ -420,7 +425,7 @@ class VMActor(PooledActor):
                 self._destroy_backoff = min(self._destroy_backoff * 2, ctx.pool.check_loop_delay_max)
                 return
         seconds = ctx.clock() - started
-        ctx.store.retire(
+        ctx.store.vms.retire(
             ctx.name, self._name, ttl_seconds=ctx.data_ttl, fields={"destroy": format_time(ctx.clock())}
         )
         metrics.DESTROY.labels(ctx.name).observe(seconds)
@@ -438,7 +443,7 @@ class VMActor(PooledActor):
         metrics.ERRORS.labels("clone_failed", ctx.name).inc()
         self._log.error("clone failed: %s: %s", type(exc).__name__, exc)
         self._guard(
-            ctx.store.retire,
+            ctx.store.vms.retire,
             ctx.name,
             self._name,
             ttl_seconds=ctx.data_ttl,
@@ -452,7 +457,7 @@ class VMActor(PooledActor):
             return
         slot, self._slot = self._slot, None
         try:
-            self._ctx.store.release_clone_slot(self._ctx.owner, slot)
+            self._ctx.store.slots.release(self._ctx.owner, slot)
         except StoreError as exc:
             self._log.warning("releasing the clone slot failed; the pool retries it: %s", exc)
             self._tell_pool(SlotUnreleased(slot))

@@ -106,10 +106,10 @@ class ApiContext:
             if required:
                 raise ApiError(401)
             return None
-        data = self.store.get_token(token)
+        data = self.store.tokens.get(token)
         if not data:
             raise ApiError(401)
-        self.store.touch_token(token, self.now())
+        self.store.tokens.touch(token, self.now())
         return Owner(token, data.get("user", ""))
 
     # -- checkout planning -----------------------------------------------------------------------

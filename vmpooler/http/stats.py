@@ -24,7 +24,7 @@ _OK_MESSAGE = "Battle station fully armed and operational."
 
 def pool_sizes(ctx: ApiContext) -> dict[str, int]:
     """Each pool's size, with the size overrides of ``POST /config/poolsize`` applied."""
-    overrides = ctx.store.overrides("poolsize")
+    overrides = ctx.store.pools.overrides("poolsize")
     sizes = {}
     for pool in ctx.config.pools:
         override = overrides.get(pool.name, "")
@@ -67,7 +67,7 @@ def _floats(values: Iterable[str]) -> list[float]:
 def status_body(ctx: ApiContext, sections: Sequence[str]) -> dict[str, Any]:
     """The ``/status`` body with the requested sections (``status`` is always there)."""
     names = [p.name for p in ctx.config.pools]
-    counts = ctx.store.pool_counts(names)
+    counts = ctx.store.stats.pool_counts(names)
     sizes = pool_sizes(ctx)
     body: dict[str, Any] = {}
     if "capacity" in sections:
@@ -79,10 +79,10 @@ def status_body(ctx: ApiContext, sections: Sequence[str]) -> dict[str, Any]:
             "percent": round(current / total * 100, 1) if total else 0,
         }
     if "queue" in sections:
-        cloning = sum(ctx.store.task_counters())
+        cloning = sum(ctx.store.tasks.clone_counters())
         pending = sum(c.pending for c in counts.values())
         queue = {
-            "requested": ctx.store.requested_count(),
+            "requested": ctx.store.stats.requested_count(),
             "pending": pending,
             "cloning": cloning,
             "booting": max(0, pending - cloning),
@@ -95,10 +95,10 @@ def status_body(ctx: ApiContext, sections: Sequence[str]) -> dict[str, Any]:
     today = ctx.now()[:10]
     for kind in ("clone", "boot"):
         if kind in sections:
-            (day,) = ctx.store.daily_hashes(kind, [today])
+            (day,) = ctx.store.stats.daily_hashes(kind, [today])
             body[kind] = duration_stats(_floats(day.values()))
     if "pools" in sections:
-        lastboot = ctx.store.lastboot()
+        lastboot = ctx.store.stats.lastboot()
         pools: dict[str, Any] = {}
         for pool in ctx.config.pools:
             c = counts[pool.name]
@@ -128,7 +128,7 @@ def status_body(ctx: ApiContext, sections: Sequence[str]) -> dict[str, Any]:
 def poolstat_body(ctx: ApiContext, wanted: Iterable[str]) -> dict[str, Any]:
     names = set(wanted)
     matched = [p for p in ctx.config.pools if p.name in names or names.intersection(p.alias)]
-    ready = ctx.store.ready_counts(p.name for p in matched)
+    ready = ctx.store.stats.ready_counts(p.name for p in matched)
     sizes = pool_sizes(ctx) if matched else {}
     pools: dict[str, Any] = {}
     for pool in matched:
@@ -181,7 +181,7 @@ def summary_body(ctx: ApiContext, start: _dt.date, end: _dt.date) -> dict[str, A
     """``/summary`` for the dates ``start..end`` inclusive."""
     dates = [(start + _dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
     raw: dict[str, list[dict[str, str]]] = {
-        kind: ctx.store.daily_hashes(kind, dates) for kind in ("boot", "clone", "tag")
+        kind: ctx.store.stats.daily_hashes(kind, dates) for kind in ("boot", "clone", "tag")
     }
     daily: list[dict[str, Any]] = []
     day_tags = [_day_tags(day) for day in raw["tag"]]

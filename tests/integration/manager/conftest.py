@@ -9,9 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from vmpooler.config import Config, load_config_text
-from vmpooler.manager_store import ManagerStore
 from vmpooler.providers.base import Provider
-from vmpooler.store import connect
+from vmpooler.store import Store, connect
 from vmpooler.worker import Manager, start_manager
 
 BASE = """
@@ -62,19 +61,19 @@ def make_config(
 
 
 @pytest.fixture
-def manager_store(redis_url: str) -> Iterator[ManagerStore]:
-    store = ManagerStore(connect(redis_url, max_connections=50))
-    yield store
-    store.close()
+def store(redis_url: str) -> Iterator[Store]:
+    s = Store(connect(redis_url, max_connections=50))
+    yield s
+    s.close()
 
 
 @pytest.fixture
-def run_manager(manager_store: ManagerStore) -> Iterator[Callable[..., Manager]]:
+def run_manager(store: Store) -> Iterator[Callable[..., Manager]]:
     """Start ``start_manager`` for the dummy provider; every started manager is stopped at teardown."""
     started: list[Manager] = []
 
     def run(config: Config, seed: int = 1, provider: Provider | None = None) -> Manager:
-        manager = start_manager(config, "dummy", manager_store, rng=random.Random(seed), provider=provider)
+        manager = start_manager(config, "dummy", store, rng=random.Random(seed), provider=provider)
         started.append(manager)
         return manager
 
@@ -84,7 +83,7 @@ def run_manager(manager_store: ManagerStore) -> Iterator[Callable[..., Manager]]
 
 
 @pytest.fixture
-def start_pool_manager(manager_store: ManagerStore) -> Iterator[Callable[..., Manager]]:
+def start_pool_manager(store: Store) -> Iterator[Callable[..., Manager]]:
     """Like ``run_manager``, with every ``start_manager`` keyword (``clock=`` takes a fake wall clock).
 
     Every started manager is stopped at teardown."""
@@ -98,7 +97,7 @@ def start_pool_manager(manager_store: ManagerStore) -> Iterator[Callable[..., Ma
         clock: Callable[[], float] = time.time,
     ) -> Manager:
         manager = start_manager(
-            config, "dummy", manager_store, rng=random.Random(seed), provider=provider, clock=clock
+            config, "dummy", store, rng=random.Random(seed), provider=provider, clock=clock
         )
         started.append(manager)
         return manager

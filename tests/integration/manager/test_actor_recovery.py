@@ -83,7 +83,7 @@ def test_vm_actor_crashing_in_a_ready_check_is_recreated_and_checks_go_on(start_
     assert ready(redis, "a") & old == old - {victim}
 
 
-def test_stopped_pool_actor_is_restarted_and_takes_over_its_vms(start_pool_manager, manager_store, redis):
+def test_stopped_pool_actor_is_restarted_and_takes_over_its_vms(start_pool_manager, store, redis):
     config = fast_config({"a": 2})
     fake = FakeProvider(config)
     start_pool_manager(config, provider=fake)
@@ -99,7 +99,7 @@ def test_stopped_pool_actor_is_restarted_and_takes_over_its_vms(start_pool_manag
     wait_passes(fake)
     assert ready(redis, "a") == old  # adopted from Redis: nothing re-cloned or destroyed
     assert fake.calls("create_vm") == 2 and fake.calls("destroy_vm") == 0
-    (got,) = manager_store.checkout([Pick("a", ("a",))], now=now_str())
+    (got,) = store.vms.checkout([Pick("a", ("a",))], now=now_str())
     wait_for(lambda: len(ready(redis, "a")) == 2, 5, "the checkout replaced by the new pool actor")
     assert redis.sismember(keys.running_set("a"), got.vm)
     assert fake.calls("create_vm") == 3

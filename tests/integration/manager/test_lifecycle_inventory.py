@@ -108,22 +108,22 @@ def test_inventory_failure_skips_the_pass_and_never_overfills(start_pool_manager
     assert fake.calls("create_vm") == 3 and fake.calls("destroy_vm") == 0
 
 
-def test_disk_snapshot_and_revert_tasks_are_done(start_pool_manager, manager_store, redis):
+def test_disk_snapshot_and_revert_tasks_are_done(start_pool_manager, store, redis):
     config = fast_config({"a": 1})
     fake = FakeProvider(config)
     start_pool_manager(config, provider=fake)
     wait_for(lambda: full(redis, fake, "a", 1), 5, "pool full")
-    (got,) = manager_store.checkout([Pick("a", ("a",))], now=now_str())
+    (got,) = store.vms.checkout([Pick("a", ("a",))], now=now_str())
     vm = got.vm
     task_sets = (keys.TASKS_DISK, keys.TASKS_SNAPSHOT, keys.TASKS_SNAPSHOT_REVERT)
 
-    manager_store.queue_task("disk", vm, "a", "8")
+    store.tasks.queue("disk", vm, "a", "8")
     wait_for(lambda: redis.hget(keys.vm_hash(vm), "disk") == "+8gb", 5, "disk added")
-    manager_store.queue_task("snapshot", vm, "a", "clean")
+    store.tasks.queue("snapshot", vm, "a", "clean")
     wait_for(lambda: redis.hget(keys.vm_hash(vm), "snapshot:clean"), 5, "snapshot taken")
-    manager_store.queue_task("disk", vm, "a", "16")
+    store.tasks.queue("disk", vm, "a", "16")
     wait_for(lambda: redis.hget(keys.vm_hash(vm), "disk") == "+8gb:+16gb", 5, "second disk added")
-    manager_store.queue_task("snapshot-revert", vm, "a", "clean")
+    store.tasks.queue("snapshot-revert", vm, "a", "clean")
     wait_for(lambda: fake.calls("revert_snapshot", vm) == 1, 5, "snapshot reverted")
     wait_passes(fake)
     assert not any(redis.scard(task_set) for task_set in task_sets)
@@ -131,14 +131,14 @@ def test_disk_snapshot_and_revert_tasks_are_done(start_pool_manager, manager_sto
     assert fake.calls("revert_snapshot", vm) == 1
 
 
-def test_metadata_of_destroyed_vms_expires_after_data_ttl(start_pool_manager, manager_store, redis):
+def test_metadata_of_destroyed_vms_expires_after_data_ttl(start_pool_manager, store, redis):
     config = fast_config({"a": 1})
     config = attrs.evolve(config, redis=attrs.evolve(config.redis, data_ttl=2))
     fake = FakeProvider(config)
     start_pool_manager(config, provider=fake)
     wait_for(lambda: full(redis, fake, "a", 1), 5, "pool full")
-    (got,) = manager_store.checkout([Pick("a", ("a",))], now=format_time(time.time()))
-    assert manager_store.return_vm(got.vm, "a")
+    (got,) = store.vms.checkout([Pick("a", ("a",))], now=format_time(time.time()))
+    assert store.vms.return_vm(got.vm, "a")
     wait_for(lambda: redis.hget(keys.vm_hash(got.vm), "destroy"), 5, "VM destroyed")
     assert 2 * 3600 - 30 < redis.ttl(keys.vm_hash(got.vm)) <= 2 * 3600
     assert redis.hget(keys.vm_hash(got.vm), "checkout")  # the metadata itself is kept until then

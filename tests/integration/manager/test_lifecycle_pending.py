@@ -106,7 +106,7 @@ def test_pending_vm_gone_from_the_provider_is_removed_after_the_timeout(start_po
     assert fake.calls("destroy_vm", vm) == 0
 
 
-def test_failed_clone_is_recorded_and_its_slot_released(start_pool_manager, manager_store, redis):
+def test_failed_clone_is_recorded_and_its_slot_released(start_pool_manager, store, redis):
     config = fast_config({"a": 2}, task_limit=1, provider_options="    createvm_fail_percent: 100\n")
     fake = FakeProvider(config)
     manager = start_pool_manager(config, provider=fake)

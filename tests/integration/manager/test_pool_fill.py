@@ -33,24 +33,24 @@ def test_pools_fill_to_size_from_empty(run_manager, redis):
     assert redis.zcard(keys.CLONE_LEASES) == 0
 
 
-def test_checkout_is_replaced_without_waiting_for_the_loop(run_manager, manager_store, redis):
+def test_checkout_is_replaced_without_waiting_for_the_loop(run_manager, store, redis):
     config = make_config({"a": 3}, extra_config="  check_loop_delay_max: 30\n  check_loop_delay_min: 30")
     run_manager(config)
     wait_for(lambda: len(ready(redis, "a")) == 3, 10, "pool full")
     time.sleep(0.2)
-    (got,) = manager_store.checkout([Pick("a", ("a",))], now="2026-11-21 10:00:00 +0000")
+    (got,) = store.vms.checkout([Pick("a", ("a",))], now="2026-11-21 10:00:00 +0000")
     # the loop delay is 30 s: only the checkout event can start the replacement
     wait_for(lambda: len(ready(redis, "a")) == 3, 3, "replacement ready")
     assert got.vm not in ready(redis, "a")
     assert redis.sismember(keys.running_set("a"), got.vm)
 
 
-def test_returned_vm_is_destroyed_at_once(run_manager, manager_store, redis):
+def test_returned_vm_is_destroyed_at_once(run_manager, store, redis):
     config = make_config({"a": 2}, extra_config="  check_loop_delay_max: 30\n  check_loop_delay_min: 30")
     manager = run_manager(config)
     wait_for(lambda: len(ready(redis, "a")) == 2, 10, "pool full")
-    (got,) = manager_store.checkout([Pick("a", ("a",))], now="2026-11-21 10:00:00 +0000")
-    assert manager_store.return_vm(got.vm, "a")
+    (got,) = store.vms.checkout([Pick("a", ("a",))], now="2026-11-21 10:00:00 +0000")
+    assert store.vms.return_vm(got.vm, "a")
     wait_for(lambda: got.vm not in manager.provider.inventory().get("a", []), 3, "destroyed in provider")
     wait_for(lambda: not redis.sismember(keys.completed_set("a"), got.vm), 3, "out of completed")
     assert redis.hget(keys.vm_hash(got.vm), "destroy")

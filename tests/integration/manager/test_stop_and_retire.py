@@ -12,26 +12,27 @@ from vmpooler.actors.context import PoolContext
 from vmpooler.actors.dispatch import Dispatcher
 from vmpooler.actors.ticker import Ticker
 from vmpooler.actors.vm import VMActor
+from vmpooler.model import VMState
 from vmpooler.worker import build_provider
 
 pytestmark = pytest.mark.integration
 
 
-def test_retire_from_a_state_only_if_the_vm_is_still_in_it(manager_store, redis) -> None:
-    assert manager_store.create_pending("a", "vm1", {"clone": "x"})
-    manager_store.retire("a", "vm1", ttl_seconds=3600, fields={"clone_error": "the real failure"})
+def test_retire_from_a_state_only_if_the_vm_is_still_in_it(store, redis) -> None:
+    assert store.vms.create_pending("a", "vm1", {"clone": "x"})
+    store.vms.retire("a", "vm1", ttl_seconds=3600, fields={"clone_error": "the real failure"})
     # a second, late removal (an actor that saw the VM pending a moment ago) changes nothing
-    late = manager_store.retire(
-        "a", "vm1", ttl_seconds=3600, fields={"clone_error": "interrupted"}, src="pending"
+    late = store.vms.retire(
+        "a", "vm1", ttl_seconds=3600, fields={"clone_error": "interrupted"}, src=VMState.PENDING
     )
     assert late is False
     assert redis.hget(keys.vm_hash("vm1"), "clone_error") == "the real failure"
-    assert manager_store.create_pending("a", "vm2", {"clone": "x"})
-    assert manager_store.retire("a", "vm2", ttl_seconds=0, src="pending") is True
+    assert store.vms.create_pending("a", "vm2", {"clone": "x"})
+    assert store.vms.retire("a", "vm2", ttl_seconds=0, src=VMState.PENDING) is True
     assert not redis.sismember(keys.pending_set("a"), "vm2") and not redis.exists(keys.vm_hash("vm2"))
 
 
-def test_a_vm_actor_stopped_before_its_clone_gives_slot_and_pending_entry_back(manager_store, redis) -> None:
+def test_a_vm_actor_stopped_before_its_clone_gives_slot_and_pending_entry_back(store, redis) -> None:
     config = make_config({"a": 1})
     provider = build_provider(config, "dummy")
     provider.start()
@@ -44,14 +45,14 @@ def test_a_vm_actor_stopped_before_its_clone_gives_slot_and_pending_entry_back(m
             pool=config.pool("a"),
             owner="dummy",
             provider=provider,
-            store=manager_store,
+            store=store,
             ticker=ticker,
             pool_threads=threads,
             vm_threads=threads,
             rng=random.Random(1),
         )
-        assert manager_store.acquire_clone_slot("dummy", "s1", limit=1, lease_seconds=600, pool="a")
-        assert manager_store.create_pending("a", "vm1", {"clone": "x", "pool": "a"})
+        assert store.slots.acquire("dummy", "s1", limit=1, lease_seconds=600, pool="a")
+        assert store.vms.create_pending("a", "vm1", {"clone": "x", "pool": "a"})
         actor = VMActor.start(ctx, "vm1", None, "s1")  # the clone message never comes
         actor.stop(block=True, timeout=5)
         assert redis.zcard(keys.CLONE_LEASES) == 0 and redis.get(keys.TASKS_CLONE) == "0"

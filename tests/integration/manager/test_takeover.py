@@ -32,12 +32,12 @@ def running(redis, pool: str) -> set[str]:
 
 
 def test_restart_on_a_full_pool_reclones_and_destroys_nothing(
-    run_manager, start_pool_manager, manager_store, redis, tmp_path
+    run_manager, start_pool_manager, store, redis, tmp_path
 ):
     config = fast_config({"a": 3}, provider_options=f"    filename: {tmp_path / 'dummy.yaml'}\n")
     first = run_manager(config)
     wait_for(lambda: len(ready(redis, "a")) == 3, 5, "pool full")
-    (got,) = manager_store.checkout([Pick("a", ("a",))], now=now_str(), token="tok", user="alice")
+    (got,) = store.vms.checkout([Pick("a", ("a",))], now=now_str(), token="tok", user="alice")
     wait_for(lambda: len(ready(redis, "a")) == 3, 5, "checkout replaced")
     wait_for(lambda: redis.hget(keys.vm_hash(got.vm), "user_tagged") == "true", 5, "user tagged")
     first.stop()

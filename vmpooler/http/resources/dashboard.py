@@ -82,7 +82,7 @@ class PoolStats:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctx = self._ctx
         sizes = pool_sizes(ctx)
-        ready = ctx.store.ready_counts(p.name for p in ctx.config.pools)
+        ready = ctx.store.stats.ready_counts(p.name for p in ctx.config.pools)
         body: dict[str, Any] = {
             pool.name: {"size": sizes[pool.name], "ready": ready[pool.name]} for pool in ctx.config.pools
         }
@@ -102,7 +102,7 @@ class RunningStats:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctx = self._ctx
-        counts = ctx.store.pool_counts(p.name for p in ctx.config.pools)
+        counts = ctx.store.stats.pool_counts(p.name for p in ctx.config.pools)
         body: dict[str, Any] = {}
         for pool in ctx.config.pools:
             group = body.setdefault(major(pool.name), {"running": 0})

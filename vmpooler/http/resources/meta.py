@@ -50,9 +50,9 @@ class Config:
         if not ctx.config.pools:
             raise ApiError(404)
         sizes = pool_sizes(ctx)
-        templates = ctx.store.overrides("template")
-        clone_targets = ctx.store.overrides("clone_target")
-        prepared = ctx.store.prepared_templates()
+        templates = ctx.store.pools.overrides("template")
+        clone_targets = ctx.store.pools.overrides("clone_target")
+        prepared = ctx.store.pools.prepared_templates()
         pools = []
         for pool in ctx.config.pools:
             entry = _redacted(dict(pool.raw))

@@ -73,7 +73,7 @@ class TotalRunning:
         self._ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"running": self._ctx.store.running_total(p.name for p in self._ctx.config.pools)}
+        resp.media = {"running": self._ctx.store.stats.running_total(p.name for p in self._ctx.config.pools)}
 
 
 class Summary:

@@ -62,7 +62,7 @@ class TokenCollection:
     @falcon.before(_auth_configured)
     @falcon.before(_basic_user)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        tokens = self._ctx.store.tokens_of_user(req.context.user)
+        tokens = self._ctx.store.tokens.of_user(req.context.user)
         if not tokens:
             raise ApiError(404)
         body: dict[str, Any] = {"ok": True}
@@ -75,7 +75,7 @@ class TokenCollection:
     @falcon.before(_basic_user)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         token = generate_token()
-        self._ctx.store.create_token(token, req.context.user, self._ctx.now())
+        self._ctx.store.tokens.create(token, req.context.user, self._ctx.now())
         log.info("token created for %s", req.context.user)
         resp.media = {"ok": True, "token": token}
 
@@ -90,10 +90,10 @@ class TokenItem:
     @falcon.before(_token_format)
     def on_get(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
         ctx = self._ctx
-        data: dict[str, Any] = dict(ctx.store.get_token(token))
+        data: dict[str, Any] = dict(ctx.store.tokens.get(token))
         if not data:
             raise ApiError(404)
-        running = ctx.store.running_vms_of_token((p.name for p in ctx.config.pools), token)
+        running = ctx.store.vms.running_vms_of_token((p.name for p in ctx.config.pools), token)
         if running:
             data["vms"] = {"running": running}
         resp.media = {"ok": True, token: data}
@@ -103,12 +103,12 @@ class TokenItem:
     @falcon.before(_token_format)
     def on_delete(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
         ctx, user = self._ctx, req.context.user
-        data = ctx.store.get_token(token)
+        data = ctx.store.tokens.get(token)
         if not data:
             raise ApiError(404)
         if data.get("user") != user:
             raise ApiError(401, error="this token belongs to another user")
-        if not ctx.store.delete_token(token):
+        if not ctx.store.tokens.delete(token):
             raise ApiError(404)  # deleted meanwhile
         log.info("token of %s deleted", user)
         resp.media = {"ok": True}

@@ -37,7 +37,7 @@ def _checkout(ctx: ApiContext, req: falcon.Request, resp: falcon.Response, wante
     owner = ctx.owner(req, required=False)
     lifetime = ctx.config.globals.vm_lifetime_auth if owner else None
     try:
-        allocations = ctx.store.checkout(
+        allocations = ctx.store.vms.checkout(
             ctx.plan(wanted),
             now=ctx.now(),
             token=owner.token if owner else None,
@@ -60,7 +60,7 @@ def _checkout(ctx: ApiContext, req: falcon.Request, resp: falcon.Response, wante
 def _existing_vm(ctx: ApiContext, host: str, *, validate_name: bool = True) -> tuple[str, dict[str, str]]:
     """The short name and metadata of a known VM; 400 for a malformed name, 404 when unknown."""
     vm = validate.hostname(host) if validate_name and ctx.version >= 3 else host.split(".", 1)[0]
-    data = ctx.store.get_vm(vm) if vm else {}
+    data = ctx.store.vms.fields(vm) if vm else {}
     if not data:
         raise ApiError(404)
     return vm, data
@@ -120,7 +120,7 @@ class VMItem:
         lifetime, tags, failures = _modification(ctx, req, body)
         if failures:
             raise ApiError(400, failure=failures)
-        ctx.store.modify_vm(vm, lifetime=lifetime, tags=tags, date=ctx.now()[:10])
+        ctx.store.vms.modify(vm, lifetime=lifetime, tags=tags, date=ctx.now()[:10])
         resp.media = {"ok": True}
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
@@ -136,9 +136,9 @@ class VMItem:
         pool = (
             data.get("pool")
             or data.get("template")
-            or ctx.store.running_pool_of(vm, (p.name for p in ctx.config.pools))
+            or ctx.store.vms.running_pool_of(vm, (p.name for p in ctx.config.pools))
         )
-        if pool and ctx.store.return_vm(vm, pool):
+        if pool and ctx.store.vms.return_vm(vm, pool):
             metrics.DELETE_SUCCESS.inc()
             log.info("%s returned", vm)
             resp.media = {"ok": True}
@@ -232,7 +232,7 @@ class VMDisk:
                 raise ApiError(400)
             gigabytes = parsed
         vm, data = _existing_vm(ctx, name)
-        ctx.store.queue_task("disk", vm, data.get("template", ""), str(gigabytes))
+        ctx.store.tasks.queue("disk", vm, data.get("template", ""), str(gigabytes))
         resp.status = falcon.HTTP_202
         resp.media = {"ok": True, vm: {"disk": f"+{gigabytes}gb"}}
 
@@ -249,7 +249,7 @@ class VMSnapshot:
         ctx.owner(req, required=True)
         vm, data = _existing_vm(ctx, name, validate_name=False)
         snapshot = generate_token()
-        ctx.store.queue_task("snapshot", vm, data.get("template", ""), snapshot)
+        ctx.store.tasks.queue("snapshot", vm, data.get("template", ""), snapshot)
         resp.status = falcon.HTTP_202
         resp.media = {"ok": True, vm: {"snapshot": snapshot}}
 
@@ -267,6 +267,6 @@ class VMSnapshotRevert:
         vm, data = _existing_vm(ctx, name, validate_name=False)
         if not data.get(f"snapshot:{snapshot}"):
             raise ApiError(404)
-        ctx.store.queue_task("snapshot-revert", vm, data.get("template", ""), snapshot)
+        ctx.store.tasks.queue("snapshot-revert", vm, data.get("template", ""), snapshot)
         resp.status = falcon.HTTP_202
         resp.media = {"ok": True}

@@ -1,0 +1,86 @@
+"""Clone slots: the ``task_limit`` clones in flight, shared by every provider process.
+
+A slot is a lease (member ``<owner>:<slot id>`` of ``vmpooler__tasks__clone_leases``, score = expiry)
+that expires by itself, so a process that dies never leaks one; ``vmpooler__tasks__clone`` is kept equal
+to the number in use for ``/status``. See docs/architecture.md, "Task limit".
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vmpooler import keys
+from vmpooler.store.connection import translated
+
+__all__ = ["Slots"]
+
+# KEYS: leases zset, counter, waiting pools zset. ARGV: member, limit, now, expiry, pool
+# -> 1 if a slot was taken; else the pool waits (first refusal's time kept) for a released slot.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 1
+end
+if n >= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], n)
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[5])
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+redis.call('SET', KEYS[2], n + 1)
+return 1
+"""
+
+# KEYS: leases zset, counter, waiting pools zset. ARGV: pool channel prefix, members...
+# -> remaining slots in use. Each slot freed wakes the pool that has waited longest, on its channel.
+_RELEASE = """
+local freed = 0
+if #ARGV > 1 then freed = redis.call('ZREM', KEYS[1], unpack(ARGV, 2)) end
+local n = redis.call('ZCARD', KEYS[1])
+redis.call('SET', KEYS[2], n)
+for i, pool in ipairs(redis.call('ZPOPMIN', KEYS[3], freed)) do
+  if i % 2 == 1 then
+    redis.call('PUBLISH', ARGV[1] .. pool, cjson.encode({event = 'slot', pool = pool}))
+  end
+end
+return n
+"""
+
+_KEYS = [keys.CLONE_LEASES, keys.TASKS_CLONE, keys.CLONE_WAITING]
+
+
+class Slots:
+    """Take and give back clone slots (the manager's PoolActors and VMActors)."""
+
+    def __init__(self, client: Any) -> None:
+        self._redis: Any = client
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+
+    @translated
+    def acquire(self, owner: str, slot: str, *, limit: int, lease_seconds: float, pool: str) -> bool:
+        """Take one of the ``task_limit`` clone slots shared by every provider process.
+
+        A provider process releases all of its own at start (``release_owner``), so a process that
+        dies never leaks one. A refused ``pool`` waits in ``vmpooler__tasks__clone_waiting``: the next
+        slot released, by any process, sends it a ``slot`` event, so it clones at once instead of on
+        its next pass.
+        """
+        now = time.time()
+        return bool(
+            self._acquire(keys=_KEYS, args=[f"{owner}:{slot}", limit, now, now + lease_seconds, pool])
+        )
+
+    @translated
+    def release(self, owner: str, slot: str) -> None:
+        self._release(keys=_KEYS, args=[keys.events_channel(""), f"{owner}:{slot}"])
+
+    @translated
+    def release_owner(self, owner: str) -> int:
+        """Drop every slot ``owner`` holds (its clones died with its previous process)."""
+        prefix = f"{owner}:"
+        mine = [m for m in self._redis.zrange(keys.CLONE_LEASES, 0, -1) if m.startswith(prefix)]
+        self._release(keys=_KEYS, args=[keys.events_channel(""), *mine])
+        return len(mine)

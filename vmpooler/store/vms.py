@@ -1,0 +1,458 @@
+"""The VM sets of each pool, the transitions between them, and each VM's hash.
+
+Every transition is one atomic step (a Lua script or MULTI/EXEC) checked against ``model.TRANSITIONS``
+right before it is written. The API makes two of them, the checkout (ready → running) and the return
+(running → completed); every other one is made by the VM's own ``VMActor`` (or its ``PoolActor``
+before the VM has an actor), so no VM is ever in two sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from vmpooler import bus, keys
+from vmpooler.errors import PoolEmpty, StoreUnavailable
+from vmpooler.model import VMState, check_transition
+from vmpooler.store.connection import RedisClock, translated
+
+__all__ = ["Allocation", "Pick", "PoolSnapshot", "PoolView", "VMs"]
+
+# The sets a VM can be in, in the order the manager looks at them (``VMState``'s order).
+_STATES = tuple(VMState)
+
+# ARGV: now, token, user, lifetime, vm-hash prefix, npools, npools * (pool, channel), npicks,
+#       npicks * (requested, ncand, ncand * pool index), deadline (Redis time, ms).
+# KEYS, per pool: (ready, running, migrating, active) in this order.
+# Returns {1, requested, pool index, vm, ...}, {0, requested that could not be met}, or {-1} when the
+# script runs after its deadline: its client gave up on it (a frozen Redis), so it must change nothing.
+_CHECKOUT = """
+redis.replicate_commands()
+local clock = redis.call('TIME')
+if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[#ARGV]) then
+  return {-1}
+end
+local now, token, user, lifetime, vmprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local npools = tonumber(ARGV[6])
+local pools, channels = {}, {}
+for i = 1, npools do
+  pools[i] = ARGV[5 + 2 * i]
+  channels[i] = ARGV[6 + 2 * i]
+end
+local pos = 7 + 2 * npools
+local npicks = tonumber(ARGV[pos])
+pos = pos + 1
+local taken = {}
+for _ = 1, npicks do
+  local requested, ncand = ARGV[pos], tonumber(ARGV[pos + 1])
+  pos = pos + 2
+  local got = false
+  for c = 0, ncand - 1 do
+    if not got then
+      local idx = tonumber(ARGV[pos + c])
+      local vm = redis.call('SPOP', KEYS[4 * (idx - 1) + 1])
+      if vm then
+        taken[#taken + 1] = {idx, vm, requested}
+        got = true
+      end
+    end
+  end
+  pos = pos + ncand
+  if not got then
+    for _, t in ipairs(taken) do
+      redis.call('SADD', KEYS[4 * (t[1] - 1) + 1], t[2])
+    end
+    return {0, requested}
+  end
+end
+local result = {1}
+for _, t in ipairs(taken) do
+  local idx, vm = t[1], t[2]
+  local base = 4 * (idx - 1)
+  redis.call('SADD', KEYS[base + 2], vm)
+  redis.call('SADD', KEYS[base + 3], vm)
+  redis.call('HSET', KEYS[base + 4], vm, now)
+  local h = vmprefix .. vm
+  redis.call('HSET', h, 'checkout', now)
+  if token ~= '' then
+    redis.call('HSET', h, 'token:token', token, 'token:user', user)
+  end
+  if lifetime ~= '' then
+    redis.call('HSET', h, 'lifetime', lifetime)
+  end
+  redis.call('PUBLISH', channels[idx], cjson.encode({event = 'checkout', pool = pools[idx], vm = vm}))
+  result[#result + 1] = t[3]
+  result[#result + 1] = pools[idx]
+  result[#result + 1] = vm
+end
+return result
+"""
+
+# KEYS: running, completed. ARGV: vm, channel, event JSON.
+_RETURN = """
+if redis.call('SMOVE', KEYS[1], KEYS[2], ARGV[1]) == 1 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# KEYS: vm hash, pending set. ARGV: vm, field, value, ... -> 0 if the name is taken.
+_CREATE_PENDING = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: src set, dst set, vm hash, then hash/field pairs' keys. ARGV: vm, nfields, field, value, ...,
+# then (key index, field, value) triples for other hashes. -> 1 if moved.
+_MOVE = """
+if redis.call('SMOVE', KEYS[1], KEYS[2], ARGV[1]) == 0 then return 0 end
+local nfields = tonumber(ARGV[2])
+if nfields > 0 then
+  redis.call('HSET', KEYS[3], unpack(ARGV, 3, 2 + 2 * nfields))
+end
+local i = 3 + 2 * nfields
+while i <= #ARGV do
+  redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+return 1
+"""
+
+# KEYS: the pool's state sets..., active hash, vm hash. ARGV: vm, ttl seconds (0 = delete), field, value...
+_RETIRE = """
+local n = #KEYS
+local src = tonumber(ARGV[3])
+if src > 0 and redis.call('SISMEMBER', KEYS[src], ARGV[1]) == 0 then return 0 end
+for i = 1, n - 2 do redis.call('SREM', KEYS[i], ARGV[1]) end
+redis.call('HDEL', KEYS[n - 1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if ttl <= 0 then
+  redis.call('DEL', KEYS[n])
+  return 1
+end
+if #ARGV > 3 then redis.call('HSET', KEYS[n], unpack(ARGV, 4)) end
+redis.call('EXPIRE', KEYS[n], ttl)
+return 1
+"""
+
+
+@attrs.frozen
+class Pick:
+    """One VM wanted by a checkout: the name as requested and the pools to try, in order."""
+
+    requested: str
+    candidates: tuple[str, ...]
+
+
+@attrs.frozen
+class Allocation:
+    """One VM handed out by a checkout."""
+
+    requested: str
+    pool: str
+    vm: str
+
+
+@attrs.frozen
+class PoolView:
+    """What a pass needs to decide the VMs of one pool, read in one pipeline: each VM's hash, and the
+    checkout time of each running VM (the pool's active hash)."""
+
+    fields: dict[str, dict[str, str]]
+    checkouts: dict[str, str]
+
+
+@attrs.frozen
+class PoolSnapshot:
+    """The members of each state set of one pool, read in one round trip."""
+
+    pending: frozenset[str]
+    ready: frozenset[str]
+    running: frozenset[str]
+    completed: frozenset[str]
+    discovered: frozenset[str]
+    migrating: frozenset[str] = frozenset()  # a side set: these VMs are also running
+
+    def state_of(self, vm: str) -> VMState | None:
+        for state in _STATES:
+            if vm in getattr(self, state.value):
+                return state
+        return None
+
+    def all(self) -> frozenset[str]:
+        return self.pending | self.ready | self.running | self.completed | self.discovered
+
+
+def _state_sets(pool: str) -> list[str]:
+    return [keys.state_set(state.value, pool) for state in _STATES]
+
+
+def _flat(fields: Mapping[str, str]) -> list[Any]:
+    """``field, value, field, value, ...`` for a script's ARGV."""
+    return [item for pair in fields.items() for item in pair]
+
+
+class VMs:
+    """The VM sets and hashes: checkout and return (the API), every other transition (the manager).
+
+    Args:
+        client: a redis-py client decoding responses to ``str``; its ``socket_timeout`` is how long
+            a checkout waits for its reply (see ``checkout``).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._redis: Any = client
+        self._checkout = client.register_script(_CHECKOUT)
+        self._return = client.register_script(_RETURN)
+        self._create_pending = client.register_script(_CREATE_PENDING)
+        self._move = client.register_script(_MOVE)
+        self._retire = client.register_script(_RETIRE)
+        kwargs = client.connection_pool.connection_kwargs
+        self._reply_timeout = float(kwargs.get("socket_timeout") or 10.0)
+        self._clock = RedisClock()
+
+    # -- the API's transitions: checkout and return ---------------------------------------------------
+
+    @translated
+    def checkout(
+        self,
+        picks: Sequence[Pick],
+        *,
+        now: str,
+        token: str | None = None,
+        user: str | None = None,
+        lifetime: int | None = None,
+    ) -> list[Allocation]:
+        """Hand out one ready VM per pick, all or none, in one atomic step.
+
+        Each pick tries its candidate pools in order. Handed-out VMs are moved to ``running`` and
+        ``migrating``, get ``checkout`` (and the token fields and lifetime when given) and a
+        ``checkout`` event is published on their pool's channel. The script carries a deadline in
+        Redis's clock (now + the client's reply timeout); run later than that, it changes nothing.
+
+        Raises:
+            PoolEmpty: a pick found no ready VM in any candidate; nothing was changed.
+            StoreUnavailable: Redis ran the script after its deadline; nothing was changed.
+        """
+        if not picks:
+            return []
+        check_transition(VMState.READY, VMState.RUNNING)
+        pool_index: dict[str, int] = {}
+        for pick in picks:
+            for pool in pick.candidates:
+                pool_index.setdefault(pool, len(pool_index) + 1)
+        script_keys: list[str] = []
+        argv: list[Any] = [
+            now,
+            token or "",
+            user or "",
+            "" if lifetime is None else lifetime,
+            keys.vm_hash(""),
+            len(pool_index),
+        ]
+        for pool in pool_index:
+            script_keys += [
+                keys.ready_set(pool),
+                keys.running_set(pool),
+                keys.migrating_set(pool),
+                keys.active_hash(pool),
+            ]
+            argv += [pool, keys.events_channel(pool)]
+        argv.append(len(picks))
+        for pick in picks:
+            argv += [pick.requested, len(pick.candidates), *(pool_index[p] for p in pick.candidates)]
+        argv.append(self._clock.deadline_ms(self._redis, self._reply_timeout))
+        reply = self._checkout(keys=script_keys, args=argv)
+        if int(reply[0]) == -1:  # ran after we stopped waiting (this request already answered 503)
+            raise StoreUnavailable("redis answered a checkout after its deadline; nothing was changed")
+        if int(reply[0]) == 0:
+            raise PoolEmpty(reply[1])
+        return [Allocation(reply[i], reply[i + 1], reply[i + 2]) for i in range(1, len(reply), 3)]
+
+    @translated
+    def return_vm(self, vm: str, pool: str) -> bool:
+        """Move a running VM to completed and publish a ``return`` event.
+
+        Returns:
+            False if the VM was not running (nothing changed).
+        """
+        check_transition(VMState.RUNNING, VMState.COMPLETED)
+        event = bus.encode(bus.Returned(pool=pool, vm=vm))
+        moved = self._return(
+            keys=[keys.running_set(pool), keys.completed_set(pool)],
+            args=[vm, keys.events_channel(pool), event],
+        )
+        return bool(moved)
+
+    # -- the manager's transitions ----------------------------------------------------------------------
+
+    @translated
+    def create_pending(self, pool: str, vm: str, fields: Mapping[str, str]) -> bool:
+        """Add a new VM to ``pending`` with its metadata; False if the name is already taken."""
+        check_transition(None, VMState.PENDING)
+        return bool(
+            self._create_pending(keys=[keys.vm_hash(vm), keys.pending_set(pool)], args=[vm, *_flat(fields)])
+        )
+
+    @translated
+    def move(
+        self,
+        pool: str,
+        vm: str,
+        src: VMState,
+        dst: VMState,
+        fields: Mapping[str, str] | None = None,
+        other: Sequence[tuple[str, str, str]] = (),
+    ) -> bool:
+        """Move ``vm`` from one state set to another and, only if it moved, write fields.
+
+        Args:
+            fields: fields of the VM's own hash.
+            other: ``(hash key, field, value)`` writes to other hashes (``Stats.boot_writes``).
+
+        Returns:
+            False if the VM was not in ``src`` (someone else moved it): nothing written.
+
+        Raises:
+            TransitionError: ``src → dst`` is not in ``model.TRANSITIONS`` (a bug: nothing written).
+        """
+        check_transition(src, dst)
+        fields = fields or {}
+        script_keys = [keys.state_set(src.value, pool), keys.state_set(dst.value, pool), keys.vm_hash(vm)]
+        argv: list[Any] = [vm, len(fields), *_flat(fields)]
+        for key, field, value in other:
+            script_keys.append(key)
+            argv += [len(script_keys), field, value]
+        return bool(self._move(keys=script_keys, args=argv))
+
+    @translated
+    def retire(
+        self,
+        pool: str,
+        vm: str,
+        *,
+        ttl_seconds: int,
+        fields: Mapping[str, str] | None = None,
+        src: VMState | None = None,
+    ) -> bool:
+        """Take ``vm`` out of every set of its pool and its active hash.
+
+        With ``ttl_seconds`` > 0 its metadata is kept that long (after a destroy or a failed clone, so
+        ``GET /vm`` can still show it), with ``fields`` written first; with 0 it is deleted now. With
+        ``src``, only if the VM is still in that state set (else nothing changes: someone retired or
+        moved it first, and its record stays as they left it).
+
+        Returns:
+            False when ``src`` was given and the VM was not in it.
+        """
+        for state in VMState:
+            check_transition(state, None)
+        script_keys = [*_state_sets(pool), keys.migrating_set(pool), keys.active_hash(pool), keys.vm_hash(vm)]
+        source = 0 if src is None else _STATES.index(src) + 1
+        argv: list[Any] = [vm, int(ttl_seconds), source, *_flat(fields or {})]
+        return bool(self._retire(keys=script_keys, args=argv))
+
+    @translated
+    def add_discovered(self, pool: str, vms: Iterable[str]) -> None:
+        check_transition(None, VMState.DISCOVERED)
+        names = list(vms)
+        if names:
+            self._redis.sadd(keys.discovered_set(pool), *names)
+
+    @translated
+    def forget_discovered(self, pool: str, vms: Iterable[str]) -> None:
+        """Take VMs out of ``discovered`` that turned out to be in another set (as the original)."""
+        names = list(vms)
+        if names:
+            self._redis.srem(keys.discovered_set(pool), *names)
+
+    @translated
+    def remove_from_migrating(self, pool: str, vm: str) -> bool:
+        return bool(self._redis.srem(keys.migrating_set(pool), vm))
+
+    # -- reading the sets -------------------------------------------------------------------------------
+
+    @translated
+    def snapshot(self, pool: str) -> PoolSnapshot:
+        with self._redis.pipeline(transaction=True) as pipe:
+            for key in (*_state_sets(pool), keys.migrating_set(pool)):
+                pipe.smembers(key)
+            members = pipe.execute()
+        return PoolSnapshot(*(frozenset(m) for m in members))
+
+    @translated
+    def pool_view(self, pool: str, vms: Iterable[str]) -> PoolView:
+        """The hashes of ``vms`` and the pool's checkout times, in one round trip."""
+        names = list(vms)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for vm in names:
+                pipe.hgetall(keys.vm_hash(vm))
+            pipe.hgetall(keys.active_hash(pool))
+            replies = pipe.execute()
+        return PoolView(dict(zip(names, replies[:-1], strict=True)), replies[-1])
+
+    @translated
+    def running_pool_of(self, vm: str, pools: Iterable[str]) -> str | None:
+        """The pool whose running set holds ``vm`` (for VMs whose hash names no pool)."""
+        names = list(pools)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for pool in names:
+                pipe.sismember(keys.running_set(pool), vm)
+            found = pipe.execute()
+        return next((pool for pool, hit in zip(names, found, strict=True) if hit), None)
+
+    @translated
+    def running_vms_of_token(self, pools: Iterable[str], token: str) -> list[str]:
+        """Running VMs (of any of ``pools``) checked out with ``token``."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for pool in pools:
+                pipe.smembers(keys.running_set(pool))
+            running = sorted({vm for members in pipe.execute() for vm in members})
+        if not running:
+            return []
+        with self._redis.pipeline(transaction=False) as pipe:
+            for vm in running:
+                pipe.hget(keys.vm_hash(vm), "token:token")
+            owners = pipe.execute()
+        return [vm for vm, owner in zip(running, owners, strict=True) if owner == token]
+
+    # -- each VM's hash ---------------------------------------------------------------------------------
+
+    @translated
+    def fields(self, vm: str) -> dict[str, str]:
+        """The VM's metadata hash; empty when the VM is unknown."""
+        return dict(self._redis.hgetall(keys.vm_hash(vm)))
+
+    @translated
+    def set_fields(self, vm: str, fields: Mapping[str, str]) -> None:
+        if fields:
+            self._redis.hset(keys.vm_hash(vm), mapping=dict(fields))
+
+    @translated
+    def stamp(self, vms: Iterable[str], fields: Mapping[str, str]) -> None:
+        """Write the same ``fields`` into the hash of each of ``vms``, in one round trip."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for vm in vms:
+                pipe.hset(keys.vm_hash(vm), mapping=dict(fields))
+            pipe.execute()
+
+    @translated
+    def modify(self, vm: str, *, lifetime: int | None, tags: Mapping[str, str], date: str) -> None:
+        """Write a new lifetime and/or tags in one MULTI (tags also feed the ``date`` tag stats)."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            if lifetime is not None:
+                pipe.hset(keys.vm_hash(vm), "lifetime", lifetime)
+            for name, value in tags.items():
+                pipe.hset(keys.vm_hash(vm), f"tag:{name}", value)
+                pipe.hset(keys.tag_stats(date), f"{vm}:{name}", value)
+            pipe.execute()
+
+    @translated
+    def append_disk(self, vm: str, disk: str) -> None:
+        current = self._redis.hget(keys.vm_hash(vm), "disk")
+        self._redis.hset(keys.vm_hash(vm), "disk", f"{current}:{disk}" if current else disk)
