@@ -111,3 +111,28 @@ def test_unreachable_redis_raises_store_unavailable():
     store = Store.from_url("redis://127.0.0.1:1/0")
     with pytest.raises(StoreUnavailable):
         store.ping()
+
+
+def test_a_pass_reads_its_pool_in_one_script_and_claims_its_reset(store, redis):
+    fill(redis, "p", "r1", "r2")
+    redis.sadd(keys.running_set("p"), "u1")
+    redis.hset(keys.active_hash("p"), "u1", "2026-11-30 06:00:00 +0000")
+    redis.hset(keys.vm_hash("u1"), mapping={"lifetime": "2", "token:user": "bob"})
+    redis.sadd(keys.completed_set("p"), "c1")
+    redis.hset(keys.vm_hash("c1"), "destroy", "x")  # not a live VM: its hash is not read
+    redis.hset(keys.config_override("poolsize"), mapping={"p": "7", "other": "3"})
+    redis.sadd(keys.POOLRESET, "p", "other")
+
+    view = store.passes.read("p")
+    assert view.snapshot.ready == {"r1", "r2"} and view.snapshot.running == {"u1"}
+    assert view.snapshot.completed == {"c1"} and view.snapshot.pending == frozenset()
+    assert view.fields["u1"] == {"lifetime": "2", "token:user": "bob"}
+    assert set(view.fields) == {"r1", "r2", "u1"}
+    assert view.checkouts == {"u1": "2026-11-30 06:00:00 +0000"}
+    assert view.size_override == "7" and view.reset is True and view.tasks_waiting is False
+    assert redis.smembers(keys.POOLRESET) == {"other"}  # only its own reset is claimed
+
+    redis.sadd(keys.TASKS_SNAPSHOT, "u1:snap1")
+    again = store.passes.read("p")
+    assert again.reset is False and again.tasks_waiting is True
+    assert store.passes.read("nosuch").size_override is None

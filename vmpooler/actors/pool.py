@@ -40,7 +40,7 @@ from vmpooler.actors.messages import (
 from vmpooler.actors.vm import VMActor, observation_of, record_of
 from vmpooler.bus import CheckedOut, Returned, SlotFreed, TaskQueued
 from vmpooler.errors import ProviderError, StoreError
-from vmpooler.lifecycle import Forget, Probe, Wait, decide
+from vmpooler.lifecycle import Forget, Probe, Wait, decide, settle_overlap
 from vmpooler.log import get_logger
 from vmpooler.model import VMState
 from vmpooler.names import generate_name
@@ -50,7 +50,7 @@ from vmpooler.timeutil import format_time
 if TYPE_CHECKING:
     from vmpooler.actors.context import PoolContext
     from vmpooler.actors.ticker import Handle
-    from vmpooler.store import PoolSnapshot
+    from vmpooler.store import PassView, PoolSnapshot
 
 __all__ = ["PoolActor"]
 
@@ -80,6 +80,7 @@ class PoolActor(PooledActor):
         self._unreleased: set[str] = set()  # clone slots whose release failed, retried each pass
         self._starved = False  # the last repopulation was refused a clone slot
         self._checked: dict[str, float] = {}  # ready VM -> when a pass last sent it to be checked
+        self._empty: bool | None = None  # the empty flag as this actor last wrote it (None: unknown)
 
     # -- pykka hooks (a dispatcher thread, one message at a time) ---------------------------------
 
@@ -168,20 +169,19 @@ class PoolActor(PooledActor):
         except ProviderError as exc:
             self._log.warning("inventory failed, skipping this pass: %s", exc)
             return False
-        snap = ctx.store.vms.snapshot(ctx.name)  # after the inventory: a new clone is in pending first
-        self._apply_overrides()
-        known = snap.pending | snap.ready | snap.running | snap.completed
-        if snap.discovered & known:  # found in another set after all: not discovered
-            ctx.store.vms.forget_discovered(ctx.name, snap.discovered & known)
+        view = ctx.store.passes.read(ctx.name)  # after the inventory: a new clone is in pending first
+        self._apply_size(view.size_override)
+        snap = self._settle_overlaps(view.snapshot)
         discovered = [vm for vm in inventory if vm not in snap.all() and vm not in self._flights]
         if discovered:
             ctx.store.vms.add_discovered(ctx.name, discovered)
-            snap = ctx.store.vms.snapshot(ctx.name)
-        self._decide_all(snap, inventory)
+            snap = attrs.evolve(snap, discovered=snap.discovered | frozenset(discovered))
+        self._decide_all(snap, view, inventory)
         for vm in snap.migrating & snap.running:
             self._tell(vm, Migrate())
-        self._dispatch_tasks()
-        if ctx.store.pools.claim_reset(ctx.name):
+        if view.tasks_waiting:
+            self._dispatch_tasks()
+        if view.reset:
             self._drain(snap.ready | snap.pending, "pool reset")
         cloned = self._repopulate(snap)
         self._gauges(snap)
@@ -189,17 +189,45 @@ class PoolActor(PooledActor):
         # wakes it through a 'slot' event)
         return bool(cloned or discovered or snap.pending or self._starved)
 
-    def _decide_all(self, snap: PoolSnapshot, inventory: set[str]) -> None:
+    def _settle_overlaps(self, snap: PoolSnapshot) -> PoolSnapshot:
+        """A VM in two sets stays in the later one only (``lifecycle.settle_overlap``)."""
+        sets = {state: getattr(snap, state.value) for state in VMState}
+        seen: dict[str, set[VMState]] = {}
+        for state, members in sets.items():
+            for vm in members:
+                seen.setdefault(vm, set()).add(state)
+        leaving = {}
+        for vm, states in seen.items():
+            if len(states) > 1:
+                kept, leave = settle_overlap(frozenset(states))
+                leaving[vm] = leave
+                if leave != {VMState.DISCOVERED}:  # discovered, then known after all: routine
+                    self._log.warning(
+                        "%s was in %s at once: kept in %s",
+                        vm,
+                        " and ".join(sorted(s.value for s in states)),
+                        kept.value,
+                    )
+        if not leaving:
+            return snap
+        self._ctx.store.vms.leave(self._ctx.name, leaving)
+        for vm, leave in leaving.items():
+            for state in leave:
+                sets[state] = sets[state] - {vm}
+        return attrs.evolve(snap, **{state.value: members for state, members in sets.items()})
+
+    def _decide_all(self, snap: PoolSnapshot, view: PassView, inventory: set[str]) -> None:
         """Decide every VM without an actor in flight; start actors only where there is work."""
         ctx = self._ctx
-        idle = {vm: snap.state_of(vm) for vm in snap.all() if vm not in self._flights}
-        view = ctx.store.vms.pool_view(ctx.name, [vm for vm, state in idle.items() if state in _LIVE])
         now = ctx.clock()
         policy = ctx.policy
         self._checked = {vm: at for vm, at in self._checked.items() if vm in snap.ready}
         looks: list[tuple[str, Look]] = []
         checks: list[str] = []
-        for vm, state in idle.items():
+        for vm in snap.all():
+            if vm in self._flights:
+                continue
+            state = snap.state_of(vm)
             fields = view.fields.get(vm, {})
             checkout = view.checkouts.get(vm)
             in_inventory = vm in inventory
@@ -299,9 +327,8 @@ class PoolActor(PooledActor):
         for task in self._ctx.store.tasks.claim(self._ctx.name):
             self._tell(task.vm, RunTask(task))
 
-    def _apply_overrides(self) -> None:
-        override = self._ctx.store.pools.overrides("poolsize").get(self._ctx.name, "")
-        size = whole_number(override)
+    def _apply_size(self, override: str | None) -> None:
+        size = whole_number(override or "")
         size = self._ctx.pool.size if size is None else size
         if size != self._size:
             self._log.info("pool size changed from %d to %d", self._size, size)
@@ -312,8 +339,10 @@ class PoolActor(PooledActor):
         metrics.READY.labels(ctx.name).set(len(snap.ready))
         metrics.RUNNING.labels(ctx.name).set(len(snap.running))
         empty = not snap.ready and self._size > 0
-        if ctx.store.pools.set_empty_flag(ctx.name, empty) and empty:
-            self._log.warning("pool is empty")
+        if empty != self._empty:  # only this pool's actor writes the flag: write it when it changes
+            if ctx.store.pools.set_empty_flag(ctx.name, empty) and empty:
+                self._log.warning("pool is empty")
+            self._empty = empty
 
     # -- helpers -------------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ registers only its own Lua scripts, and no part knows another:
 * ``store.tasks`` (``tasks.py``): the disk, snapshot and revert requests, the clone counters;
 * ``store.tokens`` (``tokens.py``): API tokens and the per-user index;
 * ``store.stats`` (``stats.py``): counts and statistics;
-* ``store.pools`` (``pools.py``): published pool configs, overrides, reset requests, empty flags, events.
+* ``store.pools`` (``pools.py``): published pool configs, overrides, reset requests, empty flags, events;
+* ``store.passes`` (``passes.py``): what one pool pass reads of all these, in one script.
 
 The API and the manager both use a ``Store`` (each with its own connection settings). Multi-key
 transitions are Lua scripts (Redis runs a script alone, so no other client ever sees half of one) or
@@ -26,19 +27,20 @@ from typing import Any
 import redis as redis_lib
 
 from vmpooler.store.connection import connect, translated
+from vmpooler.store.passes import Passes, PassView
 from vmpooler.store.pools import Pools
 from vmpooler.store.slots import Slots
 from vmpooler.store.stats import PoolCounts, Stats
 from vmpooler.store.tasks import Task, Tasks
 from vmpooler.store.tokens import Tokens
-from vmpooler.store.vms import Allocation, Pick, PoolSnapshot, PoolView, VMs
+from vmpooler.store.vms import Allocation, Pick, PoolSnapshot, VMs
 
 __all__ = [
     "Allocation",
+    "PassView",
     "Pick",
     "PoolCounts",
     "PoolSnapshot",
-    "PoolView",
     "Store",
     "Task",
     "connect",
@@ -62,6 +64,7 @@ class Store:
         self.tokens = Tokens(client)
         self.stats = Stats(client)
         self.pools = Pools(client)
+        self.passes = Passes(client)
 
     @classmethod
     def from_url(

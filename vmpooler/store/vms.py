@@ -18,7 +18,7 @@ from vmpooler.errors import PoolEmpty, StoreUnavailable
 from vmpooler.model import VMState, check_transition
 from vmpooler.store.connection import RedisClock, translated
 
-__all__ = ["Allocation", "Pick", "PoolSnapshot", "PoolView", "VMs"]
+__all__ = ["Allocation", "Pick", "PoolSnapshot", "VMs"]
 
 # The sets a VM can be in, in the order the manager looks at them (``VMState``'s order).
 _STATES = tuple(VMState)
@@ -156,15 +156,6 @@ class Allocation:
     requested: str
     pool: str
     vm: str
-
-
-@attrs.frozen
-class PoolView:
-    """What a pass needs to decide the VMs of one pool, read in one pipeline: each VM's hash, and the
-    checkout time of each running VM (the pool's active hash)."""
-
-    fields: dict[str, dict[str, str]]
-    checkouts: dict[str, str]
 
 
 @attrs.frozen
@@ -365,11 +356,14 @@ class VMs:
             self._redis.sadd(keys.discovered_set(pool), *names)
 
     @translated
-    def forget_discovered(self, pool: str, vms: Iterable[str]) -> None:
-        """Take VMs out of ``discovered`` that turned out to be in another set (as the original)."""
-        names = list(vms)
-        if names:
-            self._redis.srem(keys.discovered_set(pool), *names)
+    def leave(self, pool: str, leaving: Mapping[str, Iterable[VMState]]) -> None:
+        """Take each VM out of the given sets: a VM found in two sets stays only in the later one
+        (``lifecycle.settle_overlap``); e.g. a discovered VM that turned up in another set."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            for vm, states in leaving.items():
+                for state in states:
+                    pipe.srem(keys.state_set(state.value, pool), vm)
+            pipe.execute()
 
     @translated
     def remove_from_migrating(self, pool: str, vm: str) -> bool:
@@ -384,17 +378,6 @@ class VMs:
                 pipe.smembers(key)
             members = pipe.execute()
         return PoolSnapshot(*(frozenset(m) for m in members))
-
-    @translated
-    def pool_view(self, pool: str, vms: Iterable[str]) -> PoolView:
-        """The hashes of ``vms`` and the pool's checkout times, in one round trip."""
-        names = list(vms)
-        with self._redis.pipeline(transaction=False) as pipe:
-            for vm in names:
-                pipe.hgetall(keys.vm_hash(vm))
-            pipe.hgetall(keys.active_hash(pool))
-            replies = pipe.execute()
-        return PoolView(dict(zip(names, replies[:-1], strict=True)), replies[-1])
 
     @translated
     def running_pool_of(self, vm: str, pools: Iterable[str]) -> str | None:

@@ -1,0 +1,101 @@
+"""What one PoolActor pass reads, in one script: the pool's sets, the hashes of its live VMs, its
+checkout times, its size override, a pending reset request (claimed), and whether any task waits.
+
+A pass used to make seven round trips; at 1,000 pools passing every few seconds they were most of an
+idle provider's CPU (docs/performance.md). Redis runs the script alone, so the view is consistent: no
+VM is seen in a set and then missing its hash because a checkout ran in between.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from vmpooler import keys
+from vmpooler.model import VMState
+from vmpooler.store.connection import translated
+from vmpooler.store.vms import PoolSnapshot
+
+__all__ = ["PassView", "Passes"]
+
+# KEYS: the state sets in VMState order, the migrating set, the active hash, the poolsize override hash,
+# the pool reset set, the three task sets. ARGV: pool, the VM hash prefix.
+# -> {members of each set..., active hash flat, override or false, reset claimed, tasks waiting,
+#     {vm, hash flat, vm, hash flat, ...}}
+_READ = """
+local out = {}
+for i = 1, 6 do out[i] = redis.call('SMEMBERS', KEYS[i]) end
+out[7] = redis.call('HGETALL', KEYS[7])
+out[8] = redis.call('HGET', KEYS[8], ARGV[1])
+out[9] = redis.call('SREM', KEYS[9], ARGV[1])
+out[10] = redis.call('EXISTS', KEYS[10], KEYS[11], KEYS[12])
+local hashes = {}
+for s = 1, 3 do  -- pending, ready, running: the VMs whose hashes a pass needs
+  for _, vm in ipairs(out[s]) do
+    hashes[#hashes + 1] = vm
+    hashes[#hashes + 1] = redis.call('HGETALL', ARGV[2] .. vm)
+  end
+end
+out[11] = hashes
+return out
+"""
+
+
+@attrs.frozen
+class PassView:
+    """One pool as a pass sees it.
+
+    Attributes:
+        snapshot: the members of each set.
+        fields: the hash of each pending, ready and running VM.
+        checkouts: VM → checkout time (the pool's active hash).
+        size_override: ``vmpooler__config__poolsize``'s value for the pool, if any (unparsed).
+        reset: a ``POST /poolreset`` was waiting and is now claimed by this pass.
+        tasks_waiting: some disk, snapshot or revert task (of any pool) is queued.
+    """
+
+    snapshot: PoolSnapshot
+    fields: dict[str, dict[str, str]]
+    checkouts: dict[str, str]
+    size_override: str | None
+    reset: bool
+    tasks_waiting: bool
+
+
+def _pairs(flat: list[Any]) -> dict[str, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class Passes:
+    """The pass's read (a part of ``Store``)."""
+
+    def __init__(self, client: Any) -> None:
+        self._read = client.register_script(_READ)
+
+    @translated
+    def read(self, pool: str) -> PassView:
+        set_keys = [keys.state_set(state.value, pool) for state in VMState]
+        reply = self._read(
+            keys=[
+                *set_keys,
+                keys.migrating_set(pool),
+                keys.active_hash(pool),
+                keys.config_override("poolsize"),
+                keys.POOLRESET,
+                keys.TASKS_DISK,
+                keys.TASKS_SNAPSHOT,
+                keys.TASKS_SNAPSHOT_REVERT,
+            ],
+            args=[pool, keys.vm_hash("")],
+        )
+        snapshot = PoolSnapshot(*(frozenset(members) for members in reply[:6]))
+        fields = {vm: _pairs(flat) for vm, flat in _pairs(reply[10]).items()}
+        return PassView(
+            snapshot=snapshot,
+            fields=fields,
+            checkouts=_pairs(reply[6]),
+            size_override=reply[7],
+            reset=bool(reply[8]),
+            tasks_waiting=bool(reply[9]),
+        )
