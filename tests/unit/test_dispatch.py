@@ -195,3 +195,24 @@ def test_idle_is_false_while_a_turn_runs(threads: Dispatcher) -> None:
 def test_a_dispatcher_needs_a_thread() -> None:
     with pytest.raises(ValueError, match="at least one thread"):
         Dispatcher("none", 0)
+
+
+def test_stop_now_refuses_the_mail_already_queued(threads: Dispatcher) -> None:
+    gate = threading.Event()
+
+    class Quitter(Recorder):
+        def on_receive(self, message: Any) -> Any:
+            if message == "quit":
+                gate.wait(5)  # meanwhile, more mail arrives
+                self.stop_now()
+                return None
+            return super().on_receive(message)
+
+    ref = Quitter.start(threads)
+    actor = MADE[ref.actor_urn]
+    ref.tell("quit")
+    late = ref.ask("late", block=False)
+    gate.set()
+    with pytest.raises(pykka.ActorDeadError):
+        late.get(timeout=10)
+    assert actor.stopped.is_set() and actor.seen == []

@@ -210,6 +210,11 @@ class PooledActor(pykka.Actor):
         except Exception:
             self._handle_failure(*sys.exc_info())
 
+    def stop_now(self) -> None:
+        """Stop at the end of the message being handled (``on_stop`` runs now); mail already queued
+        is refused, not handled: ``stop()`` would handle it first."""
+        self._stop()
+
     def _start_actor_loop(self) -> None:
         self.actor_inbox.bind(lambda: self._dispatcher.submit(self._turn))
 

@@ -2,8 +2,7 @@
 ``vmpooler.bus``). Typed and immutable: a handler matches on the class, never on a string.
 
 To a VMActor, from its PoolActor (counted: see :class:`VMIdle`):
-    :class:`Clone`, :class:`Look`, :class:`DestroyNow`, :class:`Drain`, :class:`RunTask`, :class:`Migrate`;
-    and :class:`StopIdle`, the answer to a ``VMIdle``.
+    :class:`Clone`, :class:`Look`, :class:`DestroyNow`, :class:`Drain`, :class:`RunTask`, :class:`Migrate`.
 To a VMActor, from itself through the ticker: :class:`PollReady`, :class:`RetryDestroy`.
 To a PoolActor: :class:`Check` (the ticker), the ``vmpooler.bus`` events (the ProviderActor), and from its
 VMActors :class:`VMIdle`, :class:`VMGone`, :class:`VMCrashed`, :class:`SlotUnreleased`.
@@ -32,7 +31,6 @@ __all__ = [
     "RetryDestroy",
     "RunTask",
     "SlotUnreleased",
-    "StopIdle",
     "VMCrashed",
     "VMGone",
     "VMIdle",
@@ -87,11 +85,6 @@ class Migrate:
 
 
 @attrs.frozen
-class StopIdle:
-    """The pool's answer to a ``VMIdle`` with nothing more on its way: stop (not counted)."""
-
-
-@attrs.frozen
 class PollReady:
     """One readiness check of a pending VM (the VMActor's own, scheduled on the ticker)."""
 
@@ -111,8 +104,8 @@ class Check:
 
 @attrs.frozen(eq=False)
 class VMIdle:
-    """A VMActor has no work in flight after handling ``handled`` messages from its pool. The pool
-    stops it if it has told it no more than that; otherwise the mail on its way is new work."""
+    """A VMActor ran out of work after handling ``handled`` messages from its pool, and stopped; the
+    pool tells what it sent after those to a new actor."""
 
     vm: str
     ref: Any  # pykka.ActorRef of the VMActor

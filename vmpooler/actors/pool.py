@@ -32,7 +32,6 @@ from vmpooler.actors.messages import (
     Migrate,
     RunTask,
     SlotUnreleased,
-    StopIdle,
     VMCrashed,
     VMGone,
     VMIdle,
@@ -60,10 +59,16 @@ _LIVE = (VMState.PENDING, VMState.READY, VMState.RUNNING)
 
 @attrs.define
 class _Flight:
-    """A VMActor at work, and how many messages this pool has told it (the ``VMIdle`` handshake)."""
+    """A VMActor at work, and the messages told to it that it has not yet reported handled.
+
+    A VMActor stops itself when it runs out of work and reports how many messages it handled
+    (``VMIdle``); mail that reached it after that point was refused, and is told to a new actor. Until
+    that report, no second actor is started for the VM (``closing``: told mail waits here).
+    """
 
     ref: pykka.ActorRef[Any]
-    sent: int = 0
+    unacked: list[object] = attrs.Factory(list)
+    closing: bool = False  # the actor refused mail: its final report is on its way
 
 
 class PoolActor(PooledActor):
@@ -93,7 +98,7 @@ class PoolActor(PooledActor):
             self._next.cancel()
         for flight in self._flights.values():
             with contextlib.suppress(pykka.ActorDeadError):
-                flight.ref.tell(StopIdle())
+                flight.ref.stop(block=False)
         self._flights.clear()
 
     def on_receive(self, message: Any) -> Any:
@@ -147,12 +152,16 @@ class PoolActor(PooledActor):
             self._schedule(self._delay)
 
     def _idle(self, vm: str, ref: pykka.ActorRef[Any], handled: int) -> None:
+        """The VMActor stopped itself after ``handled`` messages: mail it never handled goes to a new one."""
         flight = self._flights.get(vm)
-        if flight is not None and flight.ref is ref and flight.sent == handled:
-            del self._flights[vm]
-            ref.tell(StopIdle())
+        if flight is None or flight.ref is not ref:
+            return
+        del self._flights[vm]
+        for message in flight.unacked[handled:]:
+            self._tell(vm, message)
 
     def _forget(self, vm: str, ref: pykka.ActorRef[Any]) -> None:
+        """The VMActor is gone (its VM is out of vmpooler, or it crashed): mail it never handled is moot."""
         flight = self._flights.get(vm)
         if flight is not None and flight.ref is ref:
             del self._flights[vm]
@@ -350,21 +359,21 @@ class PoolActor(PooledActor):
         """Tell the VM's actor ``message`` (starting one first if ``create`` and none is in flight).
 
         Told, never asked: an unexpected exception in the VMActor kills it, and its ``on_failure``
-        tells this pool, instead of vanishing into an unread future.
+        tells this pool, instead of vanishing into an unread future. The message is kept until the
+        actor reports it handled (see ``_Flight``).
         """
         flight = self._flights.get(vm)
-        if flight is None or not flight.ref.is_alive():
+        if flight is None:
             if not create:
-                self._flights.pop(vm, None)
                 return
             flight = self._flights[vm] = _Flight(VMActor.start(self._ctx, vm, self.actor_ref))
-        flight.sent += 1
+        flight.unacked.append(message)
+        if flight.closing:
+            return
         try:
             flight.ref.tell(message)
-        except pykka.ActorDeadError:
-            self._log.debug("actor of %s stopped before %s; the next pass sees to it", vm, message)
-            if self._flights.get(vm) is flight:
-                del self._flights[vm]
+        except pykka.ActorDeadError:  # it stopped itself a moment ago: its VMIdle is on its way
+            flight.closing = True
 
     def _adjust_delay(self, busy: bool) -> None:
         pool = self._ctx.pool

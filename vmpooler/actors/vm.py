@@ -35,7 +35,6 @@ from vmpooler.actors.messages import (
     RetryDestroy,
     RunTask,
     SlotUnreleased,
-    StopIdle,
     VMCrashed,
     VMGone,
     VMIdle,
@@ -153,9 +152,6 @@ class VMActor(PooledActor):
                 self.run_task(task)
             case Migrate():
                 self.migrate()
-            case StopIdle():
-                self.stop()
-                return
             case _:
                 raise TypeError(f"VMActor got an unknown message {message!r}")
         if isinstance(message, _FROM_POOL):
@@ -180,8 +176,11 @@ class VMActor(PooledActor):
         self._tell_pool(VMCrashed(self._name, self.actor_ref))
 
     def _report_if_idle(self) -> None:
+        """No work in flight: tell the pool how many of its messages were handled, and stop now (mail
+        already queued is refused; the pool tells it to a new actor)."""
         if not self._done and self._poll is None and self._destroy_retry is None and self._slot is None:
             self._tell_pool(VMIdle(self._name, self.actor_ref, self._handled))
+            self.stop_now()
 
     def _tell_pool(self, message: object) -> None:
         if self._pool is not None:
