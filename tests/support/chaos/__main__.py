@@ -33,7 +33,7 @@ def _positive(text: str) -> int:
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/chaos.py",
-        description="Chaos run: the real service on a dummy provider that fails 20 %% of everything, "
+        description="Chaos run: the real service on a dummy provider that fails 20 % of everything, "
         "under random load; checks that nothing is lost, leaked or handed out twice.",
     )
     parser.add_argument("--minutes", type=float, default=1.0, help="how long to load the service")
