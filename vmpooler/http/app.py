@@ -15,7 +15,7 @@ import falcon.media
 from vmpooler.http.auth import Authenticator, make_authenticator
 from vmpooler.http.context import ApiContext
 from vmpooler.http.errors import install_error_handlers
-from vmpooler.http.middleware import BodyLimit, GzipResponses, RequestMetrics
+from vmpooler.http.middleware import BodyLimit, GzipResponses, OptionsAnswers, RequestMetrics
 from vmpooler.http.resources import dashboard, meta, status, token, vm
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ def create_app(
         RequestMetrics(log_requests=config.globals.request_logger),
         BodyLimit(config.globals.max_request_body),
         GzipResponses(),
+        OptionsAnswers(),
     ]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True

@@ -19,6 +19,7 @@ __all__ = [
     "GZIP_MIN_SIZE",
     "BodyLimit",
     "GzipResponses",
+    "OptionsAnswers",
     "RequestMetrics",
     "accepts_gzip",
     "metric_path",
@@ -27,6 +28,23 @@ __all__ = [
 log = logging.getLogger("vmpooler.http.requests")
 
 _COLLAPSE = ("/vm/", "/ondemandvm/", "/token/", "/lib/", "/img/")
+
+
+class OptionsAnswers:
+    """``OPTIONS`` on a route answers ``204 No Content`` with its ``Allow`` header (``OPTIONS``
+    included), no body and no content type (Falcon's default answer is a 200 with an empty body
+    labelled JSON)."""
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
+        if req.method != "OPTIONS" or not ok or resource is None or resp.status not in (200, falcon.HTTP_200):
+            return
+        if resp.text or resp.data or resp.media is not None:
+            return
+        resp.status = falcon.HTTP_204
+        resp.content_type = None
+        allowed = resp.get_header("Allow")
+        if allowed and "OPTIONS" not in allowed:
+            resp.set_header("Allow", f"{allowed}, OPTIONS")
 
 
 def metric_path(path: str) -> str:

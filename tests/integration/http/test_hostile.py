@@ -87,3 +87,17 @@ def test_the_server_limit_is_configurable(make_api, redis):
     small = make_api(with_config("  max_request_body: 100\n"))
     assert small.get("/api/v3/status", body=b"x" * 101).status_code == 413
     assert small.get("/api/v3/status", body=b"x" * 100).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/v3/vm", "/api/v3/vm/d1", "/api/v1/status", "/api/v3/token"])
+def test_options_answers_allow_with_no_body(api, path):
+    resp = api.simulate_options(path)
+    assert resp.status_code == 204
+    assert resp.content == b"" and "content-type" not in resp.headers
+    allowed = {method.strip() for method in resp.headers["allow"].split(",")}
+    assert "OPTIONS" in allowed and allowed & {"GET", "POST", "PUT", "DELETE"}
+
+
+def test_options_of_an_unknown_path_is_a_json_404(api):
+    resp = api.simulate_options("/api/v3/nosuch")
+    assert resp.status_code == 404 and resp.json
