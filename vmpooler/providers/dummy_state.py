@@ -2,7 +2,8 @@
 
 Kept apart from ``vmpooler.providers.dummy`` (the provider and its settings) so that both stay small.
 Nothing here sleeps. The provider owns the records and guards them with its lock; the file has a
-lock of its own for writes.
+lock of its own for writes. We write the file as JSON (one VM per line; JSON is YAML, so YAML readers
+keep working) and read JSON or YAML, so the original's backing file loads too.
 
 ``initial_state`` takes the shape of the original's spec option and backing file,
 ``{"pool": {<pool>: [<vm>, ...]}}``, or the shorter ``{<pool>: [<vm>, ...]}``. A ``<vm>`` is a name
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -252,10 +254,15 @@ def _epoch(value: object, where: str) -> float | None:
 
 # -- the inventory file -----------------------------------------------------------------------------
 
-# libyaml's safe dumper and loader where PyYAML was built with it (ten times faster; the same
-# documents), else the pure-Python ones.
-_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+# libyaml's safe loader where PyYAML was built with it, else the pure-Python one.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _dump(data: dict[str, Any]) -> str:
+    """The file's text: JSON with one VM per line. JSON is YAML, so whatever read the YAML file still
+    reads it, and it costs a twentieth of PyYAML's emitter (32 ms instead of 650 ms for 2,000 VMs; the
+    file is rewritten after every change)."""
+    return '{"vms": [\n' + ",\n".join(json.dumps(vm, sort_keys=True) for vm in data["vms"]) + "\n]}\n"
 
 
 class InventoryFile:
@@ -282,7 +289,11 @@ class InventoryFile:
         """
         try:
             with open(self.path, encoding="utf-8") as handle:
-                data = yaml.load(handle, Loader=_Loader) or {}
+                text = handle.read()
+            try:
+                data = json.loads(text)  # what we write
+            except ValueError:
+                data = yaml.load(text, Loader=_Loader) or {}  # the original's YAML, or a hand-written file
             if isinstance(data, Mapping) and "pool" in data:
                 return [seed(entry) for entry in to_initial_state({"pool": data["pool"]})]
             return [DummyVM(**entry) for entry in data.get("vms", [])]
@@ -318,7 +329,7 @@ class InventoryFile:
             newest, data = take()
             _write_atomically(self.path, data)
             written = newest
-        except (OSError, yaml.YAMLError):
+        except (OSError, TypeError, ValueError):
             self._log.exception("cannot write dummy inventory %s; keeping it in memory", self.path)
         finally:
             with self._cond:
@@ -331,7 +342,7 @@ def _write_atomically(path: str, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".dummy-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yaml.dump(data, handle, Dumper=_Dumper, sort_keys=True)
+            handle.write(_dump(data))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
