@@ -71,11 +71,13 @@ class RedisClock:
 
     def __init__(self) -> None:
         self._offset_ms = 0.0
+        self._error_ms = 0.0  # how wrong the offset can be: the round trip of its sample
         self._sampled = -float("inf")
         self._lock = threading.Lock()
 
     def deadline_ms(self, client: Any, timeout: float) -> int:
-        """Redis time, in ms, after which a script sent now must not act: now + ``timeout``."""
+        """Redis time, in ms, after which a script sent now must not act: now + ``timeout``, less the
+        offset's possible error, so that Redis never acts on a request its client may have given up."""
         now = time.monotonic()
         if now - self._sampled > self._EVERY:
             with self._lock:
@@ -84,5 +86,7 @@ class RedisClock:
                     seconds, micros = client.time()
                     after = time.time()
                     self._offset_ms = seconds * 1000 + micros / 1000 - (before + after) * 500
-                    self._sampled = now
-        return int(time.time() * 1000 + self._offset_ms + timeout * 1000)
+                    self._error_ms = (after - before) * 1000
+                    # a slow sample (a busy host) is taken again at the next checkout, not in a minute
+                    self._sampled = now if self._error_ms < timeout * 250 else -float("inf")
+        return int(time.time() * 1000 + self._offset_ms + timeout * 1000 - self._error_ms)
