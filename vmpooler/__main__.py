@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
 
-from vmpooler import __version__
+from vmpooler import __version__, metrics
 from vmpooler.config import Config, check_config, env_value, load_config
 from vmpooler.errors import ConfigError, VmpoolerError
 from vmpooler.http.serve import ApiWorkerArgs, listen, run_api_worker
@@ -114,10 +115,18 @@ def _manager_children(config: Config, args: argparse.Namespace, redis_url: str) 
     ]
 
 
-def _metrics_dir() -> None:
-    """Let every child write its metrics where the API's /prometheus endpoint reads them."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vmpooler-metrics-")
+def _metrics_dir() -> str | None:
+    """Let every child write its metrics where the API's /prometheus endpoint reads them.
+
+    Returns:
+        The directory when this process made it (it is removed when the service stops); None when
+        ``PROMETHEUS_MULTIPROC_DIR`` came from the environment (the operator's to keep).
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    made = tempfile.mkdtemp(prefix="vmpooler-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    return made
 
 
 def _serve(args: argparse.Namespace, components: set[str]) -> int:
@@ -126,7 +135,7 @@ def _serve(args: argparse.Namespace, components: set[str]) -> int:
     for warning in config.warnings:
         log.warning("config: %s", warning)
     redis_url, embedded = resolve_redis_url(config.redis)
-    _metrics_dir()
+    made = _metrics_dir()
     try:
         children: list[ChildSpec] = []
         if "api" in components:
@@ -137,10 +146,13 @@ def _serve(args: argparse.Namespace, components: set[str]) -> int:
             log.error("nothing to run")
             return 1
         set_title("vmpooler: supervisor")
-        return Supervisor(children).run()
+        return Supervisor(children, on_exit=metrics.process_exited).run()
     finally:
         if embedded is not None:
             embedded.stop()
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

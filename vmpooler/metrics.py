@@ -37,6 +37,7 @@ __all__ = [
     "RUNNING",
     "TIME_TO_READY",
     "exposition",
+    "process_exited",
 ]
 
 CHECKOUT_SUCCESS = Counter("vmpooler_checkout_success", "VMs handed out", ["poolname"])
@@ -93,3 +94,10 @@ def exposition() -> bytes:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest()
+
+
+def process_exited(pid: int) -> None:
+    """Drop a dead process's live gauges from the multiprocess directory (its counters and histograms
+    stay: they count what happened), so that a restarted child does not show next to its ghost."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)

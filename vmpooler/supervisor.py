@@ -155,6 +155,8 @@ class Supervisor:
         backoff_max: the longest restart delay.
         backoff_reset: a child that was up this long restarts with ``backoff_initial`` again.
         on_boot_error: ``"halt"`` (stop all, :meth:`run` returns :data:`EXIT_BOOT_ERROR`) or ``"restart"``.
+        on_exit: called with the pid of every child that exited, once it is reaped (e.g. to drop a
+            dead process's metrics files).
 
     Raises:
         ValueError: duplicate names or an unknown ``on_boot_error``.
@@ -169,10 +171,12 @@ class Supervisor:
         backoff_max: float = 30,
         backoff_reset: float = 60,
         on_boot_error: str = "halt",
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         if on_boot_error not in ("halt", "restart") or len({s.name for s in specs}) != len(specs):
             raise ValueError(f"duplicate child names, or on_boot_error {on_boot_error!r} not halt|restart")
         self._stop_timeout, self._on_boot_error = stop_timeout, on_boot_error
+        self._on_exit = on_exit
         self._backoff = (backoff_initial, backoff_max, backoff_reset)
         timeouts = [t for s in specs for t in (s.boot_timeout, s.heartbeat_timeout) if t is not None]
         self._tick = min([1.0, *(t / 2 for t in timeouts)])
@@ -278,6 +282,7 @@ class Supervisor:
             up = now - child.started
             level = logging.INFO if pid == child.reload_pid else logging.WARNING
             log.log(level, "%s (pid %s) exited (%s) after %.1fs", child.spec.name, pid, _describe(code), up)
+            self._exited(pid)
             if code == EXIT_BOOT_ERROR and self._on_boot_error == "halt":
                 log.error("%s failed to boot: halting, stopping every child", child.spec.name)
                 self._result = EXIT_BOOT_ERROR
@@ -377,7 +382,16 @@ class Supervisor:
             proc.join()
             log.info("%s (pid %s) exited (%s)", child.spec.name, child.pid, _describe(proc.exitcode))
             proc.close()
+            self._exited(child.pid)
             child.proc = child.pid = None
+
+    def _exited(self, pid: int | None) -> None:
+        if self._on_exit is None or pid is None:
+            return
+        try:
+            self._on_exit(pid)
+        except Exception:  # a failing hook must never take the supervisor down
+            log.exception("the exit hook failed for pid %s", pid)
 
 
 def run_supervised(specs: Sequence[ChildSpec], **kwargs: Any) -> int:
