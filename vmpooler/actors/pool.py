@@ -1,12 +1,12 @@
 """PoolActor: keeps one pool at its size, and owns the records of its VMs.
 
 Each pass (``Check``) reads the provider's inventory in one call and the pool's sets, the hashes of its
-VMs and its checkout times in one pipeline; marks VMs the provider has but Redis does not as discovered;
-decides every VM with ``lifecycle.decide`` on this actor's turn; starts a VMActor only for the VMs that
-need work (a provider check, a destroy, a move), and starts the clones the pool is short of. A VM whose
-actor is in flight is left to that actor: it alone drives it until it reports itself idle. Passes are
-spaced by the dynamic loop delay (min, ×decay up to max while idle), and API events start work at once:
-a checkout starts its replacement clone without waiting for the loop.
+VMs and its checkout times in one script (``store.passes.read``); marks VMs the provider has but Redis
+does not as discovered; decides every VM with ``lifecycle.decide`` on this actor's turn; starts a
+VMActor only for the VMs that need work (a provider check, a destroy, a move), and starts the clones the
+pool is short of. A VM whose actor is in flight is left to that actor: it alone drives it until it
+reports itself idle. Passes are spaced by the dynamic loop delay (min, ×decay up to max while idle), and
+API events start work at once: a checkout starts its replacement clone without waiting for the loop.
 
 Messages (``actors.messages`` and ``vmpooler.bus``): ``Check``; the API's events; ``VMIdle``, ``VMGone``,
 ``VMCrashed`` and ``SlotUnreleased`` from its VMActors.
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["PoolActor"]
 
 _NAME_ATTEMPTS = 10  # the original tried 3; at 10,000 VMs that failed now and then
-_LIVE = (VMState.PENDING, VMState.READY, VMState.RUNNING)
 
 
 @attrs.define
@@ -181,7 +180,8 @@ class PoolActor(PooledActor):
         view = ctx.store.passes.read(ctx.name)  # after the inventory: a new clone is in pending first
         self._apply_size(view.size_override)
         snap = self._settle_overlaps(view.snapshot)
-        discovered = [vm for vm in inventory if vm not in snap.all() and vm not in self._flights]
+        known = snap.all()
+        discovered = [vm for vm in inventory if vm not in known and vm not in self._flights]
         if discovered:
             ctx.store.vms.add_discovered(ctx.name, discovered)
             snap = attrs.evolve(snap, discovered=snap.discovered | frozenset(discovered))
@@ -201,6 +201,8 @@ class PoolActor(PooledActor):
     def _settle_overlaps(self, snap: PoolSnapshot) -> PoolSnapshot:
         """A VM in two sets stays in the later one only (``lifecycle.settle_overlap``)."""
         sets = {state: getattr(snap, state.value) for state in VMState}
+        if sum(map(len, sets.values())) == len(snap.all()):  # every VM in one set: nothing to settle
+            return snap
         seen: dict[str, set[VMState]] = {}
         for state, members in sets.items():
             for vm in members:
@@ -233,7 +235,8 @@ class PoolActor(PooledActor):
         self._checked = {vm: at for vm, at in self._checked.items() if vm in snap.ready}
         looks: list[tuple[str, Look]] = []
         checks: list[str] = []
-        for vm in snap.all():
+        known = snap.all()
+        for vm in known:
             if vm in self._flights:
                 continue
             state = snap.state_of(vm)
@@ -255,7 +258,7 @@ class PoolActor(PooledActor):
         for vm, look in looks:
             self._tell(vm, look)
         for vm in list(self._flights):  # an actor whose VM left every set: it forgets it
-            if vm not in snap.all():
+            if vm not in known:
                 self._tell(vm, Look(None, vm in inventory), create=False)
 
     def _repopulate(self, snap: PoolSnapshot) -> int:

@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from vmpooler.actors.ticker import Handle
     from vmpooler.store import Task
 
-__all__ = ["VMActor", "record_of"]
+__all__ = ["VMActor", "observation_of", "record_of"]
 
 _READY_POLL = 1.0  # seconds between readiness checks of a pending VM
 _FROM_POOL = (Clone, Look, DestroyNow, Drain, RunTask, Migrate)
@@ -105,7 +105,8 @@ def observation_of(state: VMState | None, fields: Mapping[str, str], in_inventor
 
 
 class VMActor(PooledActor):
-    """Owns one VM while work on it is in flight (not in pykka's registry: its PoolActor stops it).
+    """Owns one VM while work on it is in flight; stops itself when it has none (``VMIdle``), and
+    stays out of pykka's registry (its PoolActor keeps track of it).
 
     Args:
         ctx: the pool's shared context (its ``vm_threads`` dispatcher runs this actor).

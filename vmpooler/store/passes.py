@@ -13,9 +13,8 @@ from typing import Any
 import attrs
 
 from vmpooler import keys
-from vmpooler.model import VMState
 from vmpooler.store.connection import translated
-from vmpooler.store.vms import PoolSnapshot
+from vmpooler.store.vms import PoolSnapshot, state_sets
 
 __all__ = ["PassView", "Passes"]
 
@@ -75,10 +74,9 @@ class Passes:
 
     @translated
     def read(self, pool: str) -> PassView:
-        set_keys = [keys.state_set(state.value, pool) for state in VMState]
         reply = self._read(
             keys=[
-                *set_keys,
+                *state_sets(pool),
                 keys.migrating_set(pool),
                 keys.active_hash(pool),
                 keys.config_override("poolsize"),

@@ -179,7 +179,8 @@ class PoolSnapshot:
         return self.pending | self.ready | self.running | self.completed | self.discovered
 
 
-def _state_sets(pool: str) -> list[str]:
+def state_sets(pool: str) -> list[str]:
+    """The keys of ``pool``'s state sets, in ``VMState`` order (as ``PoolSnapshot``'s fields)."""
     return [keys.state_set(state.value, pool) for state in _STATES]
 
 
@@ -343,7 +344,7 @@ class VMs:
         """
         for state in VMState:
             check_transition(state, None)
-        script_keys = [*_state_sets(pool), keys.migrating_set(pool), keys.active_hash(pool), keys.vm_hash(vm)]
+        script_keys = [*state_sets(pool), keys.migrating_set(pool), keys.active_hash(pool), keys.vm_hash(vm)]
         source = 0 if src is None else _STATES.index(src) + 1
         argv: list[Any] = [vm, int(ttl_seconds), source, *_flat(fields or {})]
         return bool(self._retire(keys=script_keys, args=argv))
@@ -370,14 +371,6 @@ class VMs:
         return bool(self._redis.srem(keys.migrating_set(pool), vm))
 
     # -- reading the sets -------------------------------------------------------------------------------
-
-    @translated
-    def snapshot(self, pool: str) -> PoolSnapshot:
-        with self._redis.pipeline(transaction=True) as pipe:
-            for key in (*_state_sets(pool), keys.migrating_set(pool)):
-                pipe.smembers(key)
-            members = pipe.execute()
-        return PoolSnapshot(*(frozenset(m) for m in members))
 
     @translated
     def running_pool_of(self, vm: str, pools: Iterable[str]) -> str | None:
