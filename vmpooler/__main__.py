@@ -101,7 +101,14 @@ def _api_children(config: Config, args: argparse.Namespace, redis_url: str) -> l
 
 
 def _manager_children(config: Config, args: argparse.Namespace, redis_url: str) -> list[ChildSpec]:
-    """One provider process per provider instance that serves a pool; publishes the pools first."""
+    """One provider process per provider instance that serves a pool; publishes the pools first.
+
+    A config without ``:pools:`` has nothing to manage: no provider process starts, and the pools
+    another manager published are left in Redis (its API nodes serve them).
+    """
+    if not config.pools_given:
+        log.warning("manager: no :pools: in the config: nothing to manage, no provider process started")
+        return []
     publish_pools(config, redis_url)
     providers = sorted({pool.provider for pool in config.pools})
     log.info("manager: %d pool(s) on provider(s) %s", len(config.pools), ", ".join(providers) or "none")

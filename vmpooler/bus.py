@@ -11,6 +11,11 @@ on its own loop, so a lost event delays work and never loses it. Each event is a
 * ``task`` (:class:`TaskQueued`): by the API (``store.tasks.queue``); the task is claimed and run at once.
 * ``slot`` (:class:`SlotFreed`): by the manager, inside the slot release script; the pool, which waited
   for a clone slot, clones at once.
+* ``config`` (:class:`ConfigChanged`): by the API's pool configuration endpoints (size, template, clone
+  target, reset, undo); the pool runs a pass at once.
+* ``ondemand`` (:class:`OnDemandQueued`): by the API for a new on-demand request (once per pool it
+  names), and by the manager when an on-demand clone is queued again or an on-demand clone slot is
+  freed; the provider process's on-demand actor takes the request in and starts its clones at once.
 
 Events made in Python are written by :func:`encode`; the two made inside Lua scripts write the same
 fields with ``cjson.encode`` (``tests/unit/test_bus.py`` decodes what the scripts publish).
@@ -24,7 +29,17 @@ from typing import Any
 
 import attrs
 
-__all__ = ["CheckedOut", "Event", "Returned", "SlotFreed", "TaskQueued", "decode", "encode"]
+__all__ = [
+    "CheckedOut",
+    "ConfigChanged",
+    "Event",
+    "OnDemandQueued",
+    "Returned",
+    "SlotFreed",
+    "TaskQueued",
+    "decode",
+    "encode",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +77,30 @@ class SlotFreed:
     pool: str
 
 
-Event = CheckedOut | Returned | TaskQueued | SlotFreed
+@attrs.frozen
+class ConfigChanged:
+    """The pool's size, template or clone target override changed, or a reset was requested."""
+
+    pool: str
+
+
+@attrs.frozen
+class OnDemandQueued:
+    """On-demand clones for ``pool`` wait (``request_id`` is empty when a freed slot is the news)."""
+
+    pool: str
+    request_id: str
+
+
+Event = CheckedOut | Returned | TaskQueued | SlotFreed | ConfigChanged | OnDemandQueued
 
 _KINDS: dict[str, type[Event]] = {
     "checkout": CheckedOut,
     "return": Returned,
     "task": TaskQueued,
     "slot": SlotFreed,
+    "config": ConfigChanged,
+    "ondemand": OnDemandQueued,
 }
 _NAMES = {cls: kind for kind, cls in _KINDS.items()}
 

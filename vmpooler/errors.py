@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "CloneFailed",
     "ConfigError",
@@ -14,7 +16,16 @@ __all__ = [
     "TransitionError",
     "VMNotFound",
     "VmpoolerError",
+    "permanent_reason",
 ]
+
+# The original's patterns of a clone error no retry can fix (reference §4.8, step 5).
+_PERMANENT = re.compile(
+    r"template.*not found|template.*does not exist|invalid.*path|folder.*not found|datastore.*not found"
+    r"|resource pool.*not found|permission.*denied|authentication.*failed|invalid.*credentials"
+    r"|configuration.*error",
+    re.IGNORECASE,
+)
 
 
 class VmpoolerError(Exception):
@@ -84,3 +95,18 @@ class ProviderTimeout(ProviderError):
 
 class ProviderUnavailable(ProviderError):
     metric_label = "provider_unavailable"
+
+
+def permanent_reason(exc: BaseException) -> str | None:
+    """The message of an error that trying again cannot fix, or None when a retry may work.
+
+    Permanent: a provider error marked ``transient = False``, a programming error (``TypeError``,
+    ``AttributeError``, ``NameError``: the original's ``ArgumentError``/``NoMethodError``/``NameError``),
+    or a message matching the original's configuration-error patterns.
+    """
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, ProviderError) and not exc.transient:
+        return message
+    if isinstance(exc, TypeError | AttributeError | NameError) or _PERMANENT.search(message):
+        return message
+    return None

@@ -12,6 +12,9 @@ __all__ = [
     "CLONE_LEASES",
     "CLONE_WAITING",
     "LASTBOOT",
+    "ODCREATE_TASK",
+    "ONDEMAND_LEASES",
+    "ONDEMAND_WAITING",
     "POOLRESET",
     "POOLS",
     "PROVISIONING_PROCESSING",
@@ -21,7 +24,10 @@ __all__ = [
     "TASKS_ONDEMANDCLONE",
     "TASKS_SNAPSHOT",
     "TASKS_SNAPSHOT_REVERT",
+    "TEMPLATE_DELTAS",
     "TEMPLATE_PREPARED",
+    "UNDO_SIZE_OVERRIDE",
+    "UNDO_TEMPLATE_OVERRIDE",
     "USER_TOKENS_INDEXED",
     "active_hash",
     "boot_stats",
@@ -32,6 +38,8 @@ __all__ = [
     "empty_flag",
     "events_channel",
     "migrating_set",
+    "odrequest",
+    "odrequest_vms",
     "pending_set",
     "pool_hash",
     "ready_set",
@@ -57,11 +65,19 @@ TASKS_SNAPSHOT_REVERT = _P + "tasks__snapshot-revert"
 TEMPLATE_PREPARED = _P + "template__prepared"
 PROVISIONING_REQUEST = _P + "provisioning__request"
 PROVISIONING_PROCESSING = _P + "provisioning__processing"
+# zset "<alias>:<pool>:<count>:<request id>" -> enqueue epoch (1: a retry, first in line)
+ODCREATE_TASK = _P + "odcreate__task"
+TEMPLATE_DELTAS = _P + "template__deltas"
+UNDO_SIZE_OVERRIDE = _P + "pool__undo_size_override"
+UNDO_TEMPLATE_OVERRIDE = _P + "pool__undo_template_override"
 _EVENTS = _P + "events"  # ours: the prefix of the per-pool event channels
 # Ours: clone task slots as leases (member ``<provider>:<vm>``, score = expiry epoch), so a provider
 # process that dies cannot leak a slot; TASKS_CLONE is kept equal to its size for /status.
 CLONE_LEASES = _P + "tasks__clone_leases"
 CLONE_WAITING = _P + "tasks__clone_waiting"  # ours: pools refused a clone slot, by time of refusal
+# Ours: the on-demand clone lane (``ondemand_clone_limit``), leases as above; TASKS_ONDEMANDCLONE = its size.
+ONDEMAND_LEASES = _P + "tasks__ondemandclone_leases"
+ONDEMAND_WAITING = _P + "tasks__ondemandclone_waiting"  # ours: a pool of each process refused a slot
 
 # The sets a VM moves through (``VMState``'s, and ``migrating``: a side set of running VMs just checked
 # out); ``state_set(state, pool)`` takes one of these names.
@@ -158,6 +174,16 @@ def config_override(kind: str) -> str:
     if kind not in OVERRIDES:
         raise ValueError(f"unknown override kind {kind!r}")
     return f"{_P}config__{kind}"
+
+
+def odrequest(request_id: str) -> str:
+    """Hash of one on-demand request: ``requested``, ``status``, ``token:*``, ``retry_count``, ..."""
+    return f"{_P}odrequest__{request_id}"
+
+
+def odrequest_vms(request_id: str, alias: str, pool: str) -> str:
+    """Set of the VMs of ``pool`` given to the request for ``alias`` (the original's layout)."""
+    return f"{_P}{request_id}__{alias}__{pool}"
 
 
 def events_channel(pool: str) -> str:

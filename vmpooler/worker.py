@@ -188,11 +188,13 @@ def start_manager(
 
 
 def vm_thread_count(config: Config, provider_name: str) -> int:
-    """Threads for VMActor turns: ``task_limit`` clones may block at once, and beside them as many
-    checks, destroys and tasks as the provider has connections for (at least 4); 128 at most."""
+    """Threads for VMActor turns: ``task_limit`` pool clones and ``ondemand_clone_limit`` on-demand
+    clones may block at once, and beside them as many checks, destroys and tasks as the provider has
+    connections for (at least 4); 128 at most."""
     spec = config.providers.get(provider_name)
     connections = getattr(spec.settings, "connection_pool_size", None) if spec is not None else None
-    return min(_VM_THREADS, config.globals.task_limit + max(4, connections or 0))
+    clones = config.globals.task_limit + config.globals.ondemand_clone_limit
+    return min(_VM_THREADS, clones + max(4, connections or 0))
 
 
 def prepare_provider(config: Config, name: str, provider: Provider) -> None:

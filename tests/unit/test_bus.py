@@ -13,6 +13,8 @@ EVENTS = [
     bus.Returned(pool="deb", vm="vm1"),
     bus.TaskQueued(pool="deb", vm="vm1", task="disk", argument="8"),
     bus.SlotFreed(pool="deb"),
+    bus.ConfigChanged(pool="deb"),
+    bus.OnDemandQueued(pool="deb", request_id="r1"),
 ]
 
 
@@ -26,6 +28,9 @@ def test_the_wire_format_is_the_one_the_lua_scripts_write() -> None:
     # the checkout script (store/vms.py) and the slot release script (store/slots.py) build these with cjson
     assert bus.decode('{"event": "checkout", "pool": "deb", "vm": "vm1"}') == bus.CheckedOut("deb", "vm1")
     assert bus.decode('{"pool": "deb", "event": "slot"}') == bus.SlotFreed("deb")
+    # the on-demand create script (store/ondemand.py)
+    ondemand = '{"request_id": "r1", "event": "ondemand", "pool": "deb"}'
+    assert bus.decode(ondemand) == bus.OnDemandQueued("deb", "r1")
     assert json.loads(bus.encode(bus.Returned("deb", "vm1"))) == {
         "event": "return",
         "pool": "deb",
@@ -39,7 +44,7 @@ def test_the_wire_format_is_the_one_the_lua_scripts_write() -> None:
         "not json",
         "[1, 2]",
         '{"pool": "deb"}',
-        '{"event": "config", "pool": "deb"}',  # no producer, so no event kind
+        '{"event": "tilt", "pool": "deb"}',  # no such kind
         '{"event": "return", "pool": "deb"}',
         b"\xff\xfe",
     ],

@@ -27,9 +27,6 @@ def load(text: str, **env: str) -> Config:
 
 EXPECTED_WARNINGS = {
     "v3-yaml-example.yaml": {
-        ":config:.max_vm_retries: read but not acted on: on-demand requests are not served yet",
-        ":config:.experimental_features: read but not acted on: the pool configuration endpoints are not "
-        "served yet",
         ":statsd: read but not acted on: the statsd sink is not built yet: metrics are served to "
         "Prometheus only",
         ":graphite: read but not acted on: the graphite sink is not built yet: metrics are served to "
@@ -45,7 +42,8 @@ EXPECTED_WARNINGS = {
         ":config: only",
         ":redis:.dlq_max_entries: has no effect: the original reads the dead-letter queue settings from "
         ":config: only",
-        ":config:.max_request_age: read but not acted on: on-demand requests are not served yet",
+        ":config:.max_request_age: read but not acted on: the original's example sets it, but no version "
+        "ever acted on it",
         ":pools:[0].template: missing or empty: the provider cannot clone for this pool",
     },
     "v3-dummy-example.yaml": set(),
@@ -200,7 +198,6 @@ def test_keys_not_acted_on_say_so_only_when_given() -> None:
     assert set(config.warnings) == {
         ":config:.dlq_enabled: read but not acted on: the dead-letter queue, auto purge and queue health "
         "check are not built yet",
-        ":config:.ondemand_clone_limit: read but not acted on: on-demand requests are not served yet",
     }
     assert load(":dns_configs:\n  :gcp: {dns_class: gcp, domain: d.test, project: p}\n").warnings == (
         ":dns_configs:.gcp.dns_class: 'gcp' read but not acted on: DNS records are not managed (only "

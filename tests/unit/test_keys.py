@@ -38,11 +38,19 @@ ORIGINAL_LAYOUT = {
     keys.TEMPLATE_PREPARED: "vmpooler__template__prepared",
     keys.PROVISIONING_REQUEST: "vmpooler__provisioning__request",
     keys.PROVISIONING_PROCESSING: "vmpooler__provisioning__processing",
+    keys.ODCREATE_TASK: "vmpooler__odcreate__task",
+    keys.TEMPLATE_DELTAS: "vmpooler__template__deltas",
+    keys.UNDO_SIZE_OVERRIDE: "vmpooler__pool__undo_size_override",
+    keys.UNDO_TEMPLATE_OVERRIDE: "vmpooler__pool__undo_template_override",
+    keys.odrequest("r1"): "vmpooler__odrequest__r1",
+    keys.odrequest_vms("r1", "deb", "debian-12"): "vmpooler__r1__deb__debian-12",
 }
 
 OURS = {
     keys.CLONE_LEASES: "vmpooler__tasks__clone_leases",
     keys.CLONE_WAITING: "vmpooler__tasks__clone_waiting",
+    keys.ONDEMAND_LEASES: "vmpooler__tasks__ondemandclone_leases",
+    keys.ONDEMAND_WAITING: "vmpooler__tasks__ondemandclone_waiting",
     keys.user_tokens("alice"): "vmpooler__user_tokens__alice",
     keys.USER_TOKENS_INDEXED: "vmpooler__user_tokens_indexed",
     keys.events_channel("deb"): "vmpooler__events__deb",
@@ -82,7 +90,9 @@ def test_every_exported_name_is_used_by_a_test_here() -> None:
         "LASTBOOT", "empty_flag", "TASKS_CLONE", "TASKS_ONDEMANDCLONE", "TASKS_DISK", "TASKS_SNAPSHOT",
         "TASKS_SNAPSHOT_REVERT", "config_override", "POOLRESET", "TEMPLATE_PREPARED",
         "PROVISIONING_REQUEST", "PROVISIONING_PROCESSING", "CLONE_LEASES", "CLONE_WAITING", "user_tokens",
-        "USER_TOKENS_INDEXED", "events_channel", "state_set", "token_pattern",
+        "USER_TOKENS_INDEXED", "events_channel", "state_set", "token_pattern", "ODCREATE_TASK",
+        "TEMPLATE_DELTAS", "UNDO_SIZE_OVERRIDE", "UNDO_TEMPLATE_OVERRIDE", "odrequest", "odrequest_vms",
+        "ONDEMAND_LEASES", "ONDEMAND_WAITING",
     }  # fmt: skip
     assert exported == tested
 

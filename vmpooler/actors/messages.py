@@ -4,8 +4,10 @@
 To a VMActor, from its PoolActor (counted: see :class:`VMIdle`):
     :class:`Clone`, :class:`Look`, :class:`DestroyNow`, :class:`Drain`, :class:`RunTask`, :class:`Migrate`.
 To a VMActor, from itself through the ticker: :class:`PollReady`, :class:`RetryDestroy`.
-To a PoolActor: :class:`Check` (the ticker), the ``vmpooler.bus`` events (the ProviderActor), and from its
-VMActors :class:`VMIdle`, :class:`VMGone`, :class:`VMCrashed`, :class:`SlotUnreleased`.
+To a PoolActor: :class:`Check` (the ticker), the ``vmpooler.bus`` events (the ProviderActor),
+:class:`CloneFor` (the OnDemandActor, through the ProviderActor), and from its VMActors :class:`VMIdle`,
+:class:`VMGone`, :class:`VMCrashed`, :class:`SlotUnreleased`.
+To the OnDemandActor: :class:`Check` (its ticker) and ``bus.OnDemandQueued`` (the ProviderActor).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Check",
     "Clone",
+    "CloneFor",
     "DestroyNow",
     "Drain",
     "Look",
@@ -42,7 +45,15 @@ __all__ = [
 
 @attrs.frozen
 class Clone:
-    """Create the VM (already reserved in ``pending``), then wait for it to be ready."""
+    """Create the VM (already reserved in ``pending``), then wait for it to be ready.
+
+    Attributes:
+        request_id: the on-demand request the VM is for ("" for a pool VM).
+        alias: the name the request asked for ("" for a pool VM).
+    """
+
+    request_id: str = ""
+    alias: str = ""
 
 
 @attrs.frozen
@@ -100,6 +111,16 @@ class RetryDestroy:
 @attrs.frozen
 class Check:
     """Run a pass now (the ticker's schedule, or a wake-up)."""
+
+
+@attrs.frozen
+class CloneFor:
+    """Clone one VM of ``pool`` for an on-demand request; ``slot`` is its on-demand lane slot, claimed."""
+
+    pool: str
+    request_id: str
+    alias: str
+    slot: str
 
 
 @attrs.frozen(eq=False)

@@ -8,8 +8,14 @@ pool is short of. A VM whose actor is in flight is left to that actor: it alone 
 reports itself idle. Passes are spaced by the dynamic loop delay (min, ×decay up to max while idle), and
 API events start work at once: a checkout starts its replacement clone without waiting for the loop.
 
-Messages (``actors.messages`` and ``vmpooler.bus``): ``Check``; the API's events; ``VMIdle``, ``VMGone``,
-``VMCrashed`` and ``SlotUnreleased`` from its VMActors.
+The pool's template and clone target follow the ``/config`` overrides: when either differs from what the
+provider was last given, the pool gives the provider the new one, drains its ready and pending VMs,
+prepares the template, and only then clones again (docs/architecture.md, "Runtime pool configuration").
+On-demand VMs (``CloneFor``) are cloned here like any VM, but never count toward the pool's size and
+are never drained: they belong to their request.
+
+Messages (``actors.messages`` and ``vmpooler.bus``): ``Check``; the API's events; ``CloneFor`` from the
+OnDemandActor; ``VMIdle``, ``VMGone``, ``VMCrashed`` and ``SlotUnreleased`` from its VMActors.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from vmpooler.actors.dispatch import PooledActor
 from vmpooler.actors.messages import (
     Check,
     Clone,
+    CloneFor,
     DestroyNow,
     Drain,
     Look,
@@ -37,7 +44,7 @@ from vmpooler.actors.messages import (
     VMIdle,
 )
 from vmpooler.actors.vm import VMActor, observation_of, record_of
-from vmpooler.bus import CheckedOut, Returned, SlotFreed, TaskQueued
+from vmpooler.bus import CheckedOut, ConfigChanged, Returned, SlotFreed, TaskQueued
 from vmpooler.errors import ProviderError, StoreError
 from vmpooler.lifecycle import Forget, Probe, Wait, decide, settle_overlap
 from vmpooler.log import get_logger
@@ -85,6 +92,8 @@ class PoolActor(PooledActor):
         self._starved = False  # the last repopulation was refused a clone slot
         self._checked: dict[str, float] = {}  # ready VM -> when a pass last sent it to be checked
         self._empty: bool | None = None  # the empty flag as this actor last wrote it (None: unknown)
+        self._ondemand: set[str] = set()  # pending VMs of on-demand requests: not the pool's buffer
+        self._first_pass = True
 
     # -- pykka hooks (a dispatcher thread, one message at a time) ---------------------------------
 
@@ -111,6 +120,10 @@ class PoolActor(PooledActor):
                     self._repopulate_now()
                 case Returned(vm=vm):
                     self._tell(vm, DestroyNow())
+                case ConfigChanged():
+                    self._schedule(0)
+                case CloneFor():
+                    self._clone_for(message)
                 case TaskQueued():
                     self._dispatch_tasks()
                 case VMIdle(vm=vm, ref=ref, handled=handled):
@@ -180,6 +193,11 @@ class PoolActor(PooledActor):
         view = ctx.store.passes.read(ctx.name)  # after the inventory: a new clone is in pending first
         self._apply_size(view.size_override)
         snap = self._settle_overlaps(view.snapshot)
+        self._ondemand = {vm for vm in snap.pending if view.fields.get(vm, {}).get("request_id")}
+        drained = self._apply_template(view, snap)
+        self._first_pass = False
+        if drained:  # their actors move them; the pass refills at once, from the new template
+            snap = attrs.evolve(snap, ready=snap.ready - drained, pending=snap.pending - drained)
         known = snap.all()
         discovered = [vm for vm in inventory if vm not in known and vm not in self._flights]
         if discovered:
@@ -192,6 +210,7 @@ class PoolActor(PooledActor):
             self._dispatch_tasks()
         if view.reset:
             self._drain(snap.ready | snap.pending, "pool reset")
+            snap = attrs.evolve(snap, ready=frozenset(), pending=frozenset(self._ondemand))
         cloned = self._repopulate(snap)
         self._gauges(snap)
         # a pool refused a clone slot is not idle: it keeps the minimum delay (a released slot also
@@ -262,7 +281,7 @@ class PoolActor(PooledActor):
                 self._tell(vm, Look(None, vm in inventory), create=False)
 
     def _repopulate(self, snap: PoolSnapshot) -> int:
-        ready, pending = len(snap.ready), len(snap.pending)
+        ready, pending = len(snap.ready), len(snap.pending - self._ondemand)
         if ready > self._size:
             self._drain(sorted(snap.ready)[: ready - self._size], "pool above its size")
             if pending:
@@ -272,7 +291,7 @@ class PoolActor(PooledActor):
 
     def _repopulate_now(self) -> None:
         counts = self._ctx.store.stats.pool_counts([self._ctx.name])[self._ctx.name]
-        self._clone_up_to(self._size - (counts.ready + counts.pending))
+        self._clone_up_to(self._size - (counts.ready + counts.pending - len(self._ondemand)))
 
     def _clone_up_to(self, wanted: int) -> int:
         self._starved = False
@@ -304,7 +323,7 @@ class PoolActor(PooledActor):
         self._log.error("unable to generate a unique hostname after %d attempts", _NAME_ATTEMPTS)
         return False
 
-    def _reserve_and_clone(self, slot: str) -> bool:
+    def _reserve_and_clone(self, slot: str, request: CloneFor | None = None) -> bool:
         """Reserve a fresh name in ``pending`` and hand the clone (and the slot) to a new VMActor."""
         ctx = self._ctx
         for _ in range(_NAME_ATTEMPTS):
@@ -312,15 +331,39 @@ class PoolActor(PooledActor):
             if name in self._flights:
                 continue
             now = format_time(ctx.clock())
-            fields = {"clone": now, "template": ctx.name, "pool": ctx.name}
+            fields = {
+                "clone": now,
+                "template": ctx.name,
+                "pool": ctx.name,
+                "clone_template": ctx.provider.pool_spec(ctx.name).template,
+            }
             if ctx.pool.domain:
                 fields["domain"] = ctx.pool.domain
+            if request is not None:
+                fields |= {"request_id": request.request_id, "pool_alias": request.alias}
             if ctx.store.vms.create_pending(ctx.name, name, fields):
                 self._flights[name] = _Flight(VMActor.start(ctx, name, self.actor_ref, slot))
-                self._tell(name, Clone())
+                if request is None:
+                    self._tell(name, Clone())
+                else:
+                    self._ondemand.add(name)
+                    self._tell(name, Clone(request.request_id, request.alias))
                 return True
             metrics.ERRORS.labels("duplicatehostname", ctx.name).inc()
         return False
+
+    def _clone_for(self, request: CloneFor) -> None:
+        """Clone one VM for an on-demand request, on the lane slot the OnDemandActor claimed."""
+        ctx = self._ctx
+        try:
+            started = self._reserve_and_clone(request.slot, request)
+        except StoreError:
+            self._release_slot_quietly(request.slot)
+            raise
+        if not started:
+            self._release_slot_quietly(request.slot)
+            ctx.store.provisioning.requeue(request.request_id, request.alias, ctx.name)
+            self._log.error("unable to generate a unique hostname after %d attempts", _NAME_ATTEMPTS)
 
     def _release_slot_quietly(self, slot: str) -> None:
         """Give a slot back; if Redis fails now, keep it and retry on the next pass."""
@@ -330,10 +373,61 @@ class PoolActor(PooledActor):
             self._unreleased.add(slot)
             self._log.warning("could not release clone slot %s, retrying next pass: %s", slot, exc)
 
-    def _drain(self, vms: Any, reason: str) -> None:
-        self._log.info("draining %d VM(s): %s", len(vms), reason)
-        for vm in vms:
+    def _drain(self, vms: Any, reason: str) -> set[str]:
+        """Send the pool's own ``vms`` to completed (on-demand VMs belong to their request: never)."""
+        mine = {vm for vm in vms if vm not in self._ondemand}
+        if mine:
+            self._log.info("draining %d VM(s): %s", len(mine), reason)
+        for vm in mine:
             self._tell(vm, Drain())
+        return mine
+
+    def _apply_template(self, view: PassView, snap: PoolSnapshot) -> frozenset[str]:
+        """Follow the ``/config`` template and clone target overrides (else the file's values).
+
+        When either differs from what the provider serves: the provider gets the new value, every ready
+        and pending VM cloned from another template is drained (after a clone target change, every one),
+        and the template is prepared, all before this pass clones again.
+
+        Returns:
+            The VMs drained.
+        """
+        ctx = self._ctx
+        template = view.template_override or ctx.pool.template
+        target = view.clone_target_override or ctx.pool.clone_target
+        spec = ctx.provider.pool_spec(ctx.name)
+        if template != spec.template or target != spec.clone_target:
+            ctx.provider.update_pool(attrs.evolve(spec, template=template, clone_target=target))
+            if template != spec.template:
+                self._log.info("template updated from %s to %s", spec.template, template)
+            if target != spec.clone_target:
+                self._log.info("clone target updated from %s to %s", spec.clone_target, target)
+        drained: set[str] = set()
+        if target != spec.clone_target and not self._first_pass:
+            drained |= self._drain(snap.ready | snap.pending, "clone target changed")
+        old = view.prepared_template or ctx.pool.template
+        stale = [
+            vm
+            for vm in snap.ready | snap.pending
+            if vm not in drained and view.fields.get(vm, {}).get("clone_template", old) != template
+        ]
+        if stale:
+            drained |= self._drain(stale, f"template changed to {template}")
+        if view.prepared_template != template:
+            self._prepare(template)
+        return frozenset(drained)
+
+    def _prepare(self, template: str) -> None:
+        ctx = self._ctx
+        deltas = ctx.config.globals.create_template_delta_disks
+        if deltas:
+            try:
+                ctx.provider.prepare_template(ctx.name)
+            except ProviderError as exc:  # as the original: logged, and clones go on
+                self._log.warning("preparing template %s failed (clones go on): %s", template, exc)
+                deltas = False
+        ctx.store.pools.mark_prepared(ctx.name, template, deltas=deltas)
+        self._log.info("template %s is ready for use", template)
 
     def _dispatch_tasks(self) -> None:
         for task in self._ctx.store.tasks.claim(self._ctx.name):

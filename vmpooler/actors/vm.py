@@ -39,7 +39,7 @@ from vmpooler.actors.messages import (
     VMGone,
     VMIdle,
 )
-from vmpooler.errors import ProviderError, StoreError, VMNotFound
+from vmpooler.errors import ProviderError, StoreError, VMNotFound, permanent_reason
 from vmpooler.lifecycle import (
     Action,
     Become,
@@ -132,12 +132,15 @@ class VMActor(PooledActor):
         self._destroy_retry: Handle | None = None
         self._handled = 0  # messages from the pool handled: the VMIdle handshake
         self._done = False
+        self._request: tuple[str, str] | None = None  # (request id, alias) of an on-demand VM
 
     # -- pykka hooks (a dispatcher thread, one message at a time) ---------------------------------
 
     def on_receive(self, message: Any) -> None:
         match message:
-            case Clone():
+            case Clone(request_id=request_id, alias=alias):
+                if request_id:
+                    self._request = (request_id, alias)
                 self.clone()
             case Look(state=state, in_inventory=seen, fields=fields, checkout=checkout):
                 self.look(state, seen, fields, checkout)
@@ -308,6 +311,8 @@ class VMActor(PooledActor):
         """Ask ``lifecycle.decide`` what happens next (probing the provider when it says so), then do it."""
         ctx = self._ctx
         now = ctx.clock()
+        if fields.get("request_id"):
+            self._request = (fields["request_id"], fields.get("pool_alias", ""))
         record = record_of(ctx, self._name, state, fields, checkout, cloned_here=self._cloned_at is not None)
         if self._cloned_at is not None and record.clone_started is None:
             record = attrs.evolve(record, clone_started=self._cloned_at)
@@ -376,19 +381,31 @@ class VMActor(PooledActor):
                     self._schedule_poll()
 
     def _become_ready(self, boot: float, now: float) -> None:
+        """pending → ready; an on-demand VM → running for its request. Either may find the VM no longer
+        wanted (a template changed meanwhile; the request is over): then it goes to completed."""
         ctx = self._ctx
         at = format_time(now)
-        moved = ctx.store.vms.move(
-            ctx.name,
-            self._name,
-            VMState.PENDING,
-            VMState.READY,
-            {"ready": at},
-            other=ctx.store.stats.boot_writes(ctx.name, self._name, date=today(now), now=at, seconds=boot),
-        )
-        if moved:
+        boot_writes = ctx.store.stats.boot_writes(ctx.name, self._name, date=today(now), now=at, seconds=boot)
+        if self._request is not None:
+            request_id, alias = self._request
+            lifetime = ctx.config.globals.vm_lifetime_auth
+            moved = ctx.store.provisioning.vm_ready(
+                request_id, alias, ctx.name, self._name, now=at, lifetime=lifetime, other=boot_writes
+            )
+            done = f"moved from 'pending' to 'running' for request {request_id}"
+            unwanted = f"request {request_id} is over or has its VMs"
+        else:
+            moved = ctx.store.vms.become_ready(
+                ctx.name, self._name, template=ctx.pool.template, fields={"ready": at}, other=boot_writes
+            )
+            done = "moved from 'pending' to 'ready' queue"
+            unwanted = "cloned from a template the pool no longer uses"
+        if moved is VMState.COMPLETED:
+            self._log.info("moved from 'pending' to 'completed': %s", unwanted)
+            self._destroy(VMState.COMPLETED, in_inventory=True)
+        elif moved is not None:
             metrics.TIME_TO_READY.labels(ctx.name).observe(boot)
-            self._log.info("moved from 'pending' to 'ready' queue after %.2f seconds", boot)
+            self._log.info("%s after %.2f seconds", done, boot)
 
     def _schedule_poll(self) -> None:
         if self._poll is None and not self._done:
@@ -401,6 +418,8 @@ class VMActor(PooledActor):
             if failed:
                 metrics.ERRORS.labels("markedasfailed", self._ctx.name).inc()
                 self._log.error("%s", reason)
+                if src is VMState.PENDING:
+                    self._request_failed(None)
             else:
                 self._log.info("moved from '%s' to 'completed': %s", src.value, reason)
             self._destroy(VMState.COMPLETED, in_inventory=True)
@@ -449,7 +468,33 @@ class VMActor(PooledActor):
             ttl_seconds=ctx.data_ttl,
             fields={"clone_error": str(exc), "clone_error_class": type(exc).__name__},
         )
+        self._request_failed(permanent_reason(exc))
         self._finish(None)
+
+    def _request_failed(self, permanent: str | None) -> None:
+        """An on-demand VM failed (its clone, or its boot in time): its request retries or fails."""
+        if self._request is None:
+            return
+        ctx = self._ctx
+        request_id, alias = self._request
+        outcome = self._guard(
+            ctx.store.provisioning.vm_failed,
+            request_id,
+            alias,
+            ctx.name,
+            permanent=permanent,
+            max_retries=ctx.config.globals.max_vm_retries,
+            data_ttl=ctx.data_ttl,
+        )
+        if outcome == "retry":
+            self._log.info("request %s: another clone queued", request_id)
+        elif outcome == "failed":
+            metrics.ERRORS.labels("permanently_failed", ctx.name).inc()
+            self._log.error(
+                "request %s failed: %s",
+                request_id,
+                f"configuration error: {permanent}" if permanent else "max retry attempts exceeded",
+            )
 
     def _release_slot(self) -> None:
         """Give the clone slot back; if Redis fails, the PoolActor keeps it and retries each pass."""

@@ -10,7 +10,9 @@ The modules, in the order a load runs through them:
   (pools, providers with their plugins' own settings, DNS), :mod:`~vmpooler.config.auth`,
   :mod:`~vmpooler.config.sinks`;
 * :mod:`~vmpooler.config.compat`: what the original's keys mean here, and which are not acted on yet;
-* :mod:`~vmpooler.config.loading`: :class:`Config` and :func:`load_config`.
+* :mod:`~vmpooler.config.loading`: :class:`Config` and :func:`load_config`;
+* :mod:`~vmpooler.config.published`: the pools a manager published in Redis, for an API node whose
+  configuration has no ``:pools:`` (:meth:`Config.with_published_pools`).
 
 Differences from the original
 -----------------------------
@@ -39,6 +41,9 @@ Differences from the original
 * ``purge_unconfigured_folders`` (global key and env) and ``folder_whitelist`` still work, with a
   deprecation warning.
 * A key given with no value (``task_limit:``) means the default.
+* Pools read back from Redis (no ``:pools:`` in the file) are parsed like a file's: a pool with a bad
+  value is skipped with a warning instead of failing the load, and a pool without ``alias`` works (the
+  original's loader crashes on it).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from vmpooler.config.auth import AuthConfig
 from vmpooler.config.compat import CORE_SECTIONS, LEGACY_PROVIDER_SECTIONS, warn_not_acted_on
 from vmpooler.config.env import apply_env
 from vmpooler.config.pools import DnsConfig, PoolConfig, ProviderConfig
+from vmpooler.config.published import parse_published_pools
 from vmpooler.config.reader import Context, SectionReader
 from vmpooler.config.schema import GlobalConfig, RedisConfig
 from vmpooler.config.sinks import (
@@ -102,6 +103,29 @@ class Config:
             raise ConfigError(problems)
         ctx = Context(env=os.environ if env is None else env)
         return _raise(_build(tree, source, ctx), ctx)
+
+    @property
+    def pools_given(self) -> bool:
+        """False when the configuration has no ``:pools:`` at all (or only ``:pools:`` with no value):
+        an API node then serves the pools a manager published in Redis (:meth:`with_published_pools`),
+        and a manager has nothing to manage. An empty list is given: no pools."""
+        return self.raw.get("pools") is not None
+
+    def with_published_pools(self, published: Mapping[str, Mapping[str, str]]) -> Config:
+        """This configuration with the pools a manager published in Redis as its pools.
+
+        The pools' providers need not be in this node's ``:providers:``. Nothing raises: a pool with a
+        bad value is left out, with a warning naming its hash and the key.
+
+        Args:
+            published: pool name → its published hash of strings (``Store.pools.published()``).
+
+        Returns:
+            A copy whose ``pools`` are the published ones (in name order) and whose ``warnings`` end
+            with those of their parse.
+        """
+        pools, warnings = parse_published_pools(published, self.globals)
+        return attrs.evolve(self, pools=pools, warnings=(*self.warnings, *warnings))
 
     def pool(self, name: str) -> PoolConfig:
         """The pool called ``name`` (aliases are not pools).

@@ -83,7 +83,16 @@ class PoolConfig:
         globals_: GlobalConfig,
         providers: Mapping[str, ProviderConfig] | None = None,
         dns_configs: Mapping[str, DnsConfig] | None = None,
+        *,
+        published: bool = False,
     ) -> PoolConfig | None:
+        """One pool entry; None when it has a problem (recorded in ``ctx``).
+
+        ``published``: a pool a manager wrote to Redis (``vmpooler.config.published``), parsed with
+        ``providers`` and ``dns_configs`` None: its provider may be configured only on that manager,
+        so the keys nobody reads are that provider's (no warning), and ``domain`` is the domain the
+        manager resolved (no deprecation warning).
+        """
         if not isinstance(data, Mapping):
             ctx.problem(path, f"must be a mapping, got {data!r:.60}")
             return None
@@ -123,7 +132,7 @@ class PoolConfig:
         )
         alias = reader.get("alias", _L, ())
         reader.get("domain", _S)
-        if reader.given("domain") and dns_plugin is None:
+        if reader.given("domain") and dns_plugin is None and not published:
             ctx.warn(f"{reader.at('domain')} is deprecated: set dns_plugin to a :dns_configs: entry")
         if len(ctx.problems) > before:
             return None
@@ -138,7 +147,8 @@ class PoolConfig:
         option_keys = provider_config.pool_option_keys if provider_config else frozenset()
         options = {key: value for key, value in reader.rest().items() if key in option_keys}
         reader.used.update(options)
-        reader.warn_unknown(option_keys)
+        if not published:
+            reader.warn_unknown(option_keys)
         if provider_config is not None and provider_config.pool_config_class is not None:
             try:  # the plugin's own checks of the pool's provider keys, before any process starts
                 provider_config.pool_config_class.from_options(options, path=path, warnings=ctx.warnings)

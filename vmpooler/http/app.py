@@ -16,7 +16,7 @@ from vmpooler.http.auth import Authenticator, make_authenticator
 from vmpooler.http.context import ApiContext
 from vmpooler.http.errors import install_error_handlers
 from vmpooler.http.middleware import BodyLimit, GzipResponses, OptionsAnswers, RequestMetrics
-from vmpooler.http.resources import dashboard, meta, status, token, vm
+from vmpooler.http.resources import dashboard, meta, ondemand, poolconfig, status, token, vm
 
 if TYPE_CHECKING:
     from vmpooler.config import Config
@@ -43,8 +43,18 @@ def _mount(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(f"{prefix}/summary/{{route}}", summary, suffix="route")
     app.add_route(f"{prefix}/summary/{{route}}/{{key}}", summary, suffix="route")
     app.add_route(f"{prefix}/config", meta.Config(ctx))
+    size = poolconfig.PoolSizeOverride(ctx)
+    app.add_route(f"{prefix}/config/poolsize", size)
+    app.add_route(f"{prefix}/config/poolsize/{{pool}}", size, suffix="pool")
+    template = poolconfig.TemplateOverride(ctx)
+    app.add_route(f"{prefix}/config/pooltemplate", template)
+    app.add_route(f"{prefix}/config/pooltemplate/{{pool}}", template, suffix="pool")
+    app.add_route(f"{prefix}/config/clonetarget", poolconfig.CloneTargetOverride(ctx))
+    app.add_route(f"{prefix}/poolreset", poolconfig.PoolReset(ctx))
     app.add_route(f"{prefix}/token", token.TokenCollection(ctx))
     app.add_route(f"{prefix}/token/{{token}}", token.TokenItem(ctx))
+    app.add_route(f"{prefix}/ondemandvm", ondemand.OnDemandCollection(ctx))
+    app.add_route(f"{prefix}/ondemandvm/{{name}}", ondemand.OnDemandItem(ctx))
 
 
 def create_app(

@@ -128,6 +128,12 @@ class ApiContext:
                 picks.append(Pick(name, self._order(candidates)))
         return picks
 
+    def choose_pool(self, name: str) -> str | None:
+        """The pool to serve one VM of ``name`` (by backend weight or at random, as ``plan``); None
+        when ``name`` is neither a pool nor an alias."""
+        candidates = self.config.candidates(name)
+        return self._order(candidates)[0] if candidates else None
+
     def _order(self, candidates: tuple[str, ...]) -> tuple[str, ...]:
         if len(candidates) < 2:
             return candidates

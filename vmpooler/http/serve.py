@@ -6,12 +6,14 @@ import logging
 import socket
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import waitress
 
-from vmpooler.config import load_config
+from vmpooler.config import Config, load_config
 from vmpooler.config.env import env_value
+from vmpooler.errors import StoreError
 from vmpooler.http.app import create_app
 from vmpooler.log import setup_logging
 from vmpooler.store import Store
@@ -19,9 +21,11 @@ from vmpooler.store import Store
 if TYPE_CHECKING:
     from vmpooler.supervisor import Heartbeat
 
-__all__ = ["ApiWorkerArgs", "listen", "run_api_worker"]
+__all__ = ["ApiWorkerArgs", "listen", "run_api_worker", "with_published_pools"]
 
 log = logging.getLogger(__name__)
+
+_WAIT_WARN_EVERY = 10.0  # seconds between the warnings of a worker waiting for published pools
 
 
 def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -58,8 +62,42 @@ def _beat(heartbeat: Heartbeat, stop: threading.Event) -> None:
         heartbeat.beat()
 
 
+def with_published_pools(
+    config: Config, store: Store, heartbeat: Heartbeat | Any = None, *, interval: float = 1.0
+) -> Config:
+    """``config`` with the pools a manager published in Redis, for a config without ``:pools:``.
+
+    Until a manager has published some (or while Redis cannot be reached), tries again every
+    ``interval`` seconds, warns every 10 s and beats the heartbeat; SIGTERM ends the wait as it ends
+    the worker. A published pool with a bad value is left out, with a warning.
+    """
+    warned_at = -_WAIT_WARN_EVERY
+    while True:
+        try:
+            published, reason = store.pools.published(), "none published in redis yet"
+        except StoreError as exc:
+            published, reason = {}, str(exc)  # "redis unavailable: ..."
+        if published:
+            served = config.with_published_pools(published)
+            for warning in served.warnings[len(config.warnings) :]:
+                log.warning("published pools: %s", warning)
+            names = ", ".join(pool.name for pool in served.pools) or "none valid"
+            log.info("serving the %d pool(s) published in redis: %s", len(served.pools), names)
+            return served
+        if time.monotonic() - warned_at >= _WAIT_WARN_EVERY:
+            log.warning("no :pools: in the config and %s; waiting", reason)
+            warned_at = time.monotonic()
+        if heartbeat is not None:
+            heartbeat.beat()
+        time.sleep(interval)
+
+
 def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> None:
-    """The API child's main: load config, open Redis, serve until SIGTERM."""
+    """The API child's main: load config, open Redis, serve until SIGTERM.
+
+    A config without ``:pools:`` serves the pools a manager published in Redis, read once at start
+    (SIGHUP restarts the workers, which read them again); the worker waits until there are some.
+    """
     # waitress hands each request between its I/O thread and a worker thread; with CPython's default
     # 5 ms GIL switch interval, concurrent connections wait out whole intervals (p90 6 ms at two
     # clients). A short interval keeps the hand-over prompt (see docs/performance.md).
@@ -71,6 +109,8 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         max_connections=max(args.threads + 2, config.redis.connection_pool_size),
         socket_timeout=config.redis.api_timeout,
     )
+    if not config.pools_given:
+        config = with_published_pools(config, store, heartbeat)
     app = create_app(config, store)
     server = waitress.create_server(
         app,

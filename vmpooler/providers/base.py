@@ -325,6 +325,20 @@ class Provider(abc.ABC):
         except KeyError:
             raise unknown_pool(pool) from None
 
+    def update_pool(self, spec: PoolSpec) -> None:
+        """Serve ``spec`` from now on: a template or clone target changed at runtime (``/config``).
+
+        Called by the pool's actor before it clones again; clones already running keep what they read.
+        The default replaces the pool's entry in ``pools`` (one assignment: readers on other threads see
+        the old mapping or the new one). A provider that caches per-pool state derived from the template
+        or clone target overrides this and calls ``super().update_pool(spec)``.
+
+        Raises:
+            ProviderError: non-transient, when this instance does not serve ``spec.name``.
+        """
+        self.pool_spec(spec.name)
+        self.pools = types.MappingProxyType({**self.pools, spec.name: spec})
+
     # -- lifecycle ----------------------------------------------------------------------------------
 
     @abc.abstractmethod

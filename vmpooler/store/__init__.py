@@ -8,8 +8,10 @@ registers only its own Lua scripts, and no part knows another:
 * ``store.tasks`` (``tasks.py``): the disk, snapshot and revert requests, the clone counters;
 * ``store.tokens`` (``tokens.py``): API tokens and the per-user index;
 * ``store.stats`` (``stats.py``): counts and statistics;
+* ``store.ondemand`` (``ondemand.py``): on-demand requests, the API's side (create, status, delete);
 * ``store.pools`` (``pools.py``): published pool configs, overrides, reset requests, empty flags, events;
-* ``store.passes`` (``passes.py``): what one pool pass reads of all these, in one script.
+* ``store.passes`` (``passes.py``): what one pool pass reads of all these, in one script;
+* ``store.provisioning`` (``provisioning.py``): on-demand requests, the manager's steps.
 
 The API and the manager both use a ``Store`` (each with its own connection settings). Multi-key
 transitions are Lua scripts (Redis runs a script alone, so no other client ever sees half of one) or
@@ -27,8 +29,10 @@ from typing import Any
 import redis as redis_lib
 
 from vmpooler.store.connection import connect, translated
+from vmpooler.store.ondemand import OnDemand
 from vmpooler.store.passes import Passes, PassView
 from vmpooler.store.pools import Pools
+from vmpooler.store.provisioning import Claim, Provisioning
 from vmpooler.store.slots import Slots
 from vmpooler.store.stats import PoolCounts, Stats
 from vmpooler.store.tasks import Task, Tasks
@@ -37,6 +41,7 @@ from vmpooler.store.vms import Allocation, Pick, PoolSnapshot, VMs
 
 __all__ = [
     "Allocation",
+    "Claim",
     "PassView",
     "Pick",
     "PoolCounts",
@@ -65,6 +70,8 @@ class Store:
         self.stats = Stats(client)
         self.pools = Pools(client)
         self.passes = Passes(client)
+        self.ondemand = OnDemand(client)
+        self.provisioning = Provisioning(client)
 
     @classmethod
     def from_url(

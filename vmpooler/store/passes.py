@@ -1,5 +1,6 @@
 """What one PoolActor pass reads, in one script: the pool's sets, the hashes of its live VMs, its
-checkout times, its size override, a pending reset request (claimed), and whether any task waits.
+checkout times, its size, template and clone target overrides, the template last prepared for it, a
+pending reset request and undo requests (claimed), and whether any task waits.
 
 A pass used to make seven round trips; at 1,000 pools passing every few seconds they were most of an
 idle provider's CPU (docs/performance.md). Redis runs the script alone, so the view is consistent: no
@@ -19,9 +20,10 @@ from vmpooler.store.vms import PoolSnapshot, state_sets
 __all__ = ["PassView", "Passes"]
 
 # KEYS: the state sets in VMState order, the migrating set, the active hash, the poolsize override hash,
-# the pool reset set, the three task sets. ARGV: pool, the VM hash prefix.
-# -> {members of each set..., active hash flat, override or false, reset claimed, tasks waiting,
-#     {vm, hash flat, vm, hash flat, ...}}
+# the pool reset set, the three task sets, the template and clone target override hashes, the prepared
+# template hash, the two undo sets. ARGV: pool, the VM hash prefix.
+# -> {members of each set..., active hash flat, size override or false, reset claimed, tasks waiting,
+#     {vm, hash flat, vm, hash flat, ...}, template override, clone target override, prepared, undone}
 _READ = """
 local out = {}
 for i = 1, 6 do out[i] = redis.call('SMEMBERS', KEYS[i]) end
@@ -37,6 +39,10 @@ for s = 1, 3 do  -- pending, ready, running: the VMs whose hashes a pass needs
   end
 end
 out[11] = hashes
+out[12] = redis.call('HGET', KEYS[13], ARGV[1])
+out[13] = redis.call('HGET', KEYS[14], ARGV[1])
+out[14] = redis.call('HGET', KEYS[15], ARGV[1])
+out[15] = redis.call('SREM', KEYS[16], ARGV[1]) + redis.call('SREM', KEYS[17], ARGV[1])
 return out
 """
 
@@ -52,6 +58,10 @@ class PassView:
         size_override: ``vmpooler__config__poolsize``'s value for the pool, if any (unparsed).
         reset: a ``POST /poolreset`` was waiting and is now claimed by this pass.
         tasks_waiting: some disk, snapshot or revert task (of any pool) is queued.
+        template_override: ``vmpooler__config__template``'s value for the pool, if any.
+        clone_target_override: ``vmpooler__config__clone_target``'s value for the pool, if any.
+        prepared_template: ``vmpooler__template__prepared``'s value for the pool, if any.
+        undone: an undo of a size or template override was waiting, and is now claimed.
     """
 
     snapshot: PoolSnapshot
@@ -60,6 +70,10 @@ class PassView:
     size_override: str | None
     reset: bool
     tasks_waiting: bool
+    template_override: str | None = None
+    clone_target_override: str | None = None
+    prepared_template: str | None = None
+    undone: bool = False
 
 
 def _pairs(flat: list[Any]) -> dict[str, Any]:
@@ -84,6 +98,11 @@ class Passes:
                 keys.TASKS_DISK,
                 keys.TASKS_SNAPSHOT,
                 keys.TASKS_SNAPSHOT_REVERT,
+                keys.config_override("template"),
+                keys.config_override("clone_target"),
+                keys.TEMPLATE_PREPARED,
+                keys.UNDO_SIZE_OVERRIDE,
+                keys.UNDO_TEMPLATE_OVERRIDE,
             ],
             args=[pool, keys.vm_hash("")],
         )
@@ -96,4 +115,8 @@ class Passes:
             size_override=reply[7],
             reset=bool(reply[8]),
             tasks_waiting=bool(reply[9]),
+            template_override=reply[11],
+            clone_target_override=reply[12],
+            prepared_template=reply[13],
+            undone=bool(reply[14]),
         )

@@ -1,8 +1,13 @@
-"""Clone slots: the ``task_limit`` clones in flight, shared by every provider process.
+"""Clone slots: the ``task_limit`` clones in flight, shared by every provider process, and the on-demand
+lane's ``ondemand_clone_limit`` beside them.
 
 A slot is a lease (member ``<owner>:<slot id>`` of ``vmpooler__tasks__clone_leases``, score = expiry)
 that expires by itself, so a process that dies never leaks one; ``vmpooler__tasks__clone`` is kept equal
-to the number in use for ``/status``. See docs/architecture.md, "Task limit".
+to the number in use for ``/status``. See docs/architecture.md, "Task limit". The on-demand lane has the
+same shape in its own keys (``vmpooler__tasks__ondemandclone_leases``, ``vmpooler__tasks__ondemandclone``);
+its slots are taken by ``store.provisioning.claim`` and their ids start with :data:`ONDEMAND_PREFIX`, so
+``release`` knows the lane from the id; a release there wakes a waiting process with an ``ondemand``
+event instead of a ``slot`` event.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from typing import Any
 from vmpooler import keys
 from vmpooler.store.connection import translated
 
-__all__ = ["Slots"]
+__all__ = ["ONDEMAND_PREFIX", "Slots"]
+
+ONDEMAND_PREFIX = "od-"  # the ids of on-demand lane slots
 
 # KEYS: leases zset, counter, waiting pools zset. ARGV: member, limit, now, expiry, pool
 # -> 1 if a slot was taken; else the pool waits (first refusal's time kept) for a released slot.
@@ -33,22 +40,25 @@ redis.call('SET', KEYS[2], n + 1)
 return 1
 """
 
-# KEYS: leases zset, counter, waiting pools zset. ARGV: pool channel prefix, members...
+# KEYS: leases zset, counter, waiting pools zset. ARGV: pool channel prefix, event kind, members...
 # -> remaining slots in use. Each slot freed wakes the pool that has waited longest, on its channel.
 _RELEASE = """
 local freed = 0
-if #ARGV > 1 then freed = redis.call('ZREM', KEYS[1], unpack(ARGV, 2)) end
+if #ARGV > 2 then freed = redis.call('ZREM', KEYS[1], unpack(ARGV, 3)) end
 local n = redis.call('ZCARD', KEYS[1])
 redis.call('SET', KEYS[2], n)
 for i, pool in ipairs(redis.call('ZPOPMIN', KEYS[3], freed)) do
   if i % 2 == 1 then
-    redis.call('PUBLISH', ARGV[1] .. pool, cjson.encode({event = 'slot', pool = pool}))
+    local event = {event = ARGV[2], pool = pool}
+    if ARGV[2] == 'ondemand' then event.request_id = '' end
+    redis.call('PUBLISH', ARGV[1] .. pool, cjson.encode(event))
   end
 end
 return n
 """
 
 _KEYS = [keys.CLONE_LEASES, keys.TASKS_CLONE, keys.CLONE_WAITING]
+_ONDEMAND_KEYS = [keys.ONDEMAND_LEASES, keys.TASKS_ONDEMANDCLONE, keys.ONDEMAND_WAITING]
 
 
 class Slots:
@@ -75,12 +85,17 @@ class Slots:
 
     @translated
     def release(self, owner: str, slot: str) -> None:
-        self._release(keys=_KEYS, args=[keys.events_channel(""), f"{owner}:{slot}"])
+        """Give a slot back (either lane: an on-demand slot's id says so)."""
+        lane, event = (_ONDEMAND_KEYS, "ondemand") if slot.startswith(ONDEMAND_PREFIX) else (_KEYS, "slot")
+        self._release(keys=lane, args=[keys.events_channel(""), event, f"{owner}:{slot}"])
 
     @translated
     def release_owner(self, owner: str) -> int:
-        """Drop every slot ``owner`` holds (its clones died with its previous process)."""
+        """Drop every slot ``owner`` holds in both lanes (its clones died with its previous process)."""
         prefix = f"{owner}:"
-        mine = [m for m in self._redis.zrange(keys.CLONE_LEASES, 0, -1) if m.startswith(prefix)]
-        self._release(keys=_KEYS, args=[keys.events_channel(""), *mine])
-        return len(mine)
+        released = 0
+        for lane, event in ((_KEYS, "slot"), (_ONDEMAND_KEYS, "ondemand")):
+            mine = [m for m in self._redis.zrange(lane[0], 0, -1) if m.startswith(prefix)]
+            self._release(keys=lane, args=[keys.events_channel(""), event, *mine])
+            released += len(mine)
+        return released

@@ -64,11 +64,20 @@ class Stats:
 
     @translated
     def requested_count(self) -> int:
-        """On-demand VMs asked for but not yet cloning (request + processing queues)."""
+        """On-demand VMs asked for but not cloning yet: those of requests not taken in, and the clone
+        tasks queued (``<alias>:<pool>:<count>:<id>``)."""
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(keys.PROVISIONING_REQUEST)
-            pipe.zcard(keys.PROVISIONING_PROCESSING)
-            return sum(int(n) for n in pipe.execute())
+            pipe.zrange(keys.PROVISIONING_REQUEST, 0, -1)
+            pipe.zrange(keys.ODCREATE_TASK, 0, -1)
+            new, tasks = pipe.execute()
+        wanted = [task.split(":", 3)[2] for task in tasks if task.count(":") >= 3]
+        if new:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for request_id in new:
+                    pipe.hget(keys.odrequest(request_id), "requested")
+                for requested in pipe.execute():
+                    wanted += [entry.rsplit(":", 1)[-1] for entry in (requested or "").split(",") if entry]
+        return sum(int(n) for n in wanted if n.isdigit())
 
     @translated
     def lastboot(self) -> dict[str, str]:

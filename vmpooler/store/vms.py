@@ -123,6 +123,28 @@ end
 return 1
 """
 
+# KEYS: pending, ready, completed, vm hash, template override hash, then other hashes' keys.
+# ARGV: vm, pool, the pool's template in the file, nfields, field, value, ..., (key index, field, value)...
+# -> 1 ready; 2 cloned from a template that is no longer the pool's: to completed instead; 0 not pending.
+_READY = """
+local cloned = redis.call('HGET', KEYS[4], 'clone_template')
+if cloned and cloned ~= (redis.call('HGET', KEYS[5], ARGV[2]) or ARGV[3]) then
+  if redis.call('SMOVE', KEYS[1], KEYS[3], ARGV[1]) == 1 then return 2 end
+  return 0
+end
+if redis.call('SMOVE', KEYS[1], KEYS[2], ARGV[1]) == 0 then return 0 end
+local nfields = tonumber(ARGV[4])
+if nfields > 0 then
+  redis.call('HSET', KEYS[4], unpack(ARGV, 5, 4 + 2 * nfields))
+end
+local i = 5 + 2 * nfields
+while i <= #ARGV do
+  redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+return 1
+"""
+
 # KEYS: the pool's state sets..., active hash, vm hash. ARGV: vm, ttl seconds (0 = delete), field, value...
 _RETIRE = """
 local n = #KEYS
@@ -203,6 +225,7 @@ class VMs:
         self._return = client.register_script(_RETURN)
         self._create_pending = client.register_script(_CREATE_PENDING)
         self._move = client.register_script(_MOVE)
+        self._ready = client.register_script(_READY)
         self._retire = client.register_script(_RETIRE)
         kwargs = client.connection_pool.connection_kwargs
         self._reply_timeout = float(kwargs.get("socket_timeout") or 10.0)
@@ -321,6 +344,41 @@ class VMs:
             script_keys.append(key)
             argv += [len(script_keys), field, value]
         return bool(self._move(keys=script_keys, args=argv))
+
+    @translated
+    def become_ready(
+        self,
+        pool: str,
+        vm: str,
+        *,
+        template: str,
+        fields: Mapping[str, str],
+        other: Sequence[tuple[str, str, str]] = (),
+    ) -> VMState | None:
+        """pending → ready, unless the VM was cloned from a template that is no longer the pool's.
+
+        The pool's template is its ``/config`` override, else ``template`` (the file's); a VM whose hash
+        records another (``clone_template``) goes to ``completed`` instead, in the same script, so no VM
+        from an old template becomes ready after the API accepted a new one.
+
+        Returns:
+            READY, COMPLETED (a stale template), or None when the VM was not pending: nothing written.
+        """
+        check_transition(VMState.PENDING, VMState.READY)
+        check_transition(VMState.PENDING, VMState.COMPLETED)
+        script_keys = [
+            keys.pending_set(pool),
+            keys.ready_set(pool),
+            keys.completed_set(pool),
+            keys.vm_hash(vm),
+            keys.config_override("template"),
+        ]
+        argv: list[Any] = [vm, pool, template, len(fields), *_flat(fields)]
+        for key, field, value in other:
+            script_keys.append(key)
+            argv += [len(script_keys), field, value]
+        result = self._ready(keys=script_keys, args=argv)
+        return {1: VMState.READY, 2: VMState.COMPLETED}.get(int(result))
 
     @translated
     def retire(

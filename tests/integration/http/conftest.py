@@ -17,7 +17,7 @@ import pytest
 import redis as redis_lib
 from falcon import testing
 
-from vmpooler import keys
+from vmpooler import bus, keys
 from vmpooler.config import Config, load_config_text
 from vmpooler.http.app import create_app
 from vmpooler.store import Store
@@ -193,3 +193,67 @@ def dump(redis: redis_lib.Redis) -> dict[str, Any]:
         else:
             out[key] = (kind, redis.get(key))
     return out
+
+
+# Aliases over several pools with backend weights: ``both`` → pool-a (weight 0) and pool-b (weight 5);
+# ``pool2`` is a pool and also an alias of pool1.
+WEIGHTED = """
+:config:
+  backend_weight:
+    compute0: 0
+    compute5: 5
+:pools:
+  - name: pool-a
+    template: t/a
+    size: 5
+    alias: [both]
+    clone_target: compute0
+  - name: pool-b
+    template: t/b
+    size: 5
+    alias: [both]
+    clone_target: compute5
+  - name: pool1
+    template: t/1
+    size: 1
+    alias: [pool2]
+    clone_target: compute5
+  - name: pool2
+    template: t/2
+    size: 1
+    clone_target: compute0
+"""
+
+
+class Events:
+    """The events published on some pools' channels, read with a real redis-py pub/sub."""
+
+    def __init__(self, redis: redis_lib.Redis, pools: tuple[str, ...]) -> None:
+        self._pubsub = redis.pubsub()
+        self._pubsub.subscribe(*(keys.events_channel(p) for p in pools))
+        for _ in pools:  # the subscription is in force once confirmed
+            assert self._pubsub.get_message(timeout=5)["type"] == "subscribe"
+
+    def read(self) -> list[tuple[str, Any]]:
+        """(channel, decoded event) of every message published so far."""
+        got = []
+        while (message := self._pubsub.get_message(timeout=0.2)) is not None:
+            got.append((message["channel"], bus.decode(message["data"])))
+        return got
+
+    def close(self) -> None:
+        self._pubsub.close()
+
+
+@pytest.fixture
+def events(redis: redis_lib.Redis) -> Iterator[Callable[..., Events]]:
+    """``events(*pools)`` subscribes to those pools' channels (every configured pool by default)."""
+    opened: list[Events] = []
+
+    def subscribe(*pools: str) -> Events:
+        opened.append(Events(redis, pools or (DEB, CENTOS, WIN, NODOMAIN)))
+        return opened[-1]
+
+    yield subscribe
+    for subscription in opened:
+        subscription.close()

@@ -14,6 +14,7 @@ from tests.integration.http.conftest import (
     NODOMAIN,
     NOW_TEXT,
     REALM,
+    WEIGHTED,
     WIN,
     add_ready,
     add_token,
@@ -290,33 +291,6 @@ def test_counts_of_1_and_100_are_the_bounds(api, redis):
 
 
 # -- aliases over several pools and backend weights ----------------------------------------------------
-
-WEIGHTED = """
-:config:
-  backend_weight:
-    compute0: 0
-    compute5: 5
-:pools:
-  - name: pool-a
-    template: t/a
-    size: 5
-    alias: [both]
-    clone_target: compute0
-  - name: pool-b
-    template: t/b
-    size: 5
-    alias: [both]
-    clone_target: compute5
-  - name: pool1
-    template: t/1
-    size: 1
-    alias: [pool2]
-    clone_target: compute5
-  - name: pool2
-    template: t/2
-    size: 1
-    clone_target: compute0
-"""
 
 UNWEIGHTED = """
 :pools:

@@ -34,8 +34,11 @@ def seed_everything(redis) -> None:
     redis.sadd(keys.pending_set(CENTOS), "c2", "c3")
     redis.set(keys.TASKS_CLONE, "2")
     redis.set(keys.TASKS_ONDEMANDCLONE, "1")
+    # on-demand VMs not cloning yet: 3 of a request not taken in, 1 queued of a request taken in
     redis.zadd(keys.PROVISIONING_REQUEST, {"req-1": 1})
+    redis.hset(keys.odrequest("req-1"), "requested", f"debian:{DEB}:2,centos:{CENTOS}:1")
     redis.zadd(keys.PROVISIONING_PROCESSING, {"req-2": 1})
+    redis.zadd(keys.ODCREATE_TASK, {f"debian:{DEB}:1:req-2": 1})
     redis.hset(
         keys.clone_stats(TODAY),
         mapping={f"{DEB}:d1": "10.5", f"{DEB}:d2": "20", f"{CENTOS}:c1": "30"},
@@ -68,14 +71,14 @@ FULL_STATUS = {
         NODOMAIN: {"ready": 0, "running": 0, "pending": 0, "max": 0, "lastBoot": ""},
     },
     "queue": {
-        "requested": 2,
+        "requested": 4,
         "pending": 3,
         "cloning": 3,
         "booting": 0,
         "ready": 3,
         "running": 1,
         "completed": 1,
-        "total": 10,
+        "total": 12,
     },
     "status": {"ok": False, "message": "Found 1 empty pools.", "empty": [WIN], "uptime": 90.0},
 }
