@@ -6,10 +6,14 @@ pool with enough ready VMs for the whole run, then measures:
 
 * sequential: median and p99 latency of each request of the cycle;
 * throughput: requests/s of the cycle mix with 1, 4 and 16 concurrent keep-alive clients
-  (client processes, so the client side is not held back by one GIL).
+  (client processes, so the client side is not held back by one GIL), and the CPU time the API
+  processes and redis-server spent per request meanwhile.
 
-Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N]``; it prints a
-Markdown table for docs/performance.md.
+``--rate-limit`` runs the same with rate limiting on, at limits far above the load (every request
+then also runs the rate limit script).
+
+Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N] [--rate-limit]``; it
+prints a Markdown table for docs/performance.md.
 """
 
 from __future__ import annotations
@@ -37,6 +41,22 @@ from benchlib import free_port, pct, redis_server  # noqa: E402
 from vmpooler import keys  # noqa: E402
 
 POOL = "bench"
+_TICK = os.sysconf("SC_CLK_TCK")
+# Limits no benchmark reaches: what is measured is the cost of counting every request.
+RATE_LIMITS = "".join(
+    f"  {kind}: {{limit: 1000000000, period: 3600}}\n"
+    for kind in ("vm_creation", "vm_deletion", "authenticated", "global_per_ip")
+)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its children (an API supervisor and its workers)."""
+    total = 0.0
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for one in (pid, *map(int, children)):
+        fields = Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
 
 
 def wait_http(port: int, timeout: float = 20) -> None:
@@ -108,7 +128,8 @@ def _client_proc(port: int, seconds: float, start_at: float, out: multiprocessin
     out.put(done)
 
 
-def throughput(port: int, clients: int, seconds: float) -> float:
+def throughput(port: int, clients: int, seconds: float, pids: tuple[int, int]) -> tuple[float, float, float]:
+    """Requests/s, and CPU µs per request of the API processes and of redis-server (``pids``)."""
     queue: multiprocessing.Queue = multiprocessing.Queue()
     start_at = time.time() + 1.0
     procs = [
@@ -117,23 +138,31 @@ def throughput(port: int, clients: int, seconds: float) -> float:
     ]
     for proc in procs:
         proc.start()
+    time.sleep(max(0.0, start_at - time.time()))
+    before = [cpu_seconds(pid) for pid in pids]
     total = sum(queue.get(timeout=seconds + 60) for _ in procs)
+    after = [cpu_seconds(pid) for pid in pids]
     for proc in procs:
         proc.join()
-    return total / seconds
+    api_cpu, redis_cpu = (1e6 * (b - a) / total for a, b in zip(before, after, strict=True))
+    return total / seconds, api_cpu, redis_cpu
 
 
 def run(
-    args: argparse.Namespace, workdir: Path, redis_port: int
-) -> tuple[list[list[float]], dict[int, float]]:
+    args: argparse.Namespace, workdir: Path, redis_proc: subprocess.Popen[bytes], redis_port: int
+) -> tuple[list[list[float]], dict[int, tuple[float, float, float]]]:
     """Start ``vmpooler api`` on the private Redis, then time the sequential and concurrent runs."""
     api_port = free_port()
     config = workdir / "vmpooler.yaml"
-    config.write_text(
+    text = (
         f":config:\n  api_workers: {args.workers}\n:redis:\n  url: redis://127.0.0.1:{redis_port}/0\n"
         ":dns_configs:\n  example:\n    dns_class: dynamic-dns\n    domain: example.com\n"
         f":pools:\n  - name: {POOL}\n    template: templates/{POOL}\n    size: 10\n    dns_plugin: example\n"
     )
+    if args.rate_limit:
+        text = text.replace(":config:\n", ":config:\n  rate_limiting_enabled: true\n")
+        text += f":rate_limits:\n{RATE_LIMITS}"
+    config.write_text(text)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_")}
     env["VMPOOLER_LOG_LEVEL"] = "WARNING"
     api = subprocess.Popen(
@@ -162,7 +191,7 @@ def run(
         timings: list[list[float]] = [[], [], []]
         for _ in range(args.cycles):
             seq.cycle(timings)
-        rates = {n: throughput(api_port, n, args.seconds) for n in (1, 4, 16)}
+        rates = {n: throughput(api_port, n, args.seconds, (api.pid, redis_proc.pid)) for n in (1, 4, 16)}
     finally:
         api.terminate()
         api.wait(20)
@@ -174,17 +203,22 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="API worker processes")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     parser.add_argument("--cycles", type=int, default=2000, help="sequential cycles")
+    parser.add_argument(
+        "--rate-limit", action="store_true", help="rate limiting on, limits far above the load"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="vmpooler-bench-"))
     try:
-        with redis_server(workdir) as (_, redis_port):
-            timings, rates = run(args, workdir, redis_port)
+        with redis_server(workdir) as (redis_proc, redis_port):
+            timings, rates = run(args, workdir, redis_proc, redis_port)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     cpu = os.cpu_count()
+    limiting = "on (limits far above the load)" if args.rate_limit else "off"
     print(f"API workers: {args.workers}, cores: {cpu}, python {sys.version.split()[0]}")
+    print(f"rate limiting: {limiting}")
     print(f"sequential, {args.cycles} cycles (ms)\n")
     print("| request | median | p99 |\n|---|---|---|")
     for name, values in zip(
@@ -194,9 +228,9 @@ def main() -> int:
     ):
         print(f"| {name} | {statistics.median(values) * 1000:.2f} | {pct(values, 0.99) * 1000:.2f} |")
     print(f"\nthroughput of the cycle mix, {args.seconds:.0f} s per run\n")
-    print("| clients | requests/s |\n|---|---|")
-    for n, rate in rates.items():
-        print(f"| {n} | {rate:.0f} |")
+    print("| clients | requests/s | API CPU µs/request | redis CPU µs/request |\n|---|---|---|---|")
+    for n, (rate, api_cpu, redis_cpu) in rates.items():
+        print(f"| {n} | {rate:.0f} | {api_cpu:.0f} | {redis_cpu:.0f} |")
     return 0
 
 

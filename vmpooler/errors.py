@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "AuthUnavailable",
     "CloneFailed",
     "ConfigError",
     "PoolEmpty",
@@ -110,3 +111,8 @@ def permanent_reason(exc: BaseException) -> str | None:
     if isinstance(exc, TypeError | AttributeError | NameError) or _PERMANENT.search(message):
         return message
     return None
+
+
+class AuthUnavailable(VmpoolerError):
+    """The authentication backend (the LDAP directory) cannot answer now: unreachable, timed out, TLS
+    failed, busy, or its service account refused (the API answers 503, never 401)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from vmpooler.model import VMState
 
 __all__ = [
+    "CIRCUIT_BREAKERS",
     "CLONE_LEASES",
     "CLONE_WAITING",
     "LASTBOOT",
@@ -35,6 +36,7 @@ __all__ = [
     "completed_set",
     "config_override",
     "discovered_set",
+    "dlq",
     "empty_flag",
     "events_channel",
     "migrating_set",
@@ -42,6 +44,7 @@ __all__ = [
     "odrequest_vms",
     "pending_set",
     "pool_hash",
+    "ratelimit",
     "ready_set",
     "running_set",
     "state_set",
@@ -74,6 +77,7 @@ _EVENTS = _P + "events"  # ours: the prefix of the per-pool event channels
 # Ours: clone task slots as leases (member ``<provider>:<vm>``, score = expiry epoch), so a provider
 # process that dies cannot leak a slot; TASKS_CLONE is kept equal to its size for /status.
 CLONE_LEASES = _P + "tasks__clone_leases"
+CIRCUIT_BREAKERS = _P + "circuit_breakers"  # ours: provider -> its breaker's state (JSON), for /status
 CLONE_WAITING = _P + "tasks__clone_waiting"  # ours: pools refused a clone slot, by time of refusal
 # Ours: the on-demand clone lane (``ondemand_clone_limit``), leases as above; TASKS_ONDEMANDCLONE = its size.
 ONDEMAND_LEASES = _P + "tasks__ondemandclone_leases"
@@ -184,6 +188,18 @@ def odrequest(request_id: str) -> str:
 def odrequest_vms(request_id: str, alias: str, pool: str) -> str:
     """Set of the VMs of ``pool`` given to the request for ``alias`` (the original's layout)."""
     return f"{_P}{request_id}__{alias}__{pool}"
+
+
+def ratelimit(kind: str, client: str) -> str:
+    """Requests of ``client`` (``token:<token>`` or ``ip:<address>``) in the current window of the rate
+    limit class ``kind`` (``vm_creation``, ``vm_deletion``, ``authenticated``, ``global_per_ip``)."""
+    return f"{_P}ratelimit__{kind}__{client}"
+
+
+def dlq(queue: str) -> str:
+    """Zset of the dead-letter queue ``queue`` (``clone``, ``pending``, ``ready``): ``<vm>:<epoch>:<json>``
+    members scored by epoch."""
+    return f"{_P}dlq__{queue}"
 
 
 def events_channel(pool: str) -> str:

@@ -152,6 +152,7 @@ class Complete:
 
     reason: str
     failed: bool = False  # a pending VM that timed out: counted as marked-as-failed
+    error: str | None = None  # a failure of the VM itself (timed out, unreachable): dead-letter worthy
 
 
 @attrs.frozen
@@ -215,7 +216,9 @@ def _pending(record: Record, seen: Observation, now: float, policy: Policy) -> A
         if not seen.in_inventory:
             return Remove(f"pending for {age / 60:.1f} minutes and gone from the provider")
         error = seen.error or "not ready"
-        return Complete(f"marked as 'failed' after {age / 60:.1f} minutes with error: {error}", failed=True)
+        return Complete(
+            f"marked as 'failed' after {age / 60:.1f} minutes with error: {error}", failed=True, error=error
+        )
     if age > policy.timeout_notification and not record.notified:
         return Notify(age=age, timeout=policy.timeout)
     return Wait()
@@ -237,7 +240,9 @@ def _ready(record: Record, seen: Observation, now: float, policy: Policy) -> Act
     if mismatch_due and seen.hostname and seen.hostname != record.name:
         return Complete(f"has mismatched hostname {seen.hostname}")
     if not seen.ready:
-        return Complete(f"is unreachable with error: {seen.error or 'not ready'}")
+        return Complete(
+            f"is unreachable with error: {seen.error or 'not ready'}", error=seen.error or "not ready"
+        )
     return Wait()
 
 

@@ -101,3 +101,59 @@ def process_exited(pid: int) -> None:
     stay: they count what happened), so that a restarted child does not show next to its ghost."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid)
+
+
+# Reliability (provider processes; reference §4.11).
+BREAKER_STATE = Gauge(
+    "vmpooler_circuit_breaker_state",
+    "Circuit breaker of a provider: 0 closed, 0.5 half-open, 1 open",
+    ["provider"],
+    multiprocess_mode="livemax",
+)
+BREAKER_OPENED = Counter("vmpooler_circuit_breaker_opened", "Times a provider's breaker opened", ["provider"])
+DLQ_ENTRIES = Gauge(
+    "vmpooler_dlq_entries",
+    "Failed VMs in a dead-letter queue (clone, pending, ready)",
+    ["queue"],
+    multiprocess_mode="mostrecent",
+)
+PENDING_OLDEST = Gauge(
+    "vmpooler_pending_oldest_seconds",
+    "Age of the oldest pending VM",
+    ["poolname"],
+    multiprocess_mode="livemax",
+)
+PENDING_STUCK = Gauge(
+    "vmpooler_pending_stuck",
+    "Pending VMs older than health_thresholds.stuck_vm_age_threshold",
+    ["poolname"],
+    multiprocess_mode="livemax",
+)
+__all__ += ["BREAKER_OPENED", "BREAKER_STATE", "DLQ_ENTRIES", "PENDING_OLDEST", "PENDING_STUCK"]
+
+
+# Usage statistics (API, ``:config: usage_stats``; ``vmpooler.http.usage``). Never a VM name or token.
+USAGE = Counter(
+    "vmpooler_usage_total", "VMs checked out and returned, by user", ["user", "operation", "pool"]
+)
+USAGE_LITMUS = Counter(
+    "vmpooler_usage_litmus_total",
+    "Usage by Litmus jobs (jenkins_build_url tag)",
+    ["user", "operation", "pool"],
+)
+USAGE_JENKINS = Counter(
+    "vmpooler_usage_jenkins_total",
+    "Usage by Jenkins instance and value stream (jenkins_build_url tag)",
+    ["instance", "value_stream", "operation", "pool"],
+)
+USAGE_BRANCH_PROJECT = Counter(
+    "vmpooler_usage_branch_project_total",
+    "Usage by Jenkins job branch and project (jenkins_build_url tag)",
+    ["branch", "project", "operation", "pool"],
+)
+USAGE_JOB_COMPONENT = Counter(
+    "vmpooler_usage_job_component_total",
+    "Usage by Jenkins job name and component tested (jenkins_build_url tag)",
+    ["job_name", "component", "operation", "pool"],
+)
+__all__ += ["USAGE", "USAGE_BRANCH_PROJECT", "USAGE_JENKINS", "USAGE_JOB_COMPONENT", "USAGE_LITMUS"]

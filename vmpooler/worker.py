@@ -13,11 +13,12 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import pykka
 
+from vmpooler import metrics
 from vmpooler.actors.context import PoolContext
 from vmpooler.actors.dispatch import Dispatcher
 from vmpooler.actors.provider import ProviderActor
@@ -28,6 +29,7 @@ from vmpooler.errors import ConfigError, ProviderError, ProviderUnavailable, Sto
 from vmpooler.log import setup_logging
 from vmpooler.providers import load_provider_class
 from vmpooler.providers.base import PoolSpec, Provider
+from vmpooler.providers.guard import BreakerSettings, BreakerState, CircuitBreaker, GuardedProvider
 from vmpooler.store import Store
 
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ProviderWorkerArgs",
     "build_provider",
+    "guard",
     "prepare_provider",
     "publish_pools",
     "run_provider_worker",
@@ -146,8 +149,9 @@ def start_manager(
     """
     provider = provider or build_provider(config, provider_name)
     provider.start()
+    guarded = guard(config, provider_name, provider, store)
     try:
-        prepare_provider(config, provider_name, provider)
+        prepare_provider(config, provider_name, guarded)
         released = store.slots.release_owner(provider_name)
     except BaseException:  # the caller retries with a new instance: release this one's connections
         provider.stop()
@@ -165,7 +169,7 @@ def start_manager(
             config=config,
             pool=pool,
             owner=provider_name,
-            provider=provider,
+            provider=guarded,
             store=store,
             ticker=ticker,
             pool_threads=pool_threads,
@@ -185,6 +189,36 @@ def start_manager(
     )
     subscriber.start()
     return Manager(provider, store, ticker, actor, subscriber, stopping, (pool_threads, vm_threads))
+
+
+def guard(config: Config, name: str, provider: Provider, store: Store) -> Provider:
+    """The provider behind its circuit breaker (``providers.guard``); each state change is logged,
+    counted and written to Redis for ``/status``."""
+    spec = config.providers.get(name)
+    settings = spec.breaker if spec is not None else BreakerSettings(enabled=False)
+
+    def changed(state: BreakerState, failures: int) -> None:
+        metrics.BREAKER_STATE.labels(name).set(state.gauge)
+        if state is BreakerState.OPEN:
+            metrics.BREAKER_OPENED.labels(name).inc()
+            log.error(
+                "circuit breaker of %s opened after %d failures: calls refused for %.0f s",
+                name,
+                failures,
+                settings.timeout,
+            )
+        else:
+            log.warning("circuit breaker of %s is %s", name, state.value)
+        try:
+            store.health.set_breaker(name, state.value, failures, time.time())
+        except StoreError as exc:
+            log.warning("could not record the breaker state of %s: %s", name, exc)
+
+    breaker = CircuitBreaker(name, settings, on_change=changed)
+    metrics.BREAKER_STATE.labels(name).set(BreakerState.CLOSED.gauge)
+    with contextlib.suppress(StoreError):
+        store.health.set_breaker(name, BreakerState.CLOSED.value, 0, time.time())
+    return cast("Provider", GuardedProvider(provider, breaker))  # it offers every call the actors make
 
 
 def vm_thread_count(config: Config, provider_name: str) -> int:

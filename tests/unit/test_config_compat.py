@@ -193,11 +193,13 @@ def test_provider_settings_inherit_the_global_keys_the_original_reads() -> None:
 
 def test_keys_not_acted_on_say_so_only_when_given() -> None:
     assert load("").warnings == ()
-    config = load(":config:\n  dlq_enabled: true\n  purge_enabled: false\n  ondemand_clone_limit: 3\n")
-    assert config.globals.dlq_enabled is True and config.globals.ondemand_clone_limit == 3
+    config = load(
+        ":config:\n  health_check_enabled: true\n  purge_enabled: false\n  ondemand_clone_limit: 3\n"
+    )
+    assert config.globals.health_check_enabled is True and config.globals.ondemand_clone_limit == 3
     assert set(config.warnings) == {
-        ":config:.dlq_enabled: read but not acted on: the dead-letter queue, auto purge and queue health "
-        "check are not built yet",
+        ":config:.health_check_enabled: read but not acted on: the health verdict is always in /status (its "
+        "health section); vmpooler__health is not written",
     }
     assert load(":dns_configs:\n  :gcp: {dns_class: gcp, domain: d.test, project: p}\n").warnings == (
         ":dns_configs:.gcp.dns_class: 'gcp' read but not acted on: DNS records are not managed (only "

@@ -43,10 +43,14 @@ ORIGINAL_LAYOUT = {
     keys.UNDO_SIZE_OVERRIDE: "vmpooler__pool__undo_size_override",
     keys.UNDO_TEMPLATE_OVERRIDE: "vmpooler__pool__undo_template_override",
     keys.odrequest("r1"): "vmpooler__odrequest__r1",
+    keys.dlq("clone"): "vmpooler__dlq__clone",
     keys.odrequest_vms("r1", "deb", "debian-12"): "vmpooler__r1__deb__debian-12",
+    keys.ratelimit("vm_creation", "token:abc"): "vmpooler__ratelimit__vm_creation__token:abc",
+    keys.ratelimit("global_per_ip", "ip:10.0.0.1"): "vmpooler__ratelimit__global_per_ip__ip:10.0.0.1",
 }
 
 OURS = {
+    keys.CIRCUIT_BREAKERS: "vmpooler__circuit_breakers",
     keys.CLONE_LEASES: "vmpooler__tasks__clone_leases",
     keys.CLONE_WAITING: "vmpooler__tasks__clone_waiting",
     keys.ONDEMAND_LEASES: "vmpooler__tasks__ondemandclone_leases",
@@ -92,7 +96,7 @@ def test_every_exported_name_is_used_by_a_test_here() -> None:
         "PROVISIONING_REQUEST", "PROVISIONING_PROCESSING", "CLONE_LEASES", "CLONE_WAITING", "user_tokens",
         "USER_TOKENS_INDEXED", "events_channel", "state_set", "token_pattern", "ODCREATE_TASK",
         "TEMPLATE_DELTAS", "UNDO_SIZE_OVERRIDE", "UNDO_TEMPLATE_OVERRIDE", "odrequest", "odrequest_vms",
-        "ONDEMAND_LEASES", "ONDEMAND_WAITING",
+        "ONDEMAND_LEASES", "ONDEMAND_WAITING", "CIRCUIT_BREAKERS", "dlq", "ratelimit",
     }  # fmt: skip
     assert exported == tested
 

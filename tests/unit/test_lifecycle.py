@@ -78,12 +78,18 @@ CASES: dict[str, tuple[Record, Observation, Action]] = {
     "pending past the timeout: failed, with the readiness error": (
         pending(16 * MIN),
         Observation(in_inventory=True, ready=False, error="connection refused"),
-        Complete("marked as 'failed' after 16.0 minutes with error: connection refused", failed=True),
+        Complete(
+            "marked as 'failed' after 16.0 minutes with error: connection refused",
+            failed=True,
+            error="connection refused",
+        ),
     ),
     "pending past the timeout without an error: 'not ready'": (
         pending(16 * MIN),
         Observation(in_inventory=True, ready=False),
-        Complete("marked as 'failed' after 16.0 minutes with error: not ready", failed=True),
+        Complete(
+            "marked as 'failed' after 16.0 minutes with error: not ready", failed=True, error="not ready"
+        ),
     ),
     "pending past the timeout and gone from the provider: removed, nothing to destroy": (
         pending(16 * MIN, cloned_here=True),
@@ -118,7 +124,9 @@ CASES: dict[str, tuple[Record, Observation, Action]] = {
     "clock jumped far ahead: timed out": (
         pending(30 * 24 * HOUR),
         Observation(in_inventory=True, ready=False),
-        Complete("marked as 'failed' after 43200.0 minutes with error: not ready", failed=True),
+        Complete(
+            "marked as 'failed' after 43200.0 minutes with error: not ready", failed=True, error="not ready"
+        ),
     ),
     # -- ready -------------------------------------------------------------------------------------
     "ready, missing from one listing: ask the VM itself, whatever vm_checktime says": (
@@ -175,12 +183,12 @@ CASES: dict[str, tuple[Record, Observation, Action]] = {
     "ready but unreachable: completed with the error": (
         ready(10 * MIN),
         Observation(in_inventory=True, ready=False, error="timed out"),
-        Complete("is unreachable with error: timed out"),
+        Complete("is unreachable with error: timed out", error="timed out"),
     ),
     "ready, just probed although vm_checktime has not passed: act on the answer": (
         ready(10 * MIN, last_check=NOW),
         Observation(in_inventory=True, ready=False),
-        Complete("is unreachable with error: not ready"),
+        Complete("is unreachable with error: not ready", error="not ready"),
     ),
     # -- running -----------------------------------------------------------------------------------
     "running without a checkout time: completed": (running(None), IN, Complete("has no checkout time")),

@@ -2,7 +2,8 @@
 ``vmpooler.bus``). Typed and immutable: a handler matches on the class, never on a string.
 
 To a VMActor, from its PoolActor (counted: see :class:`VMIdle`):
-    :class:`Clone`, :class:`Look`, :class:`DestroyNow`, :class:`Drain`, :class:`RunTask`, :class:`Migrate`.
+    :class:`Clone`, :class:`Look`, :class:`DestroyNow`, :class:`Drain`, :class:`RunTask`, :class:`Migrate`,
+    :class:`PurgePending`.
 To a VMActor, from itself through the ticker: :class:`PollReady`, :class:`RetryDestroy`.
 To a PoolActor: :class:`Check` (the ticker), the ``vmpooler.bus`` events (the ProviderActor),
 :class:`CloneFor` (the OnDemandActor, through the ProviderActor), and from its VMActors :class:`VMIdle`,
@@ -31,6 +32,7 @@ __all__ = [
     "Look",
     "Migrate",
     "PollReady",
+    "PurgePending",
     "RetryDestroy",
     "RunTask",
     "SlotUnreleased",
@@ -81,6 +83,13 @@ class DestroyNow:
 @attrs.frozen
 class Drain:
     """pending or ready → completed, then destroy (pool reset, shrink)."""
+
+
+@attrs.frozen
+class PurgePending:
+    """The stale-queue purge found this pending VM older than ``max_pending_age`` seconds: fail it."""
+
+    age_limit: float
 
 
 @attrs.frozen

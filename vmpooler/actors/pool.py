@@ -37,6 +37,7 @@ from vmpooler.actors.messages import (
     Drain,
     Look,
     Migrate,
+    PurgePending,
     RunTask,
     SlotUnreleased,
     VMCrashed,
@@ -51,7 +52,7 @@ from vmpooler.log import get_logger
 from vmpooler.model import VMState
 from vmpooler.names import generate_name
 from vmpooler.textnum import whole_number
-from vmpooler.timeutil import format_time
+from vmpooler.timeutil import format_time, parse_time
 
 if TYPE_CHECKING:
     from vmpooler.actors.context import PoolContext
@@ -93,6 +94,7 @@ class PoolActor(PooledActor):
         self._checked: dict[str, float] = {}  # ready VM -> when a pass last sent it to be checked
         self._empty: bool | None = None  # the empty flag as this actor last wrote it (None: unknown)
         self._ondemand: set[str] = set()  # pending VMs of on-demand requests: not the pool's buffer
+        self._purged_at = 0.0  # when the last stale-queue purge ran (``purge_enabled``)
         self._first_pass = True
 
     # -- pykka hooks (a dispatcher thread, one message at a time) ---------------------------------
@@ -211,8 +213,10 @@ class PoolActor(PooledActor):
         if view.reset:
             self._drain(snap.ready | snap.pending, "pool reset")
             snap = attrs.evolve(snap, ready=frozenset(), pending=frozenset(self._ondemand))
+        if ctx.config.globals.purge_enabled:
+            snap = self._purge(snap, view, inventory)
         cloned = self._repopulate(snap)
-        self._gauges(snap)
+        self._gauges(snap, view)
         # a pool refused a clone slot is not idle: it keeps the minimum delay (a released slot also
         # wakes it through a 'slot' event)
         return bool(cloned or discovered or snap.pending or self._starved)
@@ -440,10 +444,61 @@ class PoolActor(PooledActor):
             self._log.info("pool size changed from %d to %d", self._size, size)
             self._size = size
 
-    def _gauges(self, snap: PoolSnapshot) -> None:
+    def _purge(self, snap: PoolSnapshot, view: PassView, inventory: set[str]) -> PoolSnapshot:
+        """The stale-queue purge (``purge_enabled``, every ``purge_interval``; reference §4.11), a net
+        under the lifecycle's own timeouts: pending VMs older than ``max_pending_age`` (by ``clone``) are
+        marked failed (dead-lettered, then completed and destroyed); ready VMs older than
+        ``max_ready_age`` (by ``ready``) are drained; completed VMs older than ``max_completed_age`` that
+        the provider no longer has are forgotten. A completed VM the provider still has is never
+        dropped (it would leak): its destroy keeps being retried. ``purge_dry_run`` only logs.
+        """
+        ctx = self._ctx
+        g = ctx.config.globals
+        now = ctx.clock()
+        if now - self._purged_at < g.purge_interval:
+            return snap
+        self._purged_at = now
+
+        def older(vm: str, field: str, limit: float) -> bool:  # told to the VM's actor, in flight or not
+            at = parse_time(view.fields.get(vm, {}).get(field))
+            return at is not None and now - at > limit
+
+        stale_pending = {vm for vm in snap.pending if older(vm, "clone", g.max_pending_age)}
+        stale_ready = {vm for vm in snap.ready if older(vm, "ready", g.max_ready_age)}
+        gone = {vm for vm in snap.completed if vm not in inventory and vm not in self._flights}
+        found = len(stale_pending) + len(stale_ready) + len(gone)
+        if not found:
+            return snap
+        if g.purge_dry_run:
+            self._log.info(
+                "purge (dry run) would remove %d pending, %d ready and %d completed VM(s)",
+                len(stale_pending),
+                len(stale_ready),
+                len(gone),
+            )
+            return snap
+        self._log.warning(
+            "purge: %d stale pending, %d stale ready, %d completed VM(s) gone from the provider",
+            len(stale_pending),
+            len(stale_ready),
+            len(gone),
+        )
+        for vm in stale_pending:
+            self._tell(vm, PurgePending(g.max_pending_age))
+        self._drain(stale_ready, f"ready for more than {g.max_ready_age} seconds")
+        for vm in gone:
+            ctx.store.vms.retire(ctx.name, vm, ttl_seconds=ctx.data_ttl, src=VMState.COMPLETED)
+        return attrs.evolve(snap, pending=snap.pending - stale_pending, ready=snap.ready - stale_ready)
+
+    def _gauges(self, snap: PoolSnapshot, view: PassView) -> None:
         ctx = self._ctx
         metrics.READY.labels(ctx.name).set(len(snap.ready))
         metrics.RUNNING.labels(ctx.name).set(len(snap.running))
+        now = ctx.clock()
+        ages = [now - at for vm in snap.pending if (at := parse_time(view.fields.get(vm, {}).get("clone")))]
+        stuck_after = ctx.config.globals.health_thresholds["stuck_vm_age_threshold"]
+        metrics.PENDING_OLDEST.labels(ctx.name).set(max(ages, default=0.0))
+        metrics.PENDING_STUCK.labels(ctx.name).set(sum(age > stuck_after for age in ages))
         empty = not snap.ready and self._size > 0
         if empty != self._empty:  # only this pool's actor writes the flag: write it when it changes
             if ctx.store.pools.set_empty_flag(ctx.name, empty) and empty:

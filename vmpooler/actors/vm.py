@@ -18,6 +18,7 @@ the VM afresh.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from vmpooler.actors.messages import (
     Look,
     Migrate,
     PollReady,
+    PurgePending,
     RetryDestroy,
     RunTask,
     SlotUnreleased,
@@ -68,7 +70,7 @@ if TYPE_CHECKING:
 __all__ = ["VMActor", "observation_of", "record_of"]
 
 _READY_POLL = 1.0  # seconds between readiness checks of a pending VM
-_FROM_POOL = (Clone, Look, DestroyNow, Drain, RunTask, Migrate)
+_FROM_POOL = (Clone, Look, DestroyNow, Drain, RunTask, Migrate, PurgePending)
 
 
 def record_of(
@@ -156,6 +158,8 @@ class VMActor(PooledActor):
                 self.run_task(task)
             case Migrate():
                 self.migrate()
+            case PurgePending(age_limit=limit):
+                self.purge_pending(limit)
             case _:
                 raise TypeError(f"VMActor got an unknown message {message!r}")
         if isinstance(message, _FROM_POOL):
@@ -264,6 +268,15 @@ class VMActor(PooledActor):
                 self.destroy()
                 return
 
+    def purge_pending(self, limit: float) -> None:
+        """The purge's verdict on a pending VM stuck past ``max_pending_age``: failed, dead-lettered,
+        completed and destroyed (its request, if any, retries or fails)."""
+        if self._done:
+            return
+        reason = f"pending for more than {limit:.0f} seconds (stale-queue purge)"
+        if self._complete(VMState.PENDING, reason, failed=True):
+            self._dead_letter("pending", "StalePending", reason)
+
     def run_task(self, task: Task) -> None:
         """Carry out a disk, snapshot or revert request; the result shows in the VM's metadata."""
         ctx = self._ctx
@@ -360,8 +373,9 @@ class VMActor(PooledActor):
                     (timeout - age) / 60,
                 )
                 self._schedule_poll()
-            case Complete(reason=reason, failed=failed) if state is not None:
-                self._complete(state, reason, failed=failed)
+            case Complete(reason=reason, failed=failed, error=error) if state is not None:
+                if self._complete(state, reason, failed=failed) and error is not None:
+                    self._dead_letter(state.value, "VMFailed", error)
             case Remove(reason=reason, clone_error=error):
                 fields = {"clone_error": error} if error else None
                 if ctx.store.vms.retire(
@@ -413,16 +427,19 @@ class VMActor(PooledActor):
 
     # -- completed / destroy -------------------------------------------------------------------------
 
-    def _complete(self, src: VMState, reason: str, *, failed: bool = False) -> None:
-        if self._ctx.store.vms.move(self._ctx.name, self._name, src, VMState.COMPLETED):
-            if failed:
-                metrics.ERRORS.labels("markedasfailed", self._ctx.name).inc()
-                self._log.error("%s", reason)
-                if src is VMState.PENDING:
-                    self._request_failed(None)
-            else:
-                self._log.info("moved from '%s' to 'completed': %s", src.value, reason)
-            self._destroy(VMState.COMPLETED, in_inventory=True)
+    def _complete(self, src: VMState, reason: str, *, failed: bool = False) -> bool:
+        """``src`` → completed (then destroy); False if someone moved the VM first."""
+        if not self._ctx.store.vms.move(self._ctx.name, self._name, src, VMState.COMPLETED):
+            return False
+        if failed:
+            metrics.ERRORS.labels("markedasfailed", self._ctx.name).inc()
+            self._log.error("%s", reason)
+            if src is VMState.PENDING:
+                self._request_failed(None)
+        else:
+            self._log.info("moved from '%s' to 'completed': %s", src.value, reason)
+        self._destroy(VMState.COMPLETED, in_inventory=True)
+        return True
 
     def _destroy(self, state: VMState, in_inventory: bool) -> None:
         ctx = self._ctx
@@ -468,8 +485,40 @@ class VMActor(PooledActor):
             ttl_seconds=ctx.data_ttl,
             fields={"clone_error": str(exc), "clone_error_class": type(exc).__name__},
         )
+        self._dead_letter("clone", type(exc).__name__, str(exc))
         self._request_failed(permanent_reason(exc))
         self._finish(None)
+
+    def _dead_letter(self, queue: str, error_class: str, message: str) -> None:
+        """A failed VM goes to the ``queue`` dead-letter queue, when ``dlq_enabled`` (reference §4.11)."""
+        ctx = self._ctx
+        globals_ = ctx.config.globals
+        if not globals_.dlq_enabled:
+            return
+        request_id, alias = self._request or ("", "")
+        now = ctx.clock()
+        entry = {
+            "vm": self._name,
+            "pool": ctx.name,
+            "queue_from": queue,
+            "error_class": error_class,
+            "error_message": message,
+            "failed_at": datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(),
+            "retry_count": 0,
+            "request_id": request_id or None,
+            "pool_alias": alias or None,
+        }
+        size = self._guard(
+            ctx.store.health.dead_letter,
+            queue,
+            self._name,
+            entry,
+            at=now,
+            max_entries=globals_.dlq_max_entries,
+            ttl_hours=globals_.dlq_ttl,
+        )
+        if size is not None:
+            metrics.DLQ_ENTRIES.labels(queue).set(size)
 
     def _request_failed(self, permanent: str | None) -> None:
         """An on-demand VM failed (its clone, or its boot in time): its request retries or fails."""

@@ -31,6 +31,9 @@ class LdapSettings:
         port: its port (389, or 636 for LDAPS).
         bases: search bases, tried in order (a string is split on whitespace: DNs hold commas).
         user_objects: naming attributes (``uid``, ``samAccountName``), tried in order for each base.
+        group_bases: where the user's groups are searched (``group_base``, ours; a string is split
+            like ``base``). Default: the ``dc=`` suffix of each base (``dc=example,dc=com`` of
+            ``ou=people,dc=example,dc=com``), or the base itself when it has none.
         encryption: None (plain LDAP), ``"simple_tls"`` (LDAPS) or ``"start_tls"``.
         ca_file: ``tls_options: ca_file``, the CA bundle to verify the server with (None: the system's).
         verify: False when ``tls_options: verify_mode`` is ``none``.
@@ -42,6 +45,9 @@ class LdapSettings:
     port: int = 389
     bases: tuple[str, ...]
     user_objects: tuple[str, ...]
+    group_bases: tuple[str, ...] = attrs.field(
+        default=attrs.Factory(lambda self: _suffixes(self.bases), takes_self=True)
+    )
     encryption: str | None = None
     ca_file: str | None = None
     verify: bool = True
@@ -64,6 +70,7 @@ class LdapSettings:
         host = reader.get("host", Kind.STR, required=True)
         port = reader.port("port", 389)
         bases, user_objects = _names(reader, "base"), _names(reader, "user_object")
+        group_bases = _names(reader, "group_base", required=False) or _suffixes(bases)
         encryption = reader.get("encryption", Kind.MAPPING, {})
         method = symbol(str(encryption.get("method") or "").strip()) or None
         if method not in (None, *_METHODS):
@@ -88,6 +95,7 @@ class LdapSettings:
             port=port or 389,
             bases=bases,
             user_objects=user_objects,
+            group_bases=group_bases,
             encryption=method,
             ca_file=symbol(str(tls["ca_file"])) if tls.get("ca_file") else None,
             verify=verify_mode == "peer",
@@ -96,25 +104,46 @@ class LdapSettings:
         )
 
 
-def _names(reader: SectionReader, key: str) -> tuple[str, ...]:
-    """``base`` / ``user_object``: a list, or a string split on whitespace (DNs hold commas)."""
+def _names(reader: SectionReader, key: str, *, required: bool = True) -> tuple[str, ...]:
+    """``base`` / ``user_object`` / ``group_base``: a list, or a string split on whitespace (DNs hold
+    commas)."""
     given = reader.data.get(key)
     if isinstance(given, str):
         reader.used.add(key)
         names = tuple(given.split())
     else:
         names = reader.get(key, Kind.STR_LIST, ())
-    if not names:
+    if not names and required:
         reader.ctx.problem(reader.at(key), "is required")
     return names
 
 
+def _suffixes(bases: tuple[str, ...]) -> tuple[str, ...]:
+    """The default ``group_bases``: each base's trailing ``dc=`` RDNs, or the base when it has none."""
+    found: dict[str, None] = {}
+    for base in bases:
+        rdns = [rdn.strip() for rdn in base.split(",")]
+        start = len(rdns)
+        while start > 0 and rdns[start - 1].lower().startswith("dc="):
+            start -= 1
+        found[",".join(rdns[start:]) if start < len(rdns) else base] = None
+    return tuple(found)
+
+
 @attrs.frozen(kw_only=True)
 class AuthConfig:
-    """The ``:auth:`` section: ``provider`` is ``dummy`` or ``ldap``; ``ldap`` holds its settings."""
+    """The ``:auth:`` section: ``provider`` is ``dummy`` or ``ldap``; ``ldap`` holds its settings.
+
+    Attributes:
+        admins: user names that may change any VM and token and use the pool configuration endpoints
+            (ours; the original had no roles).
+        admin_groups: LDAP groups whose members are admins (their DNs, or their ``cn``).
+    """
 
     provider: str = attrs.field(validator=attrs.validators.in_(("dummy", "ldap")))
     ldap: LdapSettings | None = None
+    admins: tuple[str, ...] = ()
+    admin_groups: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> AuthConfig:
@@ -141,6 +170,10 @@ class AuthConfig:
                 reader.at("provider"),
                 "'dummy' accepts any password: only allowed when env VMPOOLER_DEBUG is true",
             )
+        admins = reader.get("admins", Kind.STR_LIST, ())
+        admin_groups = reader.get("admin_groups", Kind.STR_LIST, ())
+        if admin_groups and provider != "ldap":
+            ctx.warn(f"{reader.at('admin_groups')}: not used: groups come from LDAP only")
         reader.used.add("ldap")
         ldap = None
         if provider == "ldap":
@@ -150,4 +183,4 @@ class AuthConfig:
         reader.warn_unknown()
         if provider not in ("dummy", "ldap"):
             return None
-        return cls(provider=provider, ldap=ldap)
+        return cls(provider=provider, ldap=ldap, admins=tuple(admins), admin_groups=tuple(admin_groups))

@@ -46,9 +46,6 @@ CORE_SECTIONS = frozenset(
 LEGACY_PROVIDER_SECTIONS = ("vsphere", "dummy")
 """Top-level provider sections of old files; the original copies them into ``:providers:``."""
 
-_QUEUE = "the dead-letter queue, auto purge and queue health check are not built yet"
-_BREAKER = "provider circuit breakers and adaptive timeouts are not built yet"
-
 
 def _true(value: object) -> bool:
     try:
@@ -70,13 +67,11 @@ NOT_ACTED_ON: Mapping[tuple[str, str], tuple[str, Callable[[object], bool]]] = {
         "the original's example sets it, but no version ever acted on it",
         _given,
     ),
-    ("config", "usage_stats"): ("usage statistics are not emitted yet", _true),
-    ("config", "rate_limiting_enabled"): ("rate limiting is not built yet", _true),
-    ("config", "dlq_enabled"): (_QUEUE, _true),
-    ("config", "purge_enabled"): (_QUEUE, _true),
-    ("config", "health_check_enabled"): (_QUEUE, _true),
-    ("config", "circuit_breaker_enabled"): (_BREAKER, _given),
-    ("config", "adaptive_timeout_enabled"): (_BREAKER, _given),
+    ("config", "health_check_enabled"): (
+        "the health verdict is always in /status (its health section); vmpooler__health is not written",
+        _true,
+    ),
+    ("config", "adaptive_timeout_enabled"): ("adaptive connection timeouts are not built yet", _given),
     ("config", "connection_pool_monitor_enabled"): ("connection pool gauges are not emitted yet", _given),
     ("tracing", "enabled"): ("tracing is not supported", _true),
     ("redis", "reconnect_attempts"): (
@@ -102,7 +97,6 @@ IGNORED_BY_THE_ORIGINAL: Mapping[tuple[str, str], str] = {
 _SECTION_WARNINGS: Mapping[str, str] = {
     "statsd": "the statsd sink is not built yet: metrics are served to Prometheus only",
     "graphite": "the graphite sink is not built yet: metrics are served to Prometheus only",
-    "rate_limits": "rate limiting is not built yet",
 }
 
 

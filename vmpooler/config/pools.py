@@ -25,6 +25,7 @@ from vmpooler.config.values import FrozenDict, Kind, as_tuple, freeze, symbol
 from vmpooler.errors import ConfigError
 from vmpooler.providers import load_provider_class
 from vmpooler.providers.base import ProviderSettings
+from vmpooler.providers.guard import BreakerSettings
 
 __all__ = ["DnsConfig", "PoolConfig", "ProviderConfig"]
 
@@ -184,6 +185,8 @@ class ProviderConfig:
         purge_unconfigured_resources: this instance's override of the global key (None: the global).
         resources_allowlist: names purging never deletes (``folder_whitelist`` is the old spelling).
         skip_dns_check_before_creating_vm: the original's switch for its DNS check of new names.
+        breaker: the circuit breaker around this instance (``circuit_breaker_*``: this entry's, else
+            ``:config:``'s).
     """
 
     name: str
@@ -195,6 +198,7 @@ class ProviderConfig:
     purge_unconfigured_resources: bool | None = None
     resources_allowlist: tuple[str, ...] = ()
     skip_dns_check_before_creating_vm: bool = False
+    breaker: BreakerSettings = attrs.Factory(BreakerSettings)
 
     @classmethod
     def from_dict(
@@ -233,6 +237,24 @@ class ProviderConfig:
         core = {
             "purge_unconfigured_resources": reader.get("purge_unconfigured_resources", _B),
             "skip_dns_check_before_creating_vm": reader.get("skip_dns_check_before_creating_vm", _B, False),
+            "breaker": BreakerSettings(
+                enabled=reader.get("circuit_breaker_enabled", _B, globals_.circuit_breaker_enabled),
+                failure_threshold=reader.get(
+                    "circuit_breaker_failure_threshold",
+                    _I,
+                    globals_.circuit_breaker_failure_threshold,
+                    minimum=1,
+                ),
+                timeout=reader.get(
+                    "circuit_breaker_timeout", _N, globals_.circuit_breaker_timeout, minimum=0
+                ),
+                half_open_attempts=reader.get(
+                    "circuit_breaker_half_open_attempts",
+                    _I,
+                    globals_.circuit_breaker_half_open_attempts,
+                    minimum=1,
+                ),
+            ),
         }
         try:
             plugin = load_provider_class(provider_class)

@@ -119,15 +119,16 @@ class SectionReader:
             self.ctx.warn(unknown_key(self.path, key, known))
 
 
-def setting(default: Any, kind: Kind, minimum: float | None = None) -> Any:
-    """A settings field: read by :func:`read_settings` from the key of the same name, checked on init."""
+def setting(default: Any, kind: Kind, minimum: float | None = None, *, secret: bool = False) -> Any:
+    """A settings field: read by :func:`read_settings` from the key of the same name, checked on init;
+    a ``secret`` one stays out of the ``repr``."""
 
     def convert(value: Any) -> Any:
         if value is None and default is None:
             return None
         return freeze(coerce(value, kind, minimum))
 
-    return attrs.field(default=default, converter=convert, metadata={_SPEC: (kind, minimum)})
+    return attrs.field(default=default, converter=convert, metadata={_SPEC: (kind, minimum)}, repr=not secret)
 
 
 def read_settings(cls: type[Any], reader: SectionReader) -> dict[str, Any]:

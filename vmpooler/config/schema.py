@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +35,15 @@ DEFAULT_HEALTH_THRESHOLDS = FrozenDict(
 )
 
 _S, _I, _N, _B, _L = Kind.STR, Kind.INT, Kind.NUMBER, Kind.BOOL, Kind.STR_LIST
+
+
+def _network_problem(text: str) -> str | None:
+    """Why ``text`` is not an IP address or CIDR network (``10.0.0.0/8``, ``fd00::/8``); None if it is."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return f"must be IP addresses or CIDR networks, got {text!r}"
+    return None
 
 
 @attrs.frozen(kw_only=True)
@@ -101,11 +111,18 @@ class GlobalConfig:
     health_check_interval: int = setting(300, _I, 1)  # seconds
     health_thresholds: Mapping[str, float] = setting(DEFAULT_HEALTH_THRESHOLDS, Kind.NUMBER_MAP, 0)
     rate_limiting_enabled: bool = setting(False, _B)
+    trusted_proxies: tuple[str, ...] = setting((), _L)  # ours: IPs/networks whose X-Forwarded-For counts
     max_request_age: int = setting(86400, _I, 0)  # seconds: stale on-demand requests
     domain: str | None = setting(None, _S)  # deprecated: use :dns_configs:
     status_cache_seconds: float = setting(0, _N, 0)  # ours: 0 = /status is not cached
     api_workers: int = setting(2, _I, 1)  # ours: API worker processes
     max_request_body: int = setting(1_048_576, _I, 1)  # ours: bytes; a larger request body is a 413
+
+    @trusted_proxies.validator
+    def _check_proxies(self, attribute: object, value: tuple[str, ...]) -> None:
+        for text in value:
+            if (problem := _network_problem(text)) is not None:
+                raise ValueError(f"trusted_proxies: {problem}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> GlobalConfig:
@@ -126,6 +143,11 @@ class GlobalConfig:
                 f"{reader.at('purge_unconfigured_folders')} is deprecated: use purge_unconfigured_resources"
             )
             values.setdefault("purge_unconfigured_resources", legacy)
+        for text in values.get("trusted_proxies", ()):
+            if (problem := _network_problem(text)) is not None:
+                ctx.problem(reader.at("trusted_proxies"), problem)
+                values.pop("trusted_proxies")
+                break
         if "health_thresholds" in values:
             values["health_thresholds"] = {**DEFAULT_HEALTH_THRESHOLDS, **values["health_thresholds"]}
         reader.warn_unknown()
@@ -140,7 +162,7 @@ class RedisConfig:
 
     server: str | None = setting(None, _S)
     port: int = setting(6379, _I, 1)
-    password: str | None = setting(None, _S)
+    password: str | None = setting(None, _S, secret=True)
     username: str | None = setting(None, _S)
     db: int = setting(0, _I, 0)
     url: str | None = setting(None, _S)

@@ -16,6 +16,7 @@ from vmpooler.http.auth import Authenticator, make_authenticator
 from vmpooler.http.context import ApiContext
 from vmpooler.http.errors import install_error_handlers
 from vmpooler.http.middleware import BodyLimit, GzipResponses, OptionsAnswers, RequestMetrics
+from vmpooler.http.ratelimit import rate_limiting
 from vmpooler.http.resources import dashboard, meta, ondemand, poolconfig, status, token, vm
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def create_app(
     # Response middleware runs last to first: GzipResponses first, so the metrics time compression too.
     middleware: list[Any] = [
         RequestMetrics(log_requests=config.globals.request_logger),
+        *rate_limiting(config, store, clock=clock),  # nothing unless rate_limiting_enabled
         BodyLimit(config.globals.max_request_body),
         GzipResponses(),
         OptionsAnswers(),

@@ -5,9 +5,9 @@ Only the token routes take a user name and password; every other route identifie
 
 * ``dummy`` accepts any user whose password differs from the name (``admin``/``s3cr3t`` yes, ``a``/``a``
   no). The config loader allows it only with ``VMPOOLER_DEBUG`` set to a true value.
-* ``ldap`` settings are validated by the config loader (:class:`vmpooler.config.LdapSettings`).
-* ``ldap`` binds to the directory with the ``ldap3`` package, an optional dependency
-  (``pip install 'vmpooler[ldap]'``), imported only when LDAP is configured.
+* ``ldap`` (:class:`LdapAuthenticator`) binds to the directory with the ``ldap3`` package, an optional
+  dependency (``pip install 'vmpooler[ldap]'``), imported only when LDAP is configured. Its settings
+  are validated by the config loader (:class:`vmpooler.config.LdapSettings`).
 
 Differences from the original:
 
@@ -15,10 +15,15 @@ Differences from the original:
   *unauthenticated* bind, which most servers accept (RFC 4513 §5.1.2), so any user name would have
   passed. A request whose Basic user name is empty counts as no credentials (401).
 * The user name is escaped where it goes into a DN (RFC 4514) or a search filter (RFC 4515), so a name
-  such as ``*`` or ``bob,ou=admins`` cannot change what is bound or searched.
-* TLS certificates are verified (``tls_options: {verify_mode: none}`` turns that off, ``ca_file`` names
-  the CA bundle). ``tls_options: ssl_version`` is accepted and ignored: Python negotiates the newest
-  TLS version both ends support. Connecting and each answer time out after 5 seconds.
+  such as ``*)(uid=*`` or ``bob,ou=admins`` cannot change what is bound or searched. A search that
+  finds more than one entry for a name is refused (the original bound as the first).
+* A directory that cannot answer (down, unreachable, timed out, TLS failure, busy, service account
+  refused) raises :class:`AuthUnavailable`, which the API answers with a 503; the original answered
+  401, as for a wrong password. Connecting and each answer time out after :data:`TIMEOUT` seconds.
+* TLS certificates and host names are verified by the standard library (``tls_options: {verify_mode:
+  none}`` turns that off, ``ca_file`` names the CA bundle). ``tls_options: ssl_version`` is accepted
+  and ignored: Python negotiates the newest TLS version both ends support (1.2 at least).
+* The user's groups are looked up at login (:meth:`Authenticator.groups`), for ``admin_groups``.
 
 Passwords are never logged.
 """
@@ -28,13 +33,17 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import collections
+import functools
 import logging
-import ssl
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from vmpooler.config.auth import LdapSettings
-from vmpooler.errors import ConfigError
+from vmpooler.errors import AuthUnavailable, ConfigError
+from vmpooler.http import ldap_client
+from vmpooler.http.ldap_client import TIMEOUT
 
 if TYPE_CHECKING:
     import falcon
@@ -43,10 +52,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TIMEOUT",
+    "AuthUnavailable",
     "Authenticator",
     "DummyAuthenticator",
     "LdapAuthenticator",
-    "LdapConnection",
     "LdapSettings",
     "basic_credentials",
     "escape_dn_value",
@@ -56,66 +65,70 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = 5.0  # seconds, for connecting to and for each answer of the LDAP server
+_REMEMBERED_USERS = 1024  # users whose groups of their last login are kept
 
 
 class Authenticator(abc.ABC):
-    """Checks a user name and password.
+    """Checks a user name and password, and tells the user's groups.
 
     The token resources call :meth:`authenticate` once per request that needs Basic authentication,
-    on the API worker thread serving it; implementations must be thread-safe and must never log the
-    password.
+    then (``POST /token``) :meth:`groups` of the same user, on the API worker thread serving it;
+    implementations must be thread-safe and must never log the password.
     """
 
     @abc.abstractmethod
     def authenticate(self, username: str, password: str) -> bool:
-        """True if ``password`` is ``username``'s. Failures of the backend count as False."""
+        """True if ``password`` is ``username``'s, False if not.
+
+        Raises:
+            AuthUnavailable: the backend cannot answer now (the API answers 503).
+        """
+
+    def groups(self, username: str) -> frozenset[str]:
+        """The groups ``username`` was found in when :meth:`authenticate` last accepted them (in this
+        process); empty if never, or when the backend has no groups (the default)."""
+        return frozenset()
 
 
 class DummyAuthenticator(Authenticator):
-    """Accepts any user whose password is not the user name (for development only)."""
+    """Accepts any user whose password is not the user name (for development only); no groups."""
 
     def authenticate(self, username: str, password: str) -> bool:
         return username != password
-
-
-class LdapConnection(Protocol):
-    """One connection to the directory, as :class:`LdapAuthenticator` uses it.
-
-    Made by a connect function ``(dn, password) -> LdapConnection`` for one bind identity.
-    """
-
-    def bind(self) -> bool:
-        """Open the connection (with StartTLS when configured) and bind; False when refused."""
-
-    def search_dns(self, base: str, search_filter: str) -> list[str]:
-        """The DNs of the entries under ``base`` matching ``search_filter`` (subtree)."""
-
-    def close(self) -> None:
-        """Unbind and close; never raises."""
-
-
-LdapConnect = Callable[[str, str], LdapConnection]
 
 
 class LdapAuthenticator(Authenticator):
     """Binds to an LDAP directory as the user.
 
     For every base × user object, in order, either binds as ``<user_object>=<username>,<base>``, or,
-    with a service account, binds as the service account, searches ``(<user_object>=<username>)``
-    under the base and binds as the first entry found. The first successful bind wins.
+    with a service account, searches ``(<user_object>=<username>)`` under the base as the service
+    account and binds as the entry found. The first successful bind wins. Then the user's groups are
+    searched under each of ``group_bases``: the entries whose ``member`` or ``uniqueMember`` is the
+    user's DN (as the service account when there is one, else as the user); :meth:`groups` returns
+    their DNs and ``cn`` values.
+
+    Each login opens a connection of its own for the user's binds (one connection, bound in turn as
+    each candidate DN) and closes it. Service-account connections are kept bound and reused (a few at
+    most, one request at a time each); a reused one that fails is replaced once.
 
     Args:
         settings: the parsed ``:ldap:`` settings.
-        connect: makes a connection for one ``(dn, password)``; tests pass a fake. Default: ``ldap3``.
+        timeout: seconds for connecting and for each answer (rounded up to whole seconds).
 
     Raises:
-        ConfigError: ``connect`` is not given and ``ldap3`` is not installed.
+        ConfigError: ``ldap3`` is not installed.
     """
 
-    def __init__(self, settings: LdapSettings, *, connect: LdapConnect | None = None) -> None:
+    def __init__(self, settings: LdapSettings, *, timeout: float = TIMEOUT) -> None:
         self._settings = settings
-        self._connect = connect or _ldap3_connect(settings)
+        self._directory = ldap_client.Directory(settings, timeout)
+        self._service = (
+            ldap_client.ServiceConnections(self._directory, settings.service_dn, settings.service_password)
+            if settings.service_dn is not None
+            else None
+        )
+        self._lock = threading.Lock()
+        self._groups: collections.OrderedDict[str, frozenset[str]] = collections.OrderedDict()
 
     @property
     def settings(self) -> LdapSettings:
@@ -130,113 +143,52 @@ class LdapAuthenticator(Authenticator):
     def authenticate(self, username: str, password: str) -> bool:
         if not username or not password:
             return False
+        with self._directory.user_connection() as conn:
+            dn = self._bind_user(conn, username, password)
+            if dn is None:
+                log.info("ldap: authentication of %s failed", username)
+                return False
+            if self._service is not None:
+                groups = self._service.run(lambda service: self._find_groups(service, dn))
+            else:
+                groups = self._find_groups(conn(), dn)
+        with self._lock:
+            self._groups[username] = groups
+            self._groups.move_to_end(username)
+            while len(self._groups) > _REMEMBERED_USERS:
+                self._groups.popitem(last=False)
+        log.info("ldap: %s authenticated as %s (%d groups)", username, dn, len(groups))
+        return True
+
+    def groups(self, username: str) -> frozenset[str]:
+        with self._lock:
+            return self._groups.get(username, frozenset())
+
+    def _bind_user(self, conn: Callable[[], Any], username: str, password: str) -> str | None:
+        """The DN ``username`` bound as on ``conn()`` with ``password``, None when none accepted it."""
         s = self._settings
         for base in s.bases:
             for attr in s.user_objects:
-                if s.service_dn is None:
+                if self._service is None:
                     dn: str | None = f"{attr}={escape_dn_value(username)},{base}"
                 else:
-                    dn = self._search(s.service_dn, base, f"({attr}={escape_filter_value(username)})")
-                if dn is not None and self._bind(dn, password):
-                    log.info("ldap: %s authenticated as %s", username, dn)
-                    return True
-        log.info("ldap: authentication of %s failed", username)
-        return False
+                    search_filter = f"({attr}={escape_filter_value(username)})"
+                    dn = self._service.run(
+                        functools.partial(ldap_client.find_one, base=base, search_filter=search_filter)
+                    )
+                if dn is not None and ldap_client.bind(conn(), dn, password):
+                    return dn
+        return None
 
-    def _bind(self, dn: str, password: str) -> bool:
-        conn: LdapConnection | None = None
-        try:
-            conn = self._connect(dn, password)
-            return conn.bind()
-        except Exception as err:  # the backend's errors are many; any of them is a failed bind
-            log.warning("ldap: bind as %s failed: %s", dn, type(err).__name__)
-            return False
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def _search(self, service_dn: str, base: str, search_filter: str) -> str | None:
-        """The first DN matching the filter, found as the service account (as net-ldap's bind_as)."""
-        conn: LdapConnection | None = None
-        try:
-            conn = self._connect(service_dn, self._settings.service_password)
-            if not conn.bind():
-                log.error("ldap: the service account %s cannot bind", service_dn)
-                return None
-            found = conn.search_dns(base, search_filter)
-        except Exception as err:  # as in _bind
-            log.warning("ldap: search %s under %s failed: %s", search_filter, base, type(err).__name__)
-            return None
-        finally:
-            if conn is not None:
-                conn.close()
-        return found[0] if found else None
-
-
-def _ldap3_connect(settings: LdapSettings) -> LdapConnect:
-    """A connect function using ``ldap3`` (imported here, so that it stays optional)."""
-    try:
-        import ldap3
-    except ImportError:
-        raise ConfigError(
-            ":auth: provider 'ldap' needs the ldap3 package: "
-            "pip install 'vmpooler[ldap]' (or pip install ldap3)"
-        ) from None
-    tls = None
-    if settings.encryption:
-        tls = ldap3.Tls(
-            validate=ssl.CERT_REQUIRED if settings.verify else ssl.CERT_NONE,
-            ca_certs_file=settings.ca_file,
-        )
-    server = ldap3.Server(
-        settings.host,
-        port=settings.port,
-        use_ssl=settings.encryption == "simple_tls",
-        tls=tls,
-        get_info=ldap3.NONE,
-        connect_timeout=TIMEOUT,
-    )
-    start_tls = settings.encryption == "start_tls"
-
-    def connect(dn: str, password: str) -> LdapConnection:
-        conn = ldap3.Connection(
-            server,
-            user=dn,
-            password=password,
-            auto_bind=ldap3.AUTO_BIND_NONE,
-            read_only=True,
-            receive_timeout=TIMEOUT,
-            auto_escape=False,
-        )
-        return _Ldap3Connection(conn, start_tls=start_tls)
-
-    return connect
-
-
-class _Ldap3Connection:
-    """:class:`LdapConnection` over an ``ldap3.Connection``."""
-
-    def __init__(self, conn: Any, *, start_tls: bool) -> None:
-        self._conn = conn
-        self._start_tls = start_tls
-
-    def bind(self) -> bool:
-        self._conn.open()
-        if self._start_tls and not self._conn.start_tls():
-            return False
-        return bool(self._conn.bind())
-
-    def search_dns(self, base: str, search_filter: str) -> list[str]:
-        import ldap3
-
-        self._conn.search(base, search_filter, search_scope=ldap3.SUBTREE, attributes=[], size_limit=2)
-        return [e["dn"] for e in self._conn.response or () if e.get("type") == "searchResEntry"]
-
-    def close(self) -> None:
-        try:
-            self._conn.unbind()
-        except Exception:  # already closed or never opened
-            log.debug("ldap: unbind failed", exc_info=True)
+    def _find_groups(self, conn: Any, dn: str) -> frozenset[str]:
+        value = escape_filter_value(dn)
+        search_filter = f"(|(member={value})(uniqueMember={value}))"
+        found: set[str] = set()
+        for base in self._settings.group_bases:
+            for entry in ldap_client.search(conn, base, search_filter, ["cn"], limit=0):
+                found.add(entry["dn"])
+                found.update(str(cn) for cn in entry.get("attributes", {}).get("cn", ()))
+        return frozenset(found)
 
 
 def escape_dn_value(value: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 import string
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ApiContext", "Owner", "generate_token"]
 
+log = logging.getLogger(__name__)
+
 _TOKEN_FIRST = string.ascii_lowercase[:25]  # a..y, as the original
 _TOKEN_REST = string.ascii_lowercase + string.digits
 
@@ -34,10 +37,24 @@ def generate_token(length: int = 32) -> str:
 
 @attrs.frozen
 class Owner:
-    """The caller identified by a valid ``X-AUTH-TOKEN``."""
+    """The caller identified by a valid ``X-AUTH-TOKEN`` (or, on the token routes, by Basic auth).
+
+    Attributes:
+        token: the token sent ("" for a caller identified by Basic auth).
+        user: the token's user.
+        admin: the caller is an admin (see :meth:`ApiContext.owner`).
+    """
 
     token: str
     user: str
+    admin: bool = False
+
+    def may_change(self, token: str | None, user: str | None) -> bool:
+        """The ownership rule: may this caller change what was made with ``token`` by ``user``?
+
+        Yes for the same token, the same user, or an admin.
+        """
+        return self.admin or (bool(token) and self.token == token) or (user is not None and self.user == user)
 
 
 @attrs.frozen(kw_only=True)
@@ -97,10 +114,20 @@ class ApiContext:
 
         Without auth configured, tokens are ignored and everyone may do everything. With auth, a
         token that is sent must exist (401 otherwise), and ``required`` makes sending one mandatory.
-        Each use of a token records it as ``last``.
+        Each use of a token records it as ``last`` (once per request: the answer is kept on
+        ``req.context``).
+
+        The caller is an admin when the user is in ``:auth: admins`` of the config in force (not
+        recorded on the token: a name removed counts as soon as the API runs with the new file), or
+        when the token was made while the user was in an LDAP group of ``admin_groups`` that is still
+        listed there (membership is looked up when a token is made: a change of membership takes
+        effect with the user's next token).
         """
         if not self.auth_enabled:
             return None
+        cached: Owner | None = getattr(req.context, "vmpooler_owner", None)
+        if cached is not None:
+            return cached
         token = req.get_header("X-AUTH-TOKEN")
         if not token:
             if required:
@@ -110,7 +137,81 @@ class ApiContext:
         if not data:
             raise ApiError(401)
         self.store.tokens.touch(token, self.now())
-        return Owner(token, data.get("user", ""))
+        user = data.get("user", "")
+        group = data.get("admin_group")
+        admin = user in self._admins or (
+            data.get("admin") == "true" and group is not None and group.casefold() in self._admin_groups
+        )
+        req.context.vmpooler_owner = Owner(token, user, admin)
+        return req.context.vmpooler_owner
+
+    def require_owner(
+        self,
+        req: falcon.Request,
+        *,
+        token: str | None,
+        user: str | None,
+        required: bool,
+        denied: str,
+    ) -> Owner | None:
+        """Let the caller change something made with ``token`` by ``user`` (a VM, a request), or refuse.
+
+        Without auth: None, open to everyone. With auth, when ``token`` is set the caller must send a
+        valid token (401) of the same token or user, or be an admin (403 with ``error`` ``denied``);
+        when it is not set (made without a token), a token is needed only if ``required``.
+
+        Raises:
+            ApiError: 401 or 403.
+        """
+        if not self.auth_enabled or not (token or required):
+            return None
+        caller = self.owner(req, required=True)
+        assert caller is not None  # required, with auth
+        if token and not caller.may_change(token, user):
+            raise ApiError(403, error=denied)
+        return caller
+
+    def require_admin(self, req: falcon.Request, *, denied: str) -> Owner | None:
+        """With auth, the caller must send a valid token (401) of an admin (403 with ``error``
+        ``denied``); without auth, None."""
+        caller = self.owner(req, required=True)
+        if caller is not None and not caller.admin:
+            raise ApiError(403, error=denied)
+        return caller
+
+    def basic_caller(self, user: str) -> Owner:
+        """The caller of a token route, ``user`` authenticated by Basic auth (no token)."""
+        return Owner("", user, self.login_admin(user)[0])
+
+    def login_admin(self, user: str) -> tuple[bool, str | None]:
+        """Whether ``user`` (just authenticated by Basic auth) is an admin now, and through which
+        configured ``admin_groups`` entry (None when through ``admins`` or not at all).
+
+        The groups come from the authenticator (LDAP: the user's group DNs and cns; compared without
+        regard to case); a failing lookup counts as no groups.
+        """
+        group = self._admin_group_of(user)
+        return user in self._admins or group is not None, group
+
+    def _admin_group_of(self, user: str) -> str | None:
+        auth = self.config.auth
+        if auth is None or not auth.admin_groups or self.authenticator is None:
+            return None
+        try:
+            groups = {group.casefold() for group in self.authenticator.groups(user)}
+        except Exception:  # a directory that cannot answer makes nobody an admin through it
+            log.warning("group lookup of %s failed; not an admin through admin_groups", user, exc_info=True)
+            return None
+        return next((group for group in auth.admin_groups if group.casefold() in groups), None)
+
+    @property
+    def _admins(self) -> tuple[str, ...]:
+        return self.config.auth.admins if self.config.auth is not None else ()
+
+    @property
+    def _admin_groups(self) -> frozenset[str]:
+        auth = self.config.auth
+        return frozenset(group.casefold() for group in auth.admin_groups) if auth is not None else frozenset()
 
     # -- checkout planning -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import falcon
 
-from vmpooler.errors import StoreError, StoreUnavailable
+from vmpooler.errors import AuthUnavailable, StoreError, StoreUnavailable
 from vmpooler.log import redact_path
 
 __all__ = ["ApiError", "install_error_handlers"]
@@ -67,11 +67,17 @@ def _unavailable(req: falcon.Request, resp: falcon.Response, ex: StoreError, par
         _write(resp, 500, {"error": "internal store error"})
 
 
+def _auth_unavailable(req: falcon.Request, resp: falcon.Response, ex: AuthUnavailable, params: Any) -> None:
+    log.warning("directory unavailable while serving %s %s: %s", req.method, redact_path(req.path), ex)
+    _write(resp, 503, {"error": "the authentication directory (LDAP) is unavailable, try again shortly"})
+    resp.set_header("Retry-After", "5")
+
+
 def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
     if isinstance(ex, falcon.HTTPError):
         _http_error(req, resp, ex, params)
         return
-    log.exception("unhandled error serving %s %s", req.method, req.path)
+    log.exception("unhandled error serving %s %s", req.method, redact_path(req.path))
     _write(resp, 500, {"error": "internal error"})
 
 
@@ -80,4 +86,5 @@ def install_error_handlers(app: falcon.App) -> None:
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(StoreError, _unavailable)
+    app.add_error_handler(AuthUnavailable, _auth_unavailable)
     app.add_error_handler(ApiError, _api_error)

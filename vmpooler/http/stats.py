@@ -8,17 +8,18 @@ Fixes of the original: the ``queue`` figures are computed from the sets of every
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vmpooler.textnum import whole_number
 
 if TYPE_CHECKING:
     from vmpooler.http.context import ApiContext
+    from vmpooler.store import PoolCounts
 
 __all__ = ["duration_stats", "pool_sizes", "status_body", "summary_body"]
 
-STATUS_SECTIONS = ("boot", "capacity", "clone", "pools", "queue")
+STATUS_SECTIONS = ("boot", "capacity", "clone", "health", "pools", "queue")
 _OK_MESSAGE = "Battle station fully armed and operational."
 
 
@@ -113,6 +114,8 @@ def status_body(ctx: ApiContext, sections: Sequence[str]) -> dict[str, Any]:
                 entry["alias"] = _alias(pool)
             pools[pool.name] = entry
         body["pools"] = pools
+    if "health" in sections:
+        body["health"] = health_body(ctx, counts)
     empty = [p for p in names if counts[p].ready == 0 and sizes[p] != 0]
     status: dict[str, Any] = {
         "ok": not empty,
@@ -123,6 +126,44 @@ def status_body(ctx: ApiContext, sections: Sequence[str]) -> dict[str, Any]:
     status["uptime"] = round(ctx.clock() - ctx.config.loaded_at, 1)
     body["status"] = status
     return dict(sorted(body.items()))
+
+
+def health_body(ctx: ApiContext, counts: Mapping[str, PoolCounts]) -> dict[str, Any]:
+    """Ours: the ``health`` section of ``/status``: each provider's circuit breaker, the dead-letter
+    queues, the pools whose provider refuses calls, and one verdict.
+
+    ``unhealthy`` when a breaker is open, the dead-letter queues hold more than ``dlq_max_critical``
+    entries, or a pool has more than twice ``pending_queue_max`` pending (``ready_queue_max`` ready) VMs;
+    ``degraded`` at a half-open breaker or past the single thresholds; else ``healthy`` (reference §4.11).
+    """
+    limits = ctx.config.globals.health_thresholds
+    breakers = ctx.store.health.breakers()
+    dlq = ctx.store.health.dlq_sizes()
+    providers = {
+        name: {"breaker": state.get("state", "closed"), "failures": state.get("failures", 0)}
+        for name, state in sorted(breakers.items())
+    }
+    refusing = {name for name, state in providers.items() if state["breaker"] != "closed"}
+    pools = {pool.name: "unhealthy" for pool in ctx.config.pools if pool.provider in refusing}
+    pending = max((c.pending for c in counts.values()), default=0)
+    ready = max((c.ready for c in counts.values()), default=0)
+    dead = sum(dlq.values())
+    verdict = "healthy"
+    if (
+        any(p["breaker"] == "open" for p in providers.values())
+        or dead > limits["dlq_max_critical"]
+        or pending > 2 * limits["pending_queue_max"]
+        or ready > 2 * limits["ready_queue_max"]
+    ):
+        verdict = "unhealthy"
+    elif (
+        refusing
+        or dead > limits["dlq_max_warning"]
+        or pending > limits["pending_queue_max"]
+        or ready > limits["ready_queue_max"]
+    ):
+        verdict = "degraded"
+    return {"status": verdict, "providers": providers, "dlq": dlq, "pools": pools}
 
 
 def poolstat_body(ctx: ApiContext, wanted: Iterable[str]) -> dict[str, Any]:

@@ -11,7 +11,9 @@ registers only its own Lua scripts, and no part knows another:
 * ``store.ondemand`` (``ondemand.py``): on-demand requests, the API's side (create, status, delete);
 * ``store.pools`` (``pools.py``): published pool configs, overrides, reset requests, empty flags, events;
 * ``store.passes`` (``passes.py``): what one pool pass reads of all these, in one script;
-* ``store.provisioning`` (``provisioning.py``): on-demand requests, the manager's steps.
+* ``store.health`` (``health.py``): the providers' circuit breakers and the dead-letter queues;
+* ``store.provisioning`` (``provisioning.py``): on-demand requests, the manager's steps;
+* ``store.ratelimit`` (``ratelimit.py``): the API's rate limit counters.
 
 The API and the manager both use a ``Store`` (each with its own connection settings). Multi-key
 transitions are Lua scripts (Redis runs a script alone, so no other client ever sees half of one) or
@@ -29,10 +31,12 @@ from typing import Any
 import redis as redis_lib
 
 from vmpooler.store.connection import connect, translated
+from vmpooler.store.health import Health
 from vmpooler.store.ondemand import OnDemand
 from vmpooler.store.passes import Passes, PassView
 from vmpooler.store.pools import Pools
 from vmpooler.store.provisioning import Claim, Provisioning
+from vmpooler.store.ratelimit import RateLimits
 from vmpooler.store.slots import Slots
 from vmpooler.store.stats import PoolCounts, Stats
 from vmpooler.store.tasks import Task, Tasks
@@ -70,8 +74,10 @@ class Store:
         self.stats = Stats(client)
         self.pools = Pools(client)
         self.passes = Passes(client)
+        self.health = Health(client)
         self.ondemand = OnDemand(client)
         self.provisioning = Provisioning(client)
+        self.ratelimit = RateLimits(client)
 
     @classmethod
     def from_url(

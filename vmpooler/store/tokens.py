@@ -18,7 +18,8 @@ class Tokens:
 
     @translated
     def get(self, token: str) -> dict[str, str]:
-        """The token's hash (``user``, ``created``, ``last`` use); empty when there is no such token."""
+        """The token's hash (``user``, ``created``, ``last`` use, and ours: ``admin``, ``admin_group``);
+        empty when there is no such token."""
         return dict(self._redis.hgetall(keys.token(token)))
 
     @translated
@@ -26,9 +27,23 @@ class Tokens:
         self._redis.hset(keys.token(token), "last", now)
 
     @translated
-    def create(self, token: str, user: str, now: str) -> None:
+    def create(
+        self, token: str, user: str, now: str, *, admin: bool = False, admin_group: str | None = None
+    ) -> None:
+        """Record a new token of ``user`` made at ``now``.
+
+        Args:
+            admin: the user was an admin when the token was made (field ``admin`` = ``"true"``; left
+                out otherwise, so that a non-admin's token is the original's hash).
+            admin_group: the ``admin_groups`` entry that made the user an admin (field ``admin_group``).
+        """
+        fields = {"user": user, "created": now}
+        if admin:
+            fields["admin"] = "true"
+        if admin_group:
+            fields["admin_group"] = admin_group
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.token(token), mapping={"user": user, "created": now})
+            pipe.hset(keys.token(token), mapping=fields)
             pipe.sadd(keys.user_tokens(user), token)
             pipe.execute()
 

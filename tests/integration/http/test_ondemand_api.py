@@ -536,15 +536,19 @@ def test_delete_needs_a_valid_token_when_auth_is_configured(auth_api, redis, hea
     assert dump(redis) == before
 
 
-def test_delete_of_another_users_request_is_401(make_api, redis):
+def test_delete_of_another_users_request_is_403(make_api, redis):
     api = make_api(with_auth(), env=AUTH_ENV)
     add_token(redis, "alice1", "alice")
     add_token(redis, "alice2", "alice")
     add_token(redis, "bob1", "bob")
     request_id = post(api, {DEB: "1"}, headers={"X-AUTH-TOKEN": "alice1"}).json["request_id"]
     resp = delete(api, request_id, headers={"X-AUTH-TOKEN": "bob1"})
-    assert resp.status_code == 401
-    assert resp.json == {"ok": False, "error": "this request was made by another user"}
+    assert resp.status_code == 403
+    assert resp.json == {
+        "ok": False,
+        "error": f"request {request_id} belongs to another user; only its owner or an admin may delete it",
+    }
+    assert "www-authenticate" not in resp.headers
     assert redis.hget(keys.odrequest(request_id), "status") is None
     resp = delete(api, request_id, headers={"X-AUTH-TOKEN": "alice2"})  # the same user, another token
     assert resp.json == {"ok": True}

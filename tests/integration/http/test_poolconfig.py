@@ -106,8 +106,8 @@ def test_with_auth_a_valid_token_is_required(make_api, redis, method, path, body
 
 
 @pytest.mark.parametrize(("method", "path", "body"), CHANGES)
-def test_with_auth_a_valid_token_changes_and_is_never_logged(make_api, redis, caplog, method, path, body):
-    api = make_api(with_auth(CONFIG), env=AUTH_ENV)
+def test_with_auth_an_admins_token_changes_and_is_never_logged(make_api, redis, caplog, method, path, body):
+    api = make_api(with_auth(CONFIG) + "  admins: [jdoe]\n", env=AUTH_ENV)
     add_token(redis, TOKEN, "jdoe")
     redis.hset(SIZES, DEB, "2")
     redis.hset(TEMPLATES, DEB, "templates/other")

@@ -56,6 +56,12 @@ FULL_STATUS = {
         "count": {"total": 1},
     },
     "capacity": {"current": 3, "total": 6, "percent": 50.0},
+    "health": {
+        "status": "healthy",
+        "providers": {},
+        "dlq": {"clone": 0, "pending": 0, "ready": 0},
+        "pools": {},
+    },
     "clone": {"duration": {"average": 20.17, "min": 10.5, "max": 30.0, "total": 60.5}, "count": {"total": 3}},
     "pools": {
         DEB: {
@@ -94,7 +100,7 @@ def test_status_full_body(api, redis):
     assert resp.headers["content-type"] == "application/json"
     assert resp.text.startswith('{\n  "boot": {\n')  # pretty-printed, keys sorted
     assert resp.json == FULL_STATUS
-    assert list(resp.json) == ["boot", "capacity", "clone", "pools", "queue", "status"]
+    assert list(resp.json) == ["boot", "capacity", "clone", "health", "pools", "queue", "status"]
 
 
 def test_status_with_no_vms_at_all(api):
@@ -146,8 +152,8 @@ def test_status_percent_has_one_decimal(api, redis):
     [
         ("?view=pools,capacity", ["capacity", "pools", "status"]),
         ("?view=", ["status"]),
-        ("?view", ["boot", "capacity", "clone", "pools", "queue", "status"]),
-        ("", ["boot", "capacity", "clone", "pools", "queue", "status"]),
+        ("?view", ["boot", "capacity", "clone", "health", "pools", "queue", "status"]),
+        ("", ["boot", "capacity", "clone", "health", "pools", "queue", "status"]),
         ("?view=bogus,queue,status", ["queue", "status"]),
         ("?view=bogus", ["status"]),
         ("?view=clone%2Cboot", ["boot", "clone", "status"]),  # as requests encodes the comma

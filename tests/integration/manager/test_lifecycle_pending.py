@@ -94,6 +94,8 @@ def test_pending_vm_gone_from_the_provider_is_removed_after_the_timeout(start_po
     clock, fake = ManualClock(), FakeProvider(config)
     start_pool_manager(config, provider=fake, clock=clock)
     vm = one_pending(redis)
+    # a VM is in pending before create_vm makes it: remove it once the provider has it
+    wait_for(lambda: vm in fake.inner.inventory()["a"], 5, "the clone made")
     fake.remove_vm_behind_our_back("a", vm)
     wait_passes(fake)
     assert pending(redis, "a") == {vm}  # before the timeout it may still appear

@@ -15,8 +15,8 @@ Differences from the original:
 * Counts must be whole numbers ≥ 1 (400 with ``error``; the original read ``"abc"`` as 0), and a given
   ``request_id`` must be 1–100 characters of ``[A-Za-z0-9_.-]`` (400).
 * A body that is valid JSON but not an object is a 400 (the original crashed with a 500).
-* ``DELETE`` of a request made with a token needs a token of the same user (401 otherwise), as
-  ``DELETE /vm/<host>``.
+* ``DELETE`` of a request made with a token needs a token of the same user or of an admin (403
+  otherwise), as ``DELETE /vm/<host>``.
 * ``GET`` of a failed request adds ``failure_reason`` when the manager recorded one.
 """
 
@@ -185,14 +185,18 @@ class OnDemandItem:
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         metrics.HTTP_REQUESTS_VM.labels("delete", "ondemand", "request").inc()
         ctx = self._ctx
-        caller = ctx.owner(req, required=True)
-        if caller is not None:
+        if ctx.owner(req, required=True) is not None:
             request = ctx.store.ondemand.status(name)
             if request is None:
                 raise _not_found(name)
-            # fix: as DELETE /vm, only the user who made a request with a token may delete it
-            if request.token and caller.token != request.token and caller.user != request.user:
-                raise ApiError(401, error="this request was made by another user")
+            # fix: as DELETE /vm, only the user who made a request with a token (or an admin) may delete it
+            ctx.require_owner(
+                req,
+                token=request.token,
+                user=request.user,
+                required=True,
+                denied=f"request {name} belongs to another user; only its owner or an admin may delete it",
+            )
         result = ctx.store.ondemand.delete(name)
         if result == "missing":
             raise _not_found(name)

@@ -1,12 +1,13 @@
 """``/config/poolsize``, ``/config/pooltemplate``, ``/config/clonetarget`` and ``/poolreset``: change a
 running pool's size, template or clone target, undo a size or template change, or drain a pool.
 
-Every route answers 405 ``{"ok": false}`` unless ``experimental_features`` is set (checked first), then
-needs a valid ``X-AUTH-TOKEN`` when ``:auth:`` is configured (401). A POST body is a JSON object of pool
-name → value; an empty body or ``null`` is a 404, ``{}`` changes nothing. Any bad entry is a 400 that
-lists its pool (``not_configured`` for sizes, ``bad_templates`` for templates and clone targets,
-``bad_pools`` for resets) and changes nothing. The value compared with is the one in force: the Redis
-override if there is one, else the configuration file's. 201 when some pool changed, 200 when none did;
+Every route answers 405 ``{"ok": false}`` unless ``experimental_features`` is set (checked first), then,
+when ``:auth:`` is configured, needs a valid ``X-AUTH-TOKEN`` (401) of an admin (403 with ``error``; the
+original let any token in). A POST body is a JSON object of pool name → value; an empty body or
+``null`` is a 404, ``{}`` changes nothing. Any bad entry is a 400 that lists its pool (``not_configured``
+for sizes, ``bad_templates`` for templates and clone targets, ``bad_pools`` for resets) and changes
+nothing. The value compared with is the one in force: the Redis override if there is one, else the
+configuration file's. 201 when some pool changed, 200 when none did;
 ``/poolreset`` always answers 201. Each request is one Redis transaction that also publishes a
 ``ConfigChanged`` event for every pool it changed (``store.pools``).
 
@@ -55,8 +56,8 @@ def _experimental(req: falcon.Request, resp: falcon.Response, resource: Any, par
 
 
 def _caller(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]) -> None:
-    """Check the token when auth is configured (401); the caller's name into ``req.context.user``."""
-    owner = resource._ctx.owner(req, required=True)
+    """With auth, an admin's token (401, 403); the caller's name into ``req.context.user``."""
+    owner = resource._ctx.require_admin(req, denied="only an admin may change the pool configuration")
     req.context.user = owner.user if owner else "anonymous"
 
 

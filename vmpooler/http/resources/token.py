@@ -7,10 +7,13 @@ Every route answers 404 ``{"ok": false}`` when no ``:auth:`` is configured. ``GE
 
 Differences from the original:
 
-* ``DELETE /token/<token>`` checks ownership: deleting another user's token is a 401 with ``error``
-  ``this token belongs to another user`` (the original deleted any token for any authenticated user).
+* ``DELETE /token/<token>`` checks ownership: only the token's user or an admin may delete it; anyone
+  else gets a 403 with ``error`` (the original deleted any token for any authenticated user).
 * ``DELETE /token/<token>`` of a token that does not exist is a 404 once the caller is authenticated
   (the original answered 401).
+* ``POST /token`` records on the token whether its user is an admin (fields ``admin``, and
+  ``admin_group`` when through an LDAP group; see :meth:`ApiContext.owner`). ``GET /token/<token>``
+  does not show them: its body keeps the original's fields.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = ["TokenCollection", "TokenItem"]
 log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HIDDEN = ("admin", "admin_group")  # ours, kept out of GET /token/<token>
 
 
 def _auth_configured(
@@ -74,9 +78,11 @@ class TokenCollection:
     @falcon.before(_auth_configured)
     @falcon.before(_basic_user)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ctx, user = self._ctx, req.context.user
         token = generate_token()
-        self._ctx.store.tokens.create(token, req.context.user, self._ctx.now())
-        log.info("token created for %s", req.context.user)
+        admin, group = ctx.login_admin(user)
+        ctx.store.tokens.create(token, user, ctx.now(), admin=admin, admin_group=group)
+        log.info("token created for %s%s", user, " (an admin)" if admin else "")
         resp.media = {"ok": True, "token": token}
 
 
@@ -93,6 +99,8 @@ class TokenItem:
         data: dict[str, Any] = dict(ctx.store.tokens.get(token))
         if not data:
             raise ApiError(404)
+        for field in _HIDDEN:
+            data.pop(field, None)
         running = ctx.store.vms.running_vms_of_token((p.name for p in ctx.config.pools), token)
         if running:
             data["vms"] = {"running": running}
@@ -106,9 +114,12 @@ class TokenItem:
         data = ctx.store.tokens.get(token)
         if not data:
             raise ApiError(404)
-        if data.get("user") != user:
-            raise ApiError(401, error="this token belongs to another user")
+        owner = data.get("user")
+        if not ctx.basic_caller(user).may_change(None, owner):
+            raise ApiError(
+                403, error="this token belongs to another user; only its owner or an admin may delete it"
+            )
         if not ctx.store.tokens.delete(token):
             raise ApiError(404)  # deleted meanwhile
-        log.info("token of %s deleted", user)
+        log.info("token of %s deleted by %s", owner, user)
         resp.media = {"ok": True}

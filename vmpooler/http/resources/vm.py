@@ -1,4 +1,10 @@
-"""``/vm``: list pools, check VMs out, inspect, modify and return them, disk and snapshot requests."""
+"""``/vm``: list pools, check VMs out, inspect, modify and return them, disk and snapshot requests.
+
+With ``:auth:``, a VM checked out with a token may only be returned, modified (lifetime or tags), given a
+disk, snapshotted or reverted with a token of the same user or of an admin (403 otherwise; the
+original let any valid token return it and anyone tag it); a VM checked out without a token stays
+open to everyone, as in the original. ``ApiContext.require_owner`` holds the rule.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import falcon
 
 from vmpooler import metrics
 from vmpooler.errors import PoolEmpty
-from vmpooler.http import validate
+from vmpooler.http import usage, validate
 from vmpooler.http.context import ApiContext, generate_token, group_hostnames
 from vmpooler.http.errors import ApiError
 from vmpooler.http.rubyfmt import ruby_to_s
@@ -49,6 +55,8 @@ def _checkout(ctx: ApiContext, req: falcon.Request, resp: falcon.Response, wante
         raise ApiError(503) from None
     for alloc in allocations:
         metrics.CHECKOUT_SUCCESS.labels(alloc.pool).inc()
+        if ctx.config.globals.usage_stats:  # a new VM has no tags yet: only its user is known
+            usage.record("allocate", {"token:user": owner.user} if owner else {}, alloc.pool)
     log.info("checked out %s", ", ".join(f"{a.vm} ({a.pool})" for a in allocations))
     resp.media = {
         "ok": True,
@@ -64,6 +72,19 @@ def _existing_vm(ctx: ApiContext, host: str, *, validate_name: bool = True) -> t
     if not data:
         raise ApiError(404)
     return vm, data
+
+
+def _owner_only(
+    ctx: ApiContext, req: falcon.Request, vm: str, data: Mapping[str, str], *, required: bool
+) -> None:
+    """With auth, 401/403 unless the caller may change ``vm`` (``ApiContext.require_owner``)."""
+    ctx.require_owner(
+        req,
+        token=data.get("token:token"),
+        user=data.get("token:user"),
+        required=required,
+        denied=f"vm {vm} belongs to another user; only its owner or an admin may change it",
+    )
 
 
 class VMCollection:
@@ -107,7 +128,7 @@ class VMItem:
     def on_put(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         metrics.HTTP_REQUESTS_VM.labels("put", "vm", "modify").inc()
         ctx = self._ctx
-        vm, _ = _existing_vm(ctx, name)
+        vm, data = _existing_vm(ctx, name)
         raw = req.bounded_stream.read(validate.MAX_BODY + 1)
         if ctx.version < 3 and not raw.strip():
             raise ApiError(400)  # v1/v2 parsed every body: an empty one was a parse error
@@ -117,7 +138,9 @@ class VMItem:
             if ctx.version >= 3:
                 raise
             raise ApiError(400) from None  # v1/v2: a bare {"ok": false} for any unparsable body
-        lifetime, tags, failures = _modification(ctx, req, body)
+        if "lifetime" in body or "tags" in body:  # before validating: 401 beats 400, as in the original
+            _owner_only(ctx, req, vm, data, required="lifetime" in body)
+        lifetime, tags, failures = _modification(ctx, body)
         if failures:
             raise ApiError(400, failure=failures)
         ctx.store.vms.modify(vm, lifetime=lifetime, tags=tags, date=ctx.now()[:10])
@@ -127,12 +150,7 @@ class VMItem:
         metrics.HTTP_REQUESTS_VM.labels("delete", "vm", "hostname").inc()
         ctx = self._ctx
         vm, data = _existing_vm(ctx, name)
-        owner_token = data.get("token:token")
-        if owner_token and ctx.auth_enabled:
-            caller = ctx.owner(req, required=True)
-            assert caller is not None
-            if caller.token != owner_token and caller.user != data.get("token:user"):
-                raise ApiError(401, error="this VM was checked out by another user")
+        _owner_only(ctx, req, vm, data, required=False)
         pool = (
             data.get("pool")
             or data.get("template")
@@ -140,6 +158,8 @@ class VMItem:
         )
         if pool and ctx.store.vms.return_vm(vm, pool):
             metrics.DELETE_SUCCESS.inc()
+            if ctx.config.globals.usage_stats:
+                usage.record("destroy", data, pool)
             log.info("%s returned", vm)
             resp.media = {"ok": True}
             return
@@ -147,9 +167,7 @@ class VMItem:
         raise ApiError(404)
 
 
-def _modification(
-    ctx: ApiContext, req: falcon.Request, body: dict[str, Any]
-) -> tuple[int | None, dict[str, str], list[str]]:
+def _modification(ctx: ApiContext, body: dict[str, Any]) -> tuple[int | None, dict[str, str], list[str]]:
     """Validate a PUT body into (lifetime, tags to write, failure messages).
 
     The failure texts are the original's word for word, values printed as Ruby prints them (clients
@@ -160,7 +178,6 @@ def _modification(
     failures: list[str] = []
     for key, value in body.items():
         if key == "lifetime":
-            ctx.owner(req, required=True)
             lifetime, failure = _lifetime(ctx, value)
             if failure:
                 failures.append(failure)
@@ -232,6 +249,7 @@ class VMDisk:
                 raise ApiError(400)
             gigabytes = parsed
         vm, data = _existing_vm(ctx, name)
+        _owner_only(ctx, req, vm, data, required=True)
         ctx.store.tasks.queue("disk", vm, data.get("template", ""), str(gigabytes))
         resp.status = falcon.HTTP_202
         resp.media = {"ok": True, vm: {"disk": f"+{gigabytes}gb"}}
@@ -248,6 +266,7 @@ class VMSnapshot:
         ctx = self._ctx
         ctx.owner(req, required=True)
         vm, data = _existing_vm(ctx, name, validate_name=False)
+        _owner_only(ctx, req, vm, data, required=True)
         snapshot = generate_token()
         ctx.store.tasks.queue("snapshot", vm, data.get("template", ""), snapshot)
         resp.status = falcon.HTTP_202
@@ -265,6 +284,7 @@ class VMSnapshotRevert:
         ctx = self._ctx
         ctx.owner(req, required=True)
         vm, data = _existing_vm(ctx, name, validate_name=False)
+        _owner_only(ctx, req, vm, data, required=True)
         if not data.get(f"snapshot:{snapshot}"):
             raise ApiError(404)
         ctx.store.tasks.queue("snapshot-revert", vm, data.get("template", ""), snapshot)
