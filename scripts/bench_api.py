@@ -12,8 +12,11 @@ pool with enough ready VMs for the whole run, then measures:
 ``--rate-limit`` runs the same with rate limiting on, at limits far above the load (every request
 then also runs the rate limit script).
 
-Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N] [--rate-limit]``; it
-prints a Markdown table for docs/performance.md.
+``--statsd`` runs it with every metric on: a ``:statsd:`` sink pointed at a UDP listener this script
+starts (a thread that counts the datagrams), and ``usage_stats: true``.
+
+Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N] [--rate-limit]
+[--statsd]``; it prints a Markdown table for docs/performance.md.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import json
 import multiprocessing
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +52,34 @@ RATE_LIMITS = "".join(
     f"  {kind}: {{limit: 1000000000, period: 3600}}\n"
     for kind in ("vm_creation", "vm_deletion", "authenticated", "global_per_ip")
 )
+
+
+class StatsdListener:
+    """A UDP socket on a free loopback port, drained by a thread that counts the datagrams."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.datagrams = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            self.datagrams += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -149,7 +182,11 @@ def throughput(port: int, clients: int, seconds: float, pids: tuple[int, int]) -
 
 
 def run(
-    args: argparse.Namespace, workdir: Path, redis_proc: subprocess.Popen[bytes], redis_port: int
+    args: argparse.Namespace,
+    workdir: Path,
+    redis_proc: subprocess.Popen[bytes],
+    redis_port: int,
+    statsd_port: int | None = None,
 ) -> tuple[list[list[float]], dict[int, tuple[float, float, float]]]:
     """Start ``vmpooler api`` on the private Redis, then time the sequential and concurrent runs."""
     api_port = free_port()
@@ -162,6 +199,9 @@ def run(
     if args.rate_limit:
         text = text.replace(":config:\n", ":config:\n  rate_limiting_enabled: true\n")
         text += f":rate_limits:\n{RATE_LIMITS}"
+    if statsd_port is not None:
+        text = text.replace(":config:\n", ":config:\n  usage_stats: true\n")
+        text += f":statsd:\n  server: 127.0.0.1\n  port: {statsd_port}\n"
     config.write_text(text)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_")}
     env["VMPOOLER_LOG_LEVEL"] = "WARNING"
@@ -206,19 +246,31 @@ def main() -> int:
     parser.add_argument(
         "--rate-limit", action="store_true", help="rate limiting on, limits far above the load"
     )
+    parser.add_argument(
+        "--statsd", action="store_true", help="every metric on: a statsd sink (local listener), usage_stats"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="vmpooler-bench-"))
+    listener = StatsdListener() if args.statsd else None
     try:
         with redis_server(workdir) as (redis_proc, redis_port):
-            timings, rates = run(args, workdir, redis_proc, redis_port)
+            timings, rates = run(
+                args, workdir, redis_proc, redis_port, listener.port if listener is not None else None
+            )
     finally:
+        if listener is not None:
+            listener.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
     cpu = os.cpu_count()
     limiting = "on (limits far above the load)" if args.rate_limit else "off"
     print(f"API workers: {args.workers}, cores: {cpu}, python {sys.version.split()[0]}")
     print(f"rate limiting: {limiting}")
+    if listener is not None:
+        print(f"metrics: statsd sink and usage_stats on, {listener.datagrams} datagrams received")
+    else:
+        print("metrics: Prometheus only (no sink), usage_stats off")
     print(f"sequential, {args.cycles} cycles (ms)\n")
     print("| request | median | p99 |\n|---|---|---|")
     for name, values in zip(

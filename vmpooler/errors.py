@@ -8,6 +8,7 @@ __all__ = [
     "AuthUnavailable",
     "CloneFailed",
     "ConfigError",
+    "ConnectionWaitTimeout",
     "PoolEmpty",
     "ProviderError",
     "ProviderTimeout",
@@ -92,6 +93,13 @@ class CloneFailed(ProviderError):
 
 class ProviderTimeout(ProviderError):
     metric_label = "provider_timeout"
+
+
+class ConnectionWaitTimeout(ProviderTimeout):
+    """No connection to the backend came free in time: contention in this process, not a failure of the
+    backend (the circuit breaker does not count it, and no VM is judged by the check it stopped)."""
+
+    metric_label = "connection_wait_timeout"
 
 
 class ProviderUnavailable(ProviderError):

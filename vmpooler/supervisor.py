@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from vmpooler import metrics
 from vmpooler.errors import ConfigError
 from vmpooler.proctitle import set_title, title_for
 
@@ -62,6 +63,11 @@ class ChildSpec:
     args: tuple[Any, ...] = ()
     boot_timeout: float = 30
     heartbeat_timeout: float | None = 30
+
+    @property
+    def kind(self) -> str:
+        """What the child is, the name's first word: ``api``, ``provider``; the restart metric's label."""
+        return self.name.partition("-")[0]
 
 
 class Heartbeat:
@@ -102,13 +108,20 @@ def _terminate(*_: object) -> None:
     sys.exit(EXIT_OK)
 
 
-def _child_main(name: str, payload: bytes, heartbeat_path: str, parent: int) -> None:
-    """Run one child (in the spawned process): reset signals, then call the target."""
+def _child_main(name: str, payload: bytes, heartbeat_path: str, parent: int, restart_of: str = "") -> None:
+    """Run one child (in the spawned process): reset signals, then call the target.
+
+    ``restart_of`` (the child's kind) when the supervisor starts it again after its predecessor exited:
+    the child counts the restart in ``vmpooler_process_restarts_total``, in its own metrics file, which
+    outlives it (the supervisor's samples would not reach the files, see ``vmpooler.metrics``).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which stops us
     signal.signal(signal.SIGTERM, _terminate)
     _die_with(parent)
     multiprocessing.current_process().name = name
     set_title(title_for(name))
+    if restart_of:
+        metrics.PROCESS_RESTARTS.labels(restart_of).inc()
     heartbeat = Heartbeat(heartbeat_path)
     try:
         spec: ChildSpec = pickle.loads(payload)  # imports the target's module: part of the boot
@@ -135,6 +148,7 @@ class _Child:
     failures: int = 0
     next_start: float = 0.0
     reload_pid: int | None = None  # SIGHUP: the pid being replaced
+    restarting: bool = False  # the next start follows an exit (not a SIGHUP replacement): a restart
 
     @property
     def booted(self) -> bool:
@@ -290,6 +304,7 @@ class Supervisor:
             if pid == child.reload_pid:  # replaced on SIGHUP: no back-off
                 child.next_start = now
                 continue
+            child.restarting = True
             self._back_off(child, now, up)
         return None
 
@@ -351,6 +366,7 @@ class Supervisor:
                     bytes(ForkingPickler.dumps(child.spec)),
                     child.heartbeat_path,
                     os.getpid(),
+                    child.spec.kind if child.restarting else "",
                 ),
             )
             try:
@@ -363,6 +379,7 @@ class Supervisor:
                 continue
             child.proc, child.pid, child.started, child.last_beat = proc, proc.pid, now, None
             child.seen_mtime, child.kill_at, child.killed = 0, float("inf"), False
+            child.restarting = False
             log.info("started %s (pid %s)", child.spec.name, proc.pid)
 
     def _stop_children(self) -> None:

@@ -30,6 +30,7 @@ from vmpooler.log import setup_logging
 from vmpooler.providers import load_provider_class
 from vmpooler.providers.base import PoolSpec, Provider
 from vmpooler.providers.guard import BreakerSettings, BreakerState, CircuitBreaker, GuardedProvider
+from vmpooler.providers.monitor import watch_connections
 from vmpooler.store import Store
 
 if TYPE_CHECKING:
@@ -160,6 +161,7 @@ def start_manager(
         log.info("released %d clone slot(s) left by an earlier process", released)
     ticker = Ticker()
     ticker.start()
+    watch_connections(config, provider_name, provider, ticker)  # adaptive timeout, pool gauges
     rng = rng or random.Random()
     pools = config.pools_for_provider(provider_name)
     pool_threads = Dispatcher("pools", max(2, min(_POOL_THREADS, len(pools))))
@@ -328,6 +330,7 @@ def run_provider_worker(args: ProviderWorkerArgs, heartbeat: Heartbeat | None = 
     """The provider child's main: build everything, then beat until SIGTERM."""
     config = load_config(args.config_path, env=args.config_env)
     setup_logging(logfile=config.globals.logfile)
+    metrics.configure_sink(config)
     # Redis calls come from the dispatchers' threads, which wait for a free connection: a clone holds
     # none while the provider works, so 20 serve any number of pools and VMs (docs/performance.md)
     pool_size = max(config.redis.connection_pool_size, _REDIS_CONNECTIONS)

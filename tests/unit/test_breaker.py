@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.clock import FakeClock
-from vmpooler.errors import CloneFailed, ProviderError, ProviderTimeout, VMNotFound
+from vmpooler.errors import CloneFailed, ConnectionWaitTimeout, ProviderError, ProviderTimeout, VMNotFound
 from vmpooler.providers.guard import BreakerSettings, BreakerState, CircuitBreaker, CircuitOpen
 
 
@@ -68,6 +68,8 @@ def test_answers_are_not_failures(clock):
         breaker.call(failing(CloneFailed("the clone failed, try again")))
     with pytest.raises(ProviderError):
         breaker.call(failing(ProviderError("the backend said no")))
+    with pytest.raises(ConnectionWaitTimeout):  # contention in this process, not the backend
+        breaker.call(failing(ConnectionWaitTimeout("no free connection after 5s")))
     with pytest.raises(NotImplementedError):
         breaker.call(failing(NotImplementedError()))
     assert breaker.state is BreakerState.CLOSED

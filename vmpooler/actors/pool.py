@@ -311,9 +311,11 @@ class PoolActor(PooledActor):
         ctx = self._ctx
         slot = uuid.uuid4().hex
         limit = ctx.config.globals.task_limit
-        if not ctx.store.slots.acquire(
+        taken, in_use = ctx.store.slots.acquire(
             ctx.owner, slot, limit=limit, lease_seconds=ctx.timeout, pool=ctx.name
-        ):
+        )
+        metrics.CLONE_SLOTS_IN_USE.labels("clone").set(in_use)
+        if not taken:
             self._starved = True
             self._log.debug("task_limit %d reached; clone deferred", limit)
             return False
@@ -372,7 +374,7 @@ class PoolActor(PooledActor):
     def _release_slot_quietly(self, slot: str) -> None:
         """Give a slot back; if Redis fails now, keep it and retry on the next pass."""
         try:
-            self._ctx.store.slots.release(self._ctx.owner, slot)
+            metrics.slots_in_use(slot, self._ctx.store.slots.release(self._ctx.owner, slot))
         except StoreError as exc:
             self._unreleased.add(slot)
             self._log.warning("could not release clone slot %s, retrying next pass: %s", slot, exc)
@@ -494,6 +496,8 @@ class PoolActor(PooledActor):
         ctx = self._ctx
         metrics.READY.labels(ctx.name).set(len(snap.ready))
         metrics.RUNNING.labels(ctx.name).set(len(snap.running))
+        metrics.PENDING.labels(ctx.name).set(len(snap.pending))
+        metrics.POOL_SIZE.labels(ctx.name).set(self._size)
         now = ctx.clock()
         ages = [now - at for vm in snap.pending if (at := parse_time(view.fields.get(vm, {}).get("clone")))]
         stuck_after = ctx.config.globals.health_thresholds["stuck_vm_age_threshold"]

@@ -41,7 +41,7 @@ from vmpooler.actors.messages import (
     VMGone,
     VMIdle,
 )
-from vmpooler.errors import ProviderError, StoreError, VMNotFound, permanent_reason
+from vmpooler.errors import ConnectionWaitTimeout, ProviderError, StoreError, VMNotFound, permanent_reason
 from vmpooler.lifecycle import (
     Action,
     Become,
@@ -352,6 +352,8 @@ class VMActor(PooledActor):
             ready = ctx.provider.vm_ready(ctx.name, self._name)
         except VMNotFound:
             return attrs.evolve(seen, in_inventory=False, exists=False, ready=False, hostname=guest)
+        except ConnectionWaitTimeout:  # no connection came free: this check did not happen, try later
+            raise
         except ProviderError as exc:  # raising counts as not ready (README: deliberate differences)
             return attrs.evolve(seen, exists=exists, ready=False, error=str(exc), hostname=guest)
         return attrs.evolve(seen, exists=True if exists is None else exists, ready=ready, hostname=guest)
@@ -551,7 +553,7 @@ class VMActor(PooledActor):
             return
         slot, self._slot = self._slot, None
         try:
-            self._ctx.store.slots.release(self._ctx.owner, slot)
+            metrics.slots_in_use(slot, self._ctx.store.slots.release(self._ctx.owner, slot))
         except StoreError as exc:
             self._log.warning("releasing the clone slot failed; the pool retries it: %s", exc)
             self._tell_pool(SlotUnreleased(slot))

@@ -71,8 +71,6 @@ NOT_ACTED_ON: Mapping[tuple[str, str], tuple[str, Callable[[object], bool]]] = {
         "the health verdict is always in /status (its health section); vmpooler__health is not written",
         _true,
     ),
-    ("config", "adaptive_timeout_enabled"): ("adaptive connection timeouts are not built yet", _given),
-    ("config", "connection_pool_monitor_enabled"): ("connection pool gauges are not emitted yet", _given),
     ("tracing", "enabled"): ("tracing is not supported", _true),
     ("redis", "reconnect_attempts"): (
         "processes reconnect to Redis with back-off for as long as it takes and never exit for it",
@@ -94,23 +92,15 @@ IGNORED_BY_THE_ORIGINAL: Mapping[tuple[str, str], str] = {
 }
 """Keys the original's own example files write where the original never reads them: known, no effect."""
 
-_SECTION_WARNINGS: Mapping[str, str] = {
-    "statsd": "the statsd sink is not built yet: metrics are served to Prometheus only",
-    "graphite": "the graphite sink is not built yet: metrics are served to Prometheus only",
-}
-
 
 def warn_not_acted_on(tree: Mapping[str, Any], ctx: Context) -> None:
-    """Warn about every key of :data:`NOT_ACTED_ON` and section of ``_SECTION_WARNINGS`` that is given."""
+    """Warn about every key of :data:`NOT_ACTED_ON` that is given."""
     for (section, key), (reason, when) in NOT_ACTED_ON.items():
         data = tree.get(section)
         value = data.get(key) if isinstance(data, Mapping) else None
         if value is None or not when(value):
             continue
         ctx.warn(f":{section}:.{key}: read but not acted on: {reason}")
-    for section, reason in _SECTION_WARNINGS.items():
-        if tree.get(section) is not None:
-            ctx.warn(f":{section}: read but not acted on: {reason}")
 
 
 def mark_ignored(reader: SectionReader, section: str) -> None:

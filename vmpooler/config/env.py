@@ -29,6 +29,7 @@ __all__ = [
 PROCESS_VARIABLES: Mapping[str, tuple[Kind, str]] = {
     "VMPOOLER_DEBUG": (Kind.BOOL, "debug logging; allows :auth: provider 'dummy'"),
     "VMPOOLER_LOG_LEVEL": (Kind.STR, "DEBUG, INFO, WARNING or ERROR"),
+    "VMPOOLER_LOG_FORMAT": (Kind.STR, "text or json (the supervisor sets it for its children: log_format)"),
     "VMPOOLER_BIND": (Kind.STR, "the address the API listens on (default 0.0.0.0)"),
     "VMPOOLER_PORT": (Kind.INT, "the port the API listens on (default 4567)"),
     "VMPOOLER_API_THREADS": (Kind.INT, "threads per API worker process (default 8)"),

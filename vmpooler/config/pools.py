@@ -24,6 +24,7 @@ from vmpooler.config.schema import GlobalConfig
 from vmpooler.config.values import FrozenDict, Kind, as_tuple, freeze, symbol
 from vmpooler.errors import ConfigError
 from vmpooler.providers import load_provider_class
+from vmpooler.providers.adaptive import AdaptiveSettings, MonitorSettings
 from vmpooler.providers.base import ProviderSettings
 from vmpooler.providers.guard import BreakerSettings
 
@@ -187,6 +188,10 @@ class ProviderConfig:
         skip_dns_check_before_creating_vm: the original's switch for its DNS check of new names.
         breaker: the circuit breaker around this instance (``circuit_breaker_*``: this entry's, else
             ``:config:``'s).
+        adaptive: the adaptive timeout of its connection waits (``adaptive_timeout_enabled``,
+            ``connection_pool_timeout_min``/``_max``/``_initial``: this entry's, else ``:config:``'s).
+        monitor: the connection pool monitor (``connection_pool_monitor_enabled``/``_interval``: this
+            entry's, else ``:config:``'s).
     """
 
     name: str
@@ -199,6 +204,8 @@ class ProviderConfig:
     resources_allowlist: tuple[str, ...] = ()
     skip_dns_check_before_creating_vm: bool = False
     breaker: BreakerSettings = attrs.Factory(BreakerSettings)
+    adaptive: AdaptiveSettings = attrs.Factory(AdaptiveSettings)
+    monitor: MonitorSettings = attrs.Factory(MonitorSettings)
 
     @classmethod
     def from_dict(
@@ -255,6 +262,18 @@ class ProviderConfig:
                     minimum=1,
                 ),
             ),
+            "adaptive": _adaptive_settings(reader, globals_),
+            "monitor": MonitorSettings(
+                enabled=reader.get(
+                    "connection_pool_monitor_enabled", _B, globals_.connection_pool_monitor_enabled
+                ),
+                interval=reader.get(
+                    "connection_pool_monitor_interval",
+                    _N,
+                    globals_.connection_pool_monitor_interval,
+                    minimum=1,
+                ),
+            ),
         }
         try:
             plugin = load_provider_class(provider_class)
@@ -279,6 +298,29 @@ class ProviderConfig:
             resources_allowlist=allowlist,
             **core,
         )
+
+
+def _adaptive_settings(reader: SectionReader, globals_: GlobalConfig) -> AdaptiveSettings:
+    """The provider entry's adaptive timeout keys, else ``:config:``'s; a minimum above the maximum is a
+    warning (the minimum wins), since the original starts with it."""
+
+    def seconds(key: str, default: float) -> float:
+        return float(reader.get(key, _N, default, minimum=0))
+
+    minimum = seconds("connection_pool_timeout_min", globals_.connection_pool_timeout_min)
+    maximum = seconds("connection_pool_timeout_max", globals_.connection_pool_timeout_max)
+    initial = seconds("connection_pool_timeout_initial", globals_.connection_pool_timeout_initial)
+    if minimum > maximum:
+        reader.ctx.warn(
+            f"{reader.path}: connection_pool_timeout_min ({minimum:g}) is above connection_pool_timeout_max "
+            f"({maximum:g}) (this entry's, else :config:'s): the adaptive timeout stays at the minimum"
+        )
+    return AdaptiveSettings(
+        enabled=reader.get("adaptive_timeout_enabled", _B, globals_.adaptive_timeout_enabled),
+        minimum=minimum,
+        maximum=maximum,
+        initial=initial,
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -117,6 +117,8 @@ class GlobalConfig:
     status_cache_seconds: float = setting(0, _N, 0)  # ours: 0 = /status is not cached
     api_workers: int = setting(2, _I, 1)  # ours: API worker processes
     max_request_body: int = setting(1_048_576, _I, 1)  # ours: bytes; a larger request body is a 413
+    log_format: str = setting("text", _S)  # ours: text, or json (one object per line); vmpooler.log
+    manager_metrics_port: int | None = setting(None, _I, 1)  # ours: `vmpooler manager` alone serves metrics
 
     @trusted_proxies.validator
     def _check_proxies(self, attribute: object, value: tuple[str, ...]) -> None:
@@ -150,6 +152,11 @@ class GlobalConfig:
                 break
         if "health_thresholds" in values:
             values["health_thresholds"] = {**DEFAULT_HEALTH_THRESHOLDS, **values["health_thresholds"]}
+        if values.get("log_format", "text") not in ("text", "json"):
+            ctx.problem(reader.at("log_format"), f"must be text or json, got {values.pop('log_format')!r}")
+        if values.get("manager_metrics_port") is not None and values["manager_metrics_port"] > 65535:
+            port = values.pop("manager_metrics_port")
+            ctx.problem(reader.at("manager_metrics_port"), f"must be a port number (1-65535), got {port}")
         reader.warn_unknown()
         delays = loop_delays(values, LOOP_DELAY_DEFAULTS, reader)
         values.update(zip(LOOP_DELAY_KEYS, delays, strict=True))

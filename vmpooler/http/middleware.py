@@ -27,7 +27,9 @@ __all__ = [
 
 log = logging.getLogger("vmpooler.http.requests")
 
-_COLLAPSE = ("/vm/", "/ondemandvm/", "/token/", "/lib/", "/img/")
+# Everything after these segments is cut (the original's strip_hostnames_from_path): at least one
+# character must follow, up to the end of the line, as Ruby's gsub(%r{/vm/.+$}, '/vm') does.
+_COLLAPSE = re.compile(r"/(vm|ondemandvm|token|lib|img)/.+$", re.MULTILINE)
 
 
 class OptionsAnswers:
@@ -48,16 +50,21 @@ class OptionsAnswers:
 
 
 def metric_path(path: str) -> str:
-    """The path with everything after ``/vm/``, ``/token/`` … cut, to bound label cardinality."""
-    for marker in _COLLAPSE:
-        at = path.find(marker)
-        if at >= 0:
-            return path[: at + len(marker) - 1]
-    return path
+    """The path with everything after ``/vm/``, ``/ondemandvm/``, ``/token/``, ``/lib/`` and ``/img/``
+    cut (``/api/v3/vm/host1`` → ``/api/v3/vm``), to bound label cardinality (reference §6.2)."""
+    found = _COLLAPSE.search(path)
+    if found is None:
+        return path
+    if "\n" in path:  # a decoded %0A: each line is cut, as Ruby's $ ends a line
+        return _COLLAPSE.sub(lambda each: f"/{each[1]}", path)
+    return f"{path[: found.start()]}/{found[1]}"
 
 
 class RequestMetrics:
-    """Counts and times every request; logs it when ``request_logger`` is on."""
+    """Counts and times every request (``vmpooler_http_requests_total{code,method,path}``,
+    ``vmpooler_http_request_duration_seconds{method,path}``, the method in lower case and the path
+    through :func:`metric_path`, as the original's middleware labels them); logs it when
+    ``request_logger`` is on."""
 
     def __init__(self, *, log_requests: bool = False) -> None:
         self._log_requests = log_requests
@@ -71,8 +78,9 @@ class RequestMetrics:
         path = metric_path(req.path)
         elapsed = time.perf_counter() - getattr(req.context, "started", time.perf_counter())
         code = resp.status.split(" ", 1)[0] if isinstance(resp.status, str) else str(resp.status)
-        metrics.HTTP_REQUESTS.labels(code, req.method, path).inc()
-        metrics.HTTP_DURATION.labels(req.method, path).observe(elapsed)
+        method = req.method.lower()
+        metrics.HTTP_REQUESTS.labels(code, method, path).inc()
+        metrics.HTTP_DURATION.labels(method, path).observe(elapsed)
         if self._log_requests:
             log.info("%s %s %s %.1fms", req.method, redact_path(req.relative_uri), code, elapsed * 1000)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import waitress
 
+from vmpooler import metrics
 from vmpooler.config import Config, load_config
 from vmpooler.config.env import env_value
 from vmpooler.errors import StoreError
@@ -104,6 +105,7 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
     sys.setswitchinterval(float(env_value("VMPOOLER_SWITCH_INTERVAL", 0.0005, minimum=0.000001)))
     config = load_config(args.config_path, env=args.config_env)
     setup_logging(logfile=config.globals.logfile)
+    metrics.configure_sink(config)
     store = Store.from_url(
         args.redis_url,
         max_connections=max(args.threads + 2, config.redis.connection_pool_size),

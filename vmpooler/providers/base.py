@@ -8,14 +8,16 @@ finds the class. The config loader (``vmpooler.config``) and then the provider p
     provider = cls(name, settings, pools)                    # provider process: worker.build_provider
     provider.start()                                         # worker.start_manager
     provider.purge_unconfigured(...); provider.prepare_template(pool)   # if configured
+    provider.use_adaptive_timeout(adaptive)                  # providers.monitor.watch_connections
     ...                                                      # actors call the queries and actions
     provider.stop()                                          # worker.Manager.stop
 
-Threads. ``__init__``, ``start``, ``purge_unconfigured`` and ``prepare_template`` run on the provider
-process's main thread, one at a time, before any actor starts; ``stop`` runs there after the actors
-stopped taking work (``vmpooler.worker``). Every other method is called from PoolActor and VMActor
-threads, **several at once** (one VMActor per VM), so a provider must be thread-safe: guard shared
-state with a lock and never sleep or make a remote call while holding it.
+Threads. ``__init__``, ``start``, ``purge_unconfigured``, ``prepare_template`` and
+``use_adaptive_timeout`` run on the provider process's main thread, one at a time, before any actor
+starts; ``stop`` runs there after the actors stopped taking work (``vmpooler.worker``);
+``connection_stats`` runs on the ticker thread too. Every other method is called from PoolActor and
+VMActor threads, **several at once** (one VMActor per VM), so a provider must be thread-safe: guard
+shared state with a lock and never sleep or make a remote call while holding it.
 
 Rules every provider follows (STYLE bullets 7 and 8):
 
@@ -53,9 +55,11 @@ from vmpooler.textnum import truth
 
 if TYPE_CHECKING:
     from vmpooler.model import VMInfo
+    from vmpooler.providers.adaptive import AdaptiveTimeout
 
 __all__ = [
     "CORE_PROVIDER_KEYS",
+    "ConnectionStats",
     "PoolSpec",
     "Provider",
     "ProviderSettings",
@@ -267,6 +271,30 @@ class PoolSpec:
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=_readonly, hash=False)
 
 
+@attrs.frozen(kw_only=True)
+class ConnectionStats:
+    """A provider's backend connections right now (``Provider.connection_stats``).
+
+    Attributes:
+        size: how many connections the provider may hold at once.
+        in_use: how many are lent to a call.
+        waiting: how many calls wait for one to come free.
+    """
+
+    size: int
+    in_use: int
+    waiting: int = 0
+
+    @property
+    def available(self) -> int:
+        return max(self.size - self.in_use, 0)
+
+    @property
+    def utilization(self) -> float:
+        """Percent of the connections in use (0 to 100, two decimals)."""
+        return round(100.0 * self.in_use / self.size, 2) if self.size > 0 else 0.0
+
+
 def unknown_pool(pool: str, *, error: Callable[[str], ProviderError] = ProviderError) -> ProviderError:
     """Build the non-transient error a provider raises when asked about a pool it was not given."""
     exc = error(f"pool {pool!r} is not served by this provider")
@@ -313,6 +341,7 @@ class Provider(abc.ABC):
         self.settings = settings
         self.pools: Mapping[str, PoolSpec] = types.MappingProxyType(dict(pools))
         self.log = logging.getLogger(f"{type(self).__module__}.{name}")
+        self.adaptive_timeout: AdaptiveTimeout | None = None
 
     def pool_spec(self, pool: str) -> PoolSpec:
         """The :class:`PoolSpec` of ``pool``.
@@ -338,6 +367,30 @@ class Provider(abc.ABC):
         """
         self.pool_spec(spec.name)
         self.pools = types.MappingProxyType({**self.pools, spec.name: spec})
+
+    # -- connections --------------------------------------------------------------------------------
+
+    def use_adaptive_timeout(self, adaptive: AdaptiveTimeout | None) -> None:
+        """Wait for a free backend connection at most ``adaptive.current`` seconds from now on, and tell
+        it how each wait went (``vmpooler.providers.adaptive``); None: keep the provider's own timeout.
+
+        Called once by the core on the provider process's main thread, after :meth:`start` and before
+        any actor starts (``vmpooler.providers.monitor.watch_connections``), with None when the provider
+        entry's ``adaptive_timeout_enabled`` (else ``:config:``'s) is false. The default stores it in
+        ``self.adaptive_timeout``; a provider with a connection pool overrides this to hand it to the
+        pool (``ConnectionSlots.adaptive``) and calls ``super()``.
+        """
+        self.adaptive_timeout = adaptive
+
+    def connection_stats(self) -> ConnectionStats | None:
+        """How many backend connections exist, are in use and are waited for, right now.
+
+        Called by the core's connection pool monitor (``vmpooler.providers.monitor``) once at start on
+        the main thread, then on the ticker thread every ``connection_pool_monitor_interval`` seconds,
+        so it must be quick and never block on the backend. Default: None (no connection pool, no
+        gauges).
+        """
+        return None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 

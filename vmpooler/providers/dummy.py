@@ -47,7 +47,8 @@ from typing import Any, cast
 
 from vmpooler.errors import CloneFailed, ProviderError, ProviderTimeout, ProviderUnavailable, VMNotFound
 from vmpooler.model import VMInfo
-from vmpooler.providers.base import PoolSpec, Provider, ProviderSettings, unknown_pool
+from vmpooler.providers.adaptive import AdaptiveTimeout, ConnectionSlots
+from vmpooler.providers.base import ConnectionStats, PoolSpec, Provider, ProviderSettings, unknown_pool
 from vmpooler.providers.dummy_settings import DummySettings
 from vmpooler.providers.dummy_state import (
     HOSTS,
@@ -110,7 +111,11 @@ class DummyProvider(Provider):
         self._rng_lock = threading.Lock()
         self._lock = threading.Lock()
         self._vms = _by_pool(map(self._seed, self._settings.initial_state))
-        self._connections = threading.BoundedSemaphore(self._settings.connection_pool_size)
+        self._connections = ConnectionSlots(
+            self._settings.connection_pool_size,
+            self._settings.connection_pool_timeout,
+            what=f"no free connection to dummy provider {name}",
+        )
         self._running = False
         path = self._settings.filename
         self._file = None if path is None else InventoryFile(path, self.log)
@@ -130,6 +135,14 @@ class DummyProvider(Provider):
         if was_running:  # never overwrite a file that failed to load
             self._save()
         self.log.info("dummy provider %s stopped", self.name)
+
+    def use_adaptive_timeout(self, adaptive: AdaptiveTimeout | None) -> None:
+        """Wait for a simulated connection as long as ``adaptive`` says (see the base class)."""
+        super().use_adaptive_timeout(adaptive)
+        self._connections.adaptive = adaptive
+
+    def connection_stats(self) -> ConnectionStats:
+        return self._connections.stats()
 
     # -- queries ------------------------------------------------------------------------------------
 
@@ -305,16 +318,12 @@ class DummyProvider(Provider):
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[None]:
-        """Hold one simulated backend connection for the duration of a call."""
+        """Hold one simulated backend connection for the duration of a call; wait for one at most the
+        adaptive timeout (``connection_pool_timeout`` without one), else raise ``ProviderTimeout``."""
         if not self._running:
             raise ProviderUnavailable(f"dummy provider {self.name} is not running")
-        timeout = self._settings.connection_pool_timeout
-        if not self._connections.acquire(timeout=timeout):
-            raise ProviderTimeout(f"no free connection to dummy provider {self.name} after {timeout}s")
-        try:
+        with self._connections.hold():
             yield
-        finally:
-            self._connections.release()
 
     @contextlib.contextmanager
     def _simulate(

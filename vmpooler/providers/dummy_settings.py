@@ -11,7 +11,9 @@ different things there.
   option; shapes in ``vmpooler.providers.dummy_state``).
 * ``connection_pool_size`` (1) / ``connection_pool_timeout`` (10 s): a semaphore around every call, its
   waits included; waiting longer raises ``ProviderTimeout``. One connection makes slow calls queue, as in
-  the original. Fractional timeouts are honoured (the original truncated them to whole seconds).
+  the original. Fractional timeouts are honoured (the original truncated them to whole seconds). With
+  ``adaptive_timeout_enabled`` (the default) the core's adaptive timeout replaces the timeout
+  (``vmpooler.providers.adaptive``).
 * ``is_ready_timeout`` (5 s): how long a VM may be cloning before ``vm_ready`` raises ``ProviderTimeout``.
 * ``createvm_max_time`` / ``createvm_fail_percent``: how long ``create_vm`` blocks; the chance it fails.
 * ``destroyvm_max_shutdown_time``: the wait before a powered-on VM is powered off by a destroy;

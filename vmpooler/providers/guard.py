@@ -6,7 +6,8 @@ row open it), *open* (every call is refused at once with ``CircuitOpen`` for ``t
 *half-open* (calls go through again; ``half_open_attempts`` successes close it, one failure opens it).
 A failure is an error of the backend: ``ProviderTimeout``, ``ProviderUnavailable`` or an unexpected
 exception; any other ``ProviderError`` (a clone that failed, no such VM, a configuration error) is the
-backend answering, not a failure, and neither counts nor resets the count.
+backend answering, not a failure, and neither counts nor resets the count; nor does a
+``ConnectionWaitTimeout`` (no connection came free in this process: contention, not the backend).
 
 ``GuardedProvider`` wraps a plugin: every call that reaches the backend goes through the breaker;
 bookkeeping calls (``pool_spec``, ``update_pool``, ``start``/``stop``) do not. Its PoolActors see a
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from vmpooler.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from vmpooler.errors import ConnectionWaitTimeout, ProviderError, ProviderTimeout, ProviderUnavailable
 
 if TYPE_CHECKING:
     from vmpooler.model import VMInfo
@@ -63,7 +64,7 @@ class BreakerSettings:
 def _is_failure(exc: BaseException) -> bool:
     """The backend failed: it timed out or is unreachable, or the call broke unexpectedly. Any other
     ``ProviderError`` is the backend answering (a clone that failed, no such VM)."""
-    if isinstance(exc, CircuitOpen):
+    if isinstance(exc, CircuitOpen | ConnectionWaitTimeout):
         return False
     if isinstance(exc, ProviderError):
         return isinstance(exc, ProviderTimeout | ProviderUnavailable)

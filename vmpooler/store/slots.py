@@ -23,21 +23,22 @@ __all__ = ["ONDEMAND_PREFIX", "Slots"]
 ONDEMAND_PREFIX = "od-"  # the ids of on-demand lane slots
 
 # KEYS: leases zset, counter, waiting pools zset. ARGV: member, limit, now, expiry, pool
-# -> 1 if a slot was taken; else the pool waits (first refusal's time kept) for a released slot.
+# -> {1 if a slot was taken, else 0, slots in use}; a refused pool waits (first refusal's time kept) for
+# a released slot.
 _ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 local n = redis.call('ZCARD', KEYS[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return 1
+  return {1, n}
 end
 if n >= tonumber(ARGV[2]) then
   redis.call('SET', KEYS[2], n)
   redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[5])
-  return 0
+  return {0, n}
 end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
 redis.call('SET', KEYS[2], n + 1)
-return 1
+return {1, n + 1}
 """
 
 # KEYS: leases zset, counter, waiting pools zset. ARGV: pool channel prefix, event kind, members...
@@ -70,24 +71,31 @@ class Slots:
         self._release = client.register_script(_RELEASE)
 
     @translated
-    def acquire(self, owner: str, slot: str, *, limit: int, lease_seconds: float, pool: str) -> bool:
+    def acquire(
+        self, owner: str, slot: str, *, limit: int, lease_seconds: float, pool: str
+    ) -> tuple[bool, int]:
         """Take one of the ``task_limit`` clone slots shared by every provider process.
 
         A provider process releases all of its own at start (``release_owner``), so a process that
         dies never leaks one. A refused ``pool`` waits in ``vmpooler__tasks__clone_waiting``: the next
         slot released, by any process, sends it a ``slot`` event, so it clones at once instead of on
         its next pass.
+
+        Returns:
+            (whether the slot was taken, the slots in use now).
         """
         now = time.time()
-        return bool(
-            self._acquire(keys=_KEYS, args=[f"{owner}:{slot}", limit, now, now + lease_seconds, pool])
+        taken, in_use = self._acquire(
+            keys=_KEYS, args=[f"{owner}:{slot}", limit, now, now + lease_seconds, pool]
         )
+        return bool(taken), int(in_use)
 
     @translated
-    def release(self, owner: str, slot: str) -> None:
-        """Give a slot back (either lane: an on-demand slot's id says so)."""
+    def release(self, owner: str, slot: str) -> int:
+        """Give a slot back (either lane: an on-demand slot's id says so); the slots of that lane still
+        in use."""
         lane, event = (_ONDEMAND_KEYS, "ondemand") if slot.startswith(ONDEMAND_PREFIX) else (_KEYS, "slot")
-        self._release(keys=lane, args=[keys.events_channel(""), event, f"{owner}:{slot}"])
+        return int(self._release(keys=lane, args=[keys.events_channel(""), event, f"{owner}:{slot}"]))
 
     @translated
     def release_owner(self, owner: str) -> int:

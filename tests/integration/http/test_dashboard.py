@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 
 import pytest
@@ -54,10 +56,53 @@ def test_dashboard_page(api, path):
 
 def test_dashboard_is_self_contained(api):
     page = api.get("/dashboard/").text
-    assert not re.search(r"<(link|img|iframe)\b", page)
+    assert not re.search(r"<(link|img|iframe|object|embed|base)\b", page)
     assert not re.search(r"<script[^>]*\bsrc=", page)
+    assert not re.search(r"\b(src|href|action|srcset)=", page)  # no markup loads or links anything
+    assert not re.search(r"url\(|@import|@font-face", page)  # nor does the CSS
+    assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page, re.IGNORECASE)  # no other host at all
     assert "http://" not in page and "https://" not in page
     assert "{{" not in page
+
+
+def test_dashboard_fetches_only_served_json(api, redis):
+    """Every path the page's script requests is served by this app, as JSON."""
+    page = api.get("/dashboard/").text
+    (script,) = re.findall(r"<script>(.*?)</script>", page, re.DOTALL)
+    paths = set(re.findall(r"""["'](/[^"'\s]*)["']""", script))
+    assert paths == {"/api/v3/status", "/dashboard/stats/vmpooler/pool?history=1"}
+    for path in paths:
+        resp = api.get(path)
+        assert resp.status_code == 200, path
+        assert resp.headers["content-type"] == "application/json", path
+    status = api.get("/api/v3/status").json
+    assert {"capacity", "queue", "clone", "boot", "pools", "health", "status"} <= set(status)
+
+
+def test_dashboard_inserts_data_as_text_only(api):
+    """Pool names and every other figure reach the page through textContent, never parsed as HTML."""
+    page = api.get("/dashboard/").text
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "Function("):
+        assert sink not in page, sink
+    assert "textContent" in page
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def test_dashboard_csp_allows_only_its_own_inline_blocks(make_api):
+    api = make_api(with_config('site_name: "</script><script>alert(1)</script>"'))
+    resp = api.get("/dashboard/")
+    page, csp = resp.text, resp.headers["content-security-policy"]
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    (script,) = re.findall(r"<script>(.*?)</script>", page, re.DOTALL)  # the site name added none
+    (style,) = re.findall(r"<style>(.*?)</style>", page, re.DOTALL)
+    assert directives["script-src"] == _sha256(script)
+    assert directives["style-src"] == _sha256(style)
+    assert directives["default-src"] == "'none'"
+    assert directives["connect-src"] == "'self'"
+    assert "unsafe" not in csp
 
 
 def test_dashboard_site_name_from_config_escaped(make_api):

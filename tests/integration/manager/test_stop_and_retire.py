@@ -51,7 +51,7 @@ def test_a_vm_actor_stopped_before_its_clone_gives_slot_and_pending_entry_back(s
             vm_threads=threads,
             rng=random.Random(1),
         )
-        assert store.slots.acquire("dummy", "s1", limit=1, lease_seconds=600, pool="a")
+        assert store.slots.acquire("dummy", "s1", limit=1, lease_seconds=600, pool="a")[0]
         assert store.vms.create_pending("a", "vm1", {"clone": "x", "pool": "a"})
         actor = VMActor.start(ctx, "vm1", None, "s1")  # the clone message never comes
         actor.stop(block=True, timeout=5)

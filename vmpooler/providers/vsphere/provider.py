@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from vmpooler.errors import CloneFailed, ProviderError, ProviderUnavailable, VMNotFound
 from vmpooler.model import VMInfo
-from vmpooler.providers.base import PoolSpec, Provider, ProviderSettings, unknown_pool
+from vmpooler.providers.base import ConnectionStats, PoolSpec, Provider, ProviderSettings, unknown_pool
 from vmpooler.providers.vsphere import client, extras
 from vmpooler.providers.vsphere.clone import clone_vm, compute_for
 from vmpooler.providers.vsphere.config import POOL_KEYS, PoolSettings, VSphereSettings
@@ -36,6 +36,7 @@ from vmpooler.providers.vsphere.sessions import SessionPool
 from vmpooler.providers.vsphere.values import VM_PATHS, ObjectGone, Ref, StaleReference, VMProps
 
 if TYPE_CHECKING:
+    from vmpooler.providers.adaptive import AdaptiveTimeout
     from vmpooler.providers.vsphere.client import Session
 
 __all__ = ["POOL_OPTION_KEYS", "VSphereProvider"]
@@ -108,6 +109,14 @@ class VSphereProvider(Provider):
     def calls(self) -> collections.Counter[str]:
         """SOAP calls made so far, by method name (for tests and benchmarks)."""
         return self._sessions.calls
+
+    def use_adaptive_timeout(self, adaptive: AdaptiveTimeout | None) -> None:
+        """Wait for a free vCenter session as long as ``adaptive`` says (see the base class)."""
+        super().use_adaptive_timeout(adaptive)
+        self._sessions.use_adaptive_timeout(adaptive)
+
+    def connection_stats(self) -> ConnectionStats:
+        return self._sessions.stats()
 
     # -- lifecycle ----------------------------------------------------------------------------------
 

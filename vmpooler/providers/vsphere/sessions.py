@@ -1,7 +1,9 @@
 """A bounded pool of vCenter sessions: health-checked, re-established transparently, never hammering.
 
 * At most ``size`` sessions exist; a caller waits up to ``timeout`` seconds for one, then gets
-  ``ProviderTimeout`` (the original's ``connection_pool_size``/``connection_pool_timeout``).
+  ``ProviderTimeout`` (the original's ``connection_pool_size``/``connection_pool_timeout``). With an
+  adaptive timeout (:meth:`SessionPool.use_adaptive_timeout`) the wait is bounded by it instead, and each
+  wait teaches it (``vmpooler.providers.adaptive``).
 * Sessions are opened lazily. A session idle for longer than ``health_check_after`` seconds is checked
   with one cheap call before it is lent out; a dead one is dropped and replaced, so an expired session
   or a restarted vCenter costs the caller nothing.
@@ -23,9 +25,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from vmpooler.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from vmpooler.errors import ProviderError, ProviderUnavailable
+from vmpooler.providers.adaptive import ConnectionSlots
 
 if TYPE_CHECKING:
+    from vmpooler.providers.adaptive import AdaptiveTimeout
+    from vmpooler.providers.base import ConnectionStats
     from vmpooler.providers.vsphere.client import Session
 
 __all__ = ["SessionPool"]
@@ -54,12 +59,11 @@ class SessionPool:
         self._connect = connect
         self.server = server
         self.size = size
-        self._timeout = timeout
         self._max_tries = max_tries
         self._retry_factor = retry_factor
         self._health_check_after = health_check_after
         self._clock = clock
-        self._slots = threading.BoundedSemaphore(size)
+        self._slots = ConnectionSlots(size, timeout, what=f"vCenter {server}: no free session")
         self._lock = threading.Lock()
         self._idle: list[Session] = []
         self._live: set[Session] = set()
@@ -84,21 +88,26 @@ class SessionPool:
         with self._lock:
             return len(self._live)
 
+    def use_adaptive_timeout(self, adaptive: AdaptiveTimeout | None) -> None:
+        """Wait for a session at most ``adaptive.current`` seconds from now on (None: ``timeout``)."""
+        self._slots.adaptive = adaptive
+
+    def stats(self) -> ConnectionStats:
+        """Sessions lent out and callers waiting for one, of ``size``."""
+        return self._slots.stats()
+
     @contextlib.contextmanager
     def lease(self) -> Iterator[Session]:
         """Borrow a healthy session for the duration of a ``with`` block.
 
         Raises:
             ProviderUnavailable: the pool is closed, or vCenter cannot be reached (or is in back-off).
-            ProviderTimeout: no session came free within the pool timeout.
+            ProviderTimeout: no session came free within the pool timeout (the adaptive one if set).
             CredentialsRejected: vCenter refused the login.
         """
         if self._closed:
             raise ProviderUnavailable(f"vCenter {self.server}: the provider is stopped")
-        if not self._slots.acquire(timeout=self._timeout):
-            raise ProviderTimeout(
-                f"vCenter {self.server}: no free session after {self._timeout:g}s (all {self.size} in use)"
-            )
+        self._slots.acquire()
         try:
             session = self._take()
             try:
