@@ -13,7 +13,7 @@ pool with enough ready VMs for the whole run, then measures:
 then also runs the rate limit script).
 
 ``--statsd`` runs it with every metric on: a ``:statsd:`` sink pointed at a UDP listener this script
-starts (a thread that counts the datagrams), and ``usage_stats: true``.
+starts (a thread that counts the lines and datagrams), and ``usage_stats: true``.
 
 Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N] [--rate-limit]
 [--statsd]``; it prints a Markdown table for docs/performance.md.
@@ -64,6 +64,7 @@ class StatsdListener:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.datagrams = 0
+        self.lines = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
@@ -71,10 +72,11 @@ class StatsdListener:
     def _drain(self) -> None:
         while not self._stop.is_set():
             try:
-                self.sock.recv(65536)
+                data = self.sock.recv(65536)
             except TimeoutError:
                 continue
             self.datagrams += 1
+            self.lines += data.count(b"\n") + 1
 
     def close(self) -> None:
         self._stop.set()
@@ -268,7 +270,10 @@ def main() -> int:
     print(f"API workers: {args.workers}, cores: {cpu}, python {sys.version.split()[0]}")
     print(f"rate limiting: {limiting}")
     if listener is not None:
-        print(f"metrics: statsd sink and usage_stats on, {listener.datagrams} datagrams received")
+        print(
+            f"metrics: statsd sink and usage_stats on, {listener.lines} lines received in "
+            f"{listener.datagrams} datagrams"
+        )
     else:
         print("metrics: Prometheus only (no sink), usage_stats off")
     print(f"sequential, {args.cycles} cycles (ms)\n")

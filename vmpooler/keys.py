@@ -32,6 +32,7 @@ __all__ = [
     "USER_TOKENS_INDEXED",
     "active_hash",
     "boot_stats",
+    "checkout_claim",
     "clone_stats",
     "completed_set",
     "config_override",
@@ -194,6 +195,12 @@ def ratelimit(kind: str, client: str) -> str:
     """Requests of ``client`` (``token:<token>`` or ``ip:<address>``) in the current window of the rate
     limit class ``kind`` (``vm_creation``, ``vm_deletion``, ``authenticated``, ``global_per_ip``)."""
     return f"{_P}ratelimit__{kind}__{client}"
+
+
+def checkout_claim(nonce: str) -> str:
+    """Ours: one checkout's record, kept 5 minutes: the VMs it took, or ``cancelled`` once its client
+    gave up on it."""
+    return f"{_P}checkout__{nonce}"
 
 
 def dlq(queue: str) -> str:

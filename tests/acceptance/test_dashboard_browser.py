@@ -450,8 +450,12 @@ def test_the_dashboard_shows_what_status_says(
     assert min(p["samples"] for p in view["pools"]) >= 3, "each chart has a point per refresh"
     requests_made = status_requests(page)
     assert len(requests_made) >= 3
-    for (_, finished), (sent, _) in itertools.pairwise(requests_made):
-        assert finished is not None and sent - finished >= INTERVAL - 0.1, requests_made
+    # a request's end is sometimes not reported by Chromium (seen on the first one, on a loaded
+    # machine): such a pair cannot be timed; every pair that can must keep the interval
+    timed = [(finished, sent) for (_, finished), (sent, _) in itertools.pairwise(requests_made) if finished]
+    assert timed, requests_made
+    for finished, sent in timed:
+        assert sent - finished >= INTERVAL - 0.1, requests_made
     other = [
         e["request"]["url"]
         for e in page.events("Network.requestWillBeSent")

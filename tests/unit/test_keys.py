@@ -51,6 +51,7 @@ ORIGINAL_LAYOUT = {
 
 OURS = {
     keys.CIRCUIT_BREAKERS: "vmpooler__circuit_breakers",
+    keys.checkout_claim("n1"): "vmpooler__checkout__n1",
     keys.CLONE_LEASES: "vmpooler__tasks__clone_leases",
     keys.CLONE_WAITING: "vmpooler__tasks__clone_waiting",
     keys.ONDEMAND_LEASES: "vmpooler__tasks__ondemandclone_leases",
@@ -96,7 +97,7 @@ def test_every_exported_name_is_used_by_a_test_here() -> None:
         "PROVISIONING_REQUEST", "PROVISIONING_PROCESSING", "CLONE_LEASES", "CLONE_WAITING", "user_tokens",
         "USER_TOKENS_INDEXED", "events_channel", "state_set", "token_pattern", "ODCREATE_TASK",
         "TEMPLATE_DELTAS", "UNDO_SIZE_OVERRIDE", "UNDO_TEMPLATE_OVERRIDE", "odrequest", "odrequest_vms",
-        "ONDEMAND_LEASES", "ONDEMAND_WAITING", "CIRCUIT_BREAKERS", "dlq", "ratelimit",
+        "ONDEMAND_LEASES", "ONDEMAND_WAITING", "CIRCUIT_BREAKERS", "dlq", "checkout_claim", "ratelimit",
     }  # fmt: skip
     assert exported == tested
 

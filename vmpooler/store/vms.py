@@ -8,15 +8,20 @@ before the VM has an actor), so no VM is ever in two sets.
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
+import redis as redis_lib
 
 from vmpooler import bus, keys
 from vmpooler.errors import PoolEmpty, StoreUnavailable
 from vmpooler.model import VMState, check_transition
 from vmpooler.store.connection import RedisClock, translated
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Allocation", "Pick", "PoolSnapshot", "VMs"]
 
@@ -32,6 +37,10 @@ _CHECKOUT = """
 redis.replicate_commands()
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[#ARGV]) then
+  return {-1}
+end
+local claim = KEYS[#KEYS]  -- this checkout's record: 'cancelled' once its client gave up on it
+if redis.call('EXISTS', claim) == 1 then
   return {-1}
 end
 local now, token, user, lifetime, vmprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -68,6 +77,7 @@ for _ = 1, npicks do
   end
 end
 local result = {1}
+local record = {}
 for _, t in ipairs(taken) do
   local idx, vm = t[1], t[2]
   local base = 4 * (idx - 1)
@@ -83,11 +93,35 @@ for _, t in ipairs(taken) do
     redis.call('HSET', h, 'lifetime', lifetime)
   end
   redis.call('PUBLISH', channels[idx], cjson.encode({event = 'checkout', pool = pools[idx], vm = vm}))
+  record[#record + 1] = idx .. ':' .. vm
   result[#result + 1] = t[3]
   result[#result + 1] = pools[idx]
   result[#result + 1] = vm
 end
+redis.call('SET', claim, table.concat(record, ','), 'EX', 300)
 return result
+"""
+
+# KEYS: the checkout's record, then ready, running, migrating, active per pool (as the checkout's).
+# ARGV: the VM hash prefix. -> VMs put back. A checkout whose client gave up (a reply timeout): the VMs
+# it took go back to ready; if it has not run yet, the record says 'cancelled' and it never will.
+_CANCEL = """
+local record = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], 'cancelled', 'EX', 300)
+if not record or record == 'cancelled' then return 0 end
+local back = 0
+for entry in string.gmatch(record, '[^,]+') do
+  local idx, vm = string.match(entry, '^(%d+):(.+)$')
+  local base = 1 + 4 * (tonumber(idx) - 1)
+  if redis.call('SREM', KEYS[base + 2], vm) == 1 then
+    redis.call('SREM', KEYS[base + 3], vm)
+    redis.call('HDEL', KEYS[base + 4], vm)
+    redis.call('HDEL', ARGV[1] .. vm, 'checkout', 'token:token', 'token:user', 'lifetime')
+    redis.call('SADD', KEYS[base + 1], vm)
+    back = back + 1
+  end
+end
+return back
 """
 
 # KEYS: running, completed. ARGV: vm, channel, event JSON.
@@ -222,6 +256,7 @@ class VMs:
     def __init__(self, client: Any) -> None:
         self._redis: Any = client
         self._checkout = client.register_script(_CHECKOUT)
+        self._cancel = client.register_script(_CANCEL)
         self._return = client.register_script(_RETURN)
         self._create_pending = client.register_script(_CREATE_PENDING)
         self._move = client.register_script(_MOVE)
@@ -282,12 +317,32 @@ class VMs:
         for pick in picks:
             argv += [pick.requested, len(pick.candidates), *(pool_index[p] for p in pick.candidates)]
         argv.append(self._clock.deadline_ms(self._redis, self._reply_timeout))
-        reply = self._checkout(keys=script_keys, args=argv)
+        claim = keys.checkout_claim(secrets.token_hex(12))
+        try:
+            reply = self._checkout(keys=[*script_keys, claim], args=argv)
+        except (redis_lib.TimeoutError, redis_lib.ConnectionError):
+            self._cancel_quietly(claim, script_keys)
+            raise
         if int(reply[0]) == -1:  # ran after we stopped waiting (this request already answered 503)
             raise StoreUnavailable("redis answered a checkout after its deadline; nothing was changed")
         if int(reply[0]) == 0:
             raise PoolEmpty(reply[1])
         return [Allocation(reply[i], reply[i + 1], reply[i + 2]) for i in range(1, len(reply), 3)]
+
+    def _cancel_quietly(self, claim: str, script_keys: list[str]) -> None:
+        """The checkout's reply did not come in time: undo it if it ran, forbid it if it has not.
+
+        A reply can be late with Redis fine (this process stalled) or Redis frozen; either way the
+        client is answered 503, so the checkout must not stand. The cancel waits up to 2 s more; if it
+        cannot reach Redis either, the checkout's deadline in Redis's clock still stops a late run.
+        """
+        try:
+            back = self._cancel(keys=[claim, *script_keys], args=[keys.vm_hash("")])
+        except redis_lib.RedisError as exc:
+            log.warning("could not cancel a checkout whose reply was late: %s", exc)
+            return
+        if back:
+            log.warning("a checkout whose reply came too late was undone: %d VM(s) back to ready", back)
 
     @translated
     def return_vm(self, vm: str, pool: str) -> bool:
