@@ -5,7 +5,8 @@ The API counts each VM handed out (operation ``allocate``) and each VM returned 
 (``destroy``); VMs that expire in the manager count nothing, as in the original. :func:`usage_counts`
 is the pure part: the counts of one operation on one VM, each with the original's statsd name
 (``user.<user>.<op>.<pool>``, …) and the labels of our Prometheus counter. :func:`record` adds them to
-the Prometheus counters of :mod:`vmpooler.metrics`.
+the counters of :mod:`vmpooler.metrics`, which also send them to a statsd or graphite sink when one is
+configured.
 
 The user is the VM's ``token:user`` (``unauthenticated`` without one), the pool its pool; dots in both
 become ``_``. A ``jenkins_build_url`` tag adds a breakdown by Jenkins job: a URL containing ``litmus``
@@ -106,8 +107,8 @@ def usage_counts(operation: str, vm: Mapping[str, str], pool: str | None = None)
 
 
 def record(operation: str, vm: Mapping[str, str], pool: str | None = None) -> None:
-    """Add the counts of ``operation`` on a VM to the Prometheus counters; never raises (a failure is
-    logged at debug level, as the original swallowed it)."""
+    """Add the counts of ``operation`` on a VM to the usage counters (and so to the sink, if any); never
+    raises (a failure is logged at debug level, as the original swallowed it)."""
     try:
         for count in usage_counts(operation, vm, pool):
             _COUNTERS[count.family].labels(**count.labels).inc()
