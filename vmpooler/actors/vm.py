@@ -142,7 +142,7 @@ class VMActor(PooledActor):
         match message:
             case Clone(request_id=request_id, alias=alias):
                 if request_id:
-                    self._request = (request_id, alias)
+                    self._for_request(request_id, alias)
                 self.clone()
             case Look(state=state, in_inventory=seen, fields=fields, checkout=checkout):
                 self.look(state, seen, fields, checkout)
@@ -182,6 +182,12 @@ class VMActor(PooledActor):
         metrics.ERRORS.labels("actor_crashed", self._ctx.name).inc()
         self._release_slot()
         self._tell_pool(VMCrashed(self._name, self.actor_ref))
+
+    def _for_request(self, request_id: str, alias: str) -> None:
+        """This VM is for an on-demand request: remember it, and name it on every log line."""
+        if self._request is None:
+            self._log = self._log.bind(request=request_id)
+        self._request = (request_id, alias)
 
     def _report_if_idle(self) -> None:
         """No work in flight: tell the pool how many of its messages were handled, and stop now (mail
@@ -325,7 +331,7 @@ class VMActor(PooledActor):
         ctx = self._ctx
         now = ctx.clock()
         if fields.get("request_id"):
-            self._request = (fields["request_id"], fields.get("pool_alias", ""))
+            self._for_request(fields["request_id"], fields.get("pool_alias", ""))
         record = record_of(ctx, self._name, state, fields, checkout, cloned_here=self._cloned_at is not None)
         if self._cloned_at is not None and record.clone_started is None:
             record = attrs.evolve(record, clone_started=self._cloned_at)
