@@ -550,3 +550,11 @@ def slots_in_use(slot: str, in_use: int) -> None:
 
 
 __all__ += ["slots_in_use"]
+
+
+HEALTH_STATUS = Gauge(
+    "vmpooler_health_status",
+    "The /status health verdict: 0 healthy, 1 degraded, 2 unhealthy (computed by /status and each scrape)",
+    multiprocess_mode="mostrecent",
+)
+__all__ += ["HEALTH_STATUS"]

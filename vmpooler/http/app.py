@@ -107,7 +107,7 @@ def create_app(
     app.add_route("/dashboard", dashboard.Dashboard(base))  # "/dashboard/" too: trailing slashes are stripped
     app.add_route("/dashboard/stats/vmpooler/pool", dashboard.PoolStats(base))
     app.add_route("/dashboard/stats/vmpooler/running", dashboard.RunningStats(base))
-    app.add_route(config.metrics.prometheus_endpoint, meta.Metrics())
+    app.add_route(config.metrics.prometheus_endpoint, meta.Metrics(base))
     app.add_route("/", meta.Root())
     app.add_sink(meta.NotFound(), "/")
     return app

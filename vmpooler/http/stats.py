@@ -11,6 +11,7 @@ import datetime as _dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from vmpooler import metrics
 from vmpooler.textnum import whole_number
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["duration_stats", "pool_sizes", "status_body", "summary_body"]
 
+_VERDICTS = ("healthy", "degraded", "unhealthy")  # vmpooler_health_status: 0, 1, 2, as the original
 STATUS_SECTIONS = ("boot", "capacity", "clone", "health", "pools", "queue")
 _OK_MESSAGE = "Battle station fully armed and operational."
 
@@ -163,6 +165,7 @@ def health_body(ctx: ApiContext, counts: Mapping[str, PoolCounts]) -> dict[str, 
         or ready > limits["ready_queue_max"]
     ):
         verdict = "degraded"
+    metrics.HEALTH_STATUS.set(_VERDICTS.index(verdict))
     return {"status": verdict, "providers": providers, "dlq": dlq, "pools": pools}
 
 

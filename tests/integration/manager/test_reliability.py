@@ -9,6 +9,7 @@ import time
 
 import pytest
 from falcon import testing
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_for
 from tests.integration.manager.helpers import CALL_THROUGH, FakeProvider, ManualClock, fast_config
@@ -49,6 +50,7 @@ def test_a_dead_backend_opens_the_breaker_and_its_pool_recovers_when_it_returns(
     assert health["status"] == "unhealthy"
     assert health["providers"]["dummy"]["breaker"] == "open"
     assert health["pools"] == {"a": "unhealthy"}
+    assert scraped_health(api) == 2.0  # the verdict as a metric too: 2 = unhealthy
     # while open the pool makes no call to the backend (a pass every 0.2 s would make several)
     time.sleep(0.8)
     assert fake.calls("list_vms") + fake.calls("create_vm") == calls
@@ -58,6 +60,16 @@ def test_a_dead_backend_opens_the_breaker_and_its_pool_recovers_when_it_returns(
     wait_for(lambda: store.health.breakers()["dummy"]["state"] == "closed", 10, "breaker closed")
     wait_for(lambda: redis.scard(keys.ready_set("a")) == 2, 10, "pool full again")
     assert api.get("/api/v3/status").json["health"]["status"] == "healthy"
+    assert scraped_health(api) == 0.0
+
+
+def scraped_health(api: testing.TestClient) -> float:
+    """``vmpooler_health_status`` as a scrape of ``/prometheus`` shows it."""
+    for family in text_string_to_metric_families(api.get("/prometheus").text):
+        if family.name == "vmpooler_health_status":
+            (sample,) = family.samples
+            return float(sample.value)
+    raise AssertionError("no vmpooler_health_status in the scrape")
 
 
 def test_failed_vms_land_in_the_dead_letter_queue(start_pool_manager, store, redis):

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 from importlib import resources as importlib_resources
 from typing import Any
 
 import falcon
 
 from vmpooler import metrics
+from vmpooler.errors import StoreError
 from vmpooler.http.context import ApiContext
 from vmpooler.http.errors import ApiError
-from vmpooler.http.stats import pool_sizes
+from vmpooler.http.stats import health_body, pool_sizes
 
 __all__ = ["Config", "Healthcheck", "Metrics", "NotFound", "OpenAPI", "Root"]
+
+log = logging.getLogger(__name__)
 
 _SECRET_WORDS = ("password", "secret", "token", "key")
 
@@ -89,8 +93,18 @@ class OpenAPI:
 
 
 class Metrics:
-    """The Prometheus exposition of every process (see ``vmpooler.metrics``)."""
+    """The Prometheus exposition of every process (see ``vmpooler.metrics``), with the health verdict
+    of ``/status`` computed for the scrape (``vmpooler_health_status``)."""
+
+    def __init__(self, ctx: ApiContext | None = None) -> None:
+        self._ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self._ctx is not None:
+            try:
+                names = [pool.name for pool in self._ctx.config.pools]
+                health_body(self._ctx, self._ctx.store.stats.pool_counts(names))
+            except StoreError as exc:  # the scrape still answers: the other metrics are in files
+                log.warning("health verdict for the scrape failed: %s", exc)
         resp.content_type = metrics.CONTENT_TYPE_LATEST
         resp.data = metrics.exposition()
