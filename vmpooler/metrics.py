@@ -558,3 +558,9 @@ HEALTH_STATUS = Gauge(
     multiprocess_mode="mostrecent",
 )
 __all__ += ["HEALTH_STATUS"]
+HTTP_EXCEPTIONS = Counter(
+    "vmpooler_http_exceptions",
+    "Requests that raised an unexpected exception (answered 500), by exception class",
+    ["exception"],
+)
+__all__ += ["HTTP_EXCEPTIONS"]

@@ -13,6 +13,7 @@ from typing import Any
 
 import falcon
 
+from vmpooler import metrics
 from vmpooler.errors import AuthUnavailable, StoreError, StoreUnavailable
 from vmpooler.log import redact_path
 
@@ -77,6 +78,7 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, param
     if isinstance(ex, falcon.HTTPError):
         _http_error(req, resp, ex, params)
         return
+    metrics.HTTP_EXCEPTIONS.labels(type(ex).__name__).inc()
     log.exception("unhandled error serving %s %s", req.method, redact_path(req.path))
     _write(resp, 500, {"error": "internal error"})
 

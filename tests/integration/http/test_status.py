@@ -6,8 +6,11 @@ import json
 import re
 
 import pytest
+from falcon import testing
+from prometheus_client import REGISTRY
 
 from tests.integration.http.conftest import (
+    BASE_CONFIG,
     CENTOS,
     DEB,
     NODOMAIN,
@@ -18,6 +21,9 @@ from tests.integration.http.conftest import (
     with_config,
 )
 from vmpooler import keys
+from vmpooler.config import load_config_text
+from vmpooler.http.app import create_app
+from vmpooler.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -527,3 +533,21 @@ def test_prometheus_counts_checkouts(api, redis):
     add_ready(redis, CENTOS, "c1", "c2")
     assert api.post(f"/api/v3/vm/{CENTOS}+{CENTOS}").status_code == 200
     assert _checkouts_counted(api, CENTOS) == before + 2
+
+
+def test_an_unexpected_error_is_a_json_500_and_counted(redis_url, monkeypatch):
+    store = Store.from_url(redis_url)
+    try:
+
+        def broken(names):
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(store.stats, "pool_counts", broken)
+        api = testing.TestClient(create_app(load_config_text(BASE_CONFIG, env={}), store))
+        labels = {"exception": "RuntimeError"}
+        before = REGISTRY.get_sample_value("vmpooler_http_exceptions_total", labels) or 0.0
+        resp = api.get("/api/v3/status")
+        assert (resp.status_code, resp.json) == (500, {"ok": False, "error": "internal error"})
+        assert REGISTRY.get_sample_value("vmpooler_http_exceptions_total", labels) == before + 1
+    finally:
+        store.close()
