@@ -111,8 +111,8 @@ def test_pending_vm_gone_from_the_provider_is_removed_after_the_timeout(start_po
 def test_failed_clone_is_recorded_and_its_slot_released(start_pool_manager, store, redis):
     config = fast_config({"a": 2}, task_limit=1, provider_options="    createvm_fail_percent: 100\n")
     fake = FakeProvider(config)
+    failed_before = errors("clone_failed", "a")  # before the manager starts: its clones fail at once
     manager = start_pool_manager(config, provider=fake)
-    failed_before = errors("clone_failed", "a")
     # with one clone slot, a leaked slot would stop the pool after the first failure
     wait_for(lambda: fake.calls("create_vm") >= 6, 5, "the pool keeps trying")
     wait_for(
