@@ -10,12 +10,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.support.clock import FakeClock
+from tests.support.providers import BareProvider
 from vmpooler.config import ProviderConfig
 from vmpooler.config.schema import GlobalConfig
 from vmpooler.errors import ProviderTimeout
-from vmpooler.model import VMInfo
 from vmpooler.providers.adaptive import AdaptiveSettings, AdaptiveTimeout, ConnectionSlots, MonitorSettings
-from vmpooler.providers.base import ConnectionStats, Provider, ProviderSettings
+from vmpooler.providers.base import ConnectionStats, ProviderSettings
 from vmpooler.providers.monitor import ConnectionMonitor, PoolState, pool_state
 
 
@@ -183,29 +183,13 @@ def test_pool_state(in_use: int, waiting: int, state: PoolState) -> None:
     assert pool_state(ConnectionStats(size=10, in_use=in_use, waiting=waiting)) is state
 
 
-class _Pooled(Provider):
+class _Pooled(BareProvider):
     def __init__(self) -> None:
         super().__init__("monitored", ProviderSettings(), {})
         self.stats = ConnectionStats(size=10, in_use=0)
 
     def connection_stats(self) -> ConnectionStats:
         return self.stats
-
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def list_vms(self, pool: str) -> list[VMInfo]:
-        return []
-
-    def get_vm(self, pool: str, name: str) -> VMInfo | None:
-        return None
-
-    def create_vm(self, pool: str, name: str) -> VMInfo:
-        return VMInfo(name=name, pool=pool)
-
-    def vm_ready(self, pool: str, name: str) -> bool:
-        return True
-
-    def destroy_vm(self, pool: str, name: str) -> None: ...
 
 
 def gauge(name: str, **labels: str) -> float | None:

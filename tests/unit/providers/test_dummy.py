@@ -23,6 +23,7 @@ import yaml
 import vmpooler.providers as registry
 from tests.conftest import wait_for
 from tests.support.clock import FakeClock
+from tests.support.providers import BareProvider
 from vmpooler.errors import (
     CloneFailed,
     ConfigError,
@@ -915,22 +916,7 @@ def test_registry_finds_entry_points_but_builtins_win(monkeypatch: pytest.Monkey
     assert load_provider_class("dummy") is DummyProvider
 
 
-class _Bare(Provider):
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def list_vms(self, pool: str) -> list[VMInfo]:
-        return []
-
-    def get_vm(self, pool: str, name: str) -> VMInfo | None:
-        return None
-
-    def create_vm(self, pool: str, name: str) -> VMInfo:
-        return VMInfo(name=name, pool=pool)
-
-    def vm_ready(self, pool: str, name: str) -> bool:
-        return True
-
-    def destroy_vm(self, pool: str, name: str) -> None: ...
+_Bare = BareProvider
 
 
 def test_base_optional_defaults() -> None:
