@@ -544,9 +544,9 @@ __all__ += [
 ]
 
 
-def slots_in_use(slot: str, in_use: int) -> None:
-    """Set the clone slot gauge of ``slot``'s lane (an on-demand slot's id starts with ``od-``)."""
-    CLONE_SLOTS_IN_USE.labels("ondemand" if slot.startswith("od-") else "clone").set(in_use)
+def slots_in_use(lane: str, in_use: int) -> None:
+    """Set the clone slot gauge of ``lane`` (``clone`` or ``ondemand``: ``store.slots.lane_of``)."""
+    CLONE_SLOTS_IN_USE.labels(lane).set(in_use)
 
 
 __all__ += ["slots_in_use"]

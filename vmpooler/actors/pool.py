@@ -51,6 +51,7 @@ from vmpooler.lifecycle import Forget, Probe, Wait, decide, settle_overlap
 from vmpooler.log import get_logger
 from vmpooler.model import VMState
 from vmpooler.names import generate_name
+from vmpooler.store.slots import lane_of
 from vmpooler.textnum import whole_number
 from vmpooler.timeutil import format_time, parse_time
 
@@ -314,7 +315,7 @@ class PoolActor(PooledActor):
         taken, in_use = ctx.store.slots.acquire(
             ctx.owner, slot, limit=limit, lease_seconds=ctx.timeout, pool=ctx.name
         )
-        metrics.CLONE_SLOTS_IN_USE.labels("clone").set(in_use)
+        metrics.slots_in_use("clone", in_use)
         if not taken:
             self._starved = True
             self._log.debug("task_limit %d reached; clone deferred", limit)
@@ -374,7 +375,7 @@ class PoolActor(PooledActor):
     def _release_slot_quietly(self, slot: str) -> None:
         """Give a slot back; if Redis fails now, keep it and retry on the next pass."""
         try:
-            metrics.slots_in_use(slot, self._ctx.store.slots.release(self._ctx.owner, slot))
+            metrics.slots_in_use(lane_of(slot), self._ctx.store.slots.release(self._ctx.owner, slot))
         except StoreError as exc:
             self._unreleased.add(slot)
             self._log.warning("could not release clone slot %s, retrying next pass: %s", slot, exc)

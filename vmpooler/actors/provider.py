@@ -9,6 +9,7 @@ VM actors on the dispatchers' threads; the plugin is thread-safe by contract.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -41,7 +42,6 @@ class ProviderActor(PooledActor):
         self._pools: dict[str, pykka.ActorRef[Any]] = {}
         self._log = get_logger(__name__, provider=name)
         self._supervision: Handle | None = None
-        self._dispatcher = dispatcher
         self._ondemand: pykka.ActorRef[Any] | None = None
 
     def on_start(self) -> None:
@@ -74,21 +74,18 @@ class ProviderActor(PooledActor):
                 self._ondemand.tell(event)
             return
         ref = self._pools.get(event.pool)
-        try:
-            if ref is None:
-                raise pykka.ActorDeadError(event.pool)
-            ref.tell(event)
-        except pykka.ActorDeadError:
-            ctx = self._contexts.get(event.pool)
-            if isinstance(event, CloneFor) and ctx is not None:  # its pool actor is restarting
-                self._log.warning(
-                    "on-demand clone for %s put back in line: its pool actor is down", event.pool
-                )
-                try:
-                    ctx.store.slots.release(ctx.owner, event.slot)
-                    ctx.store.provisioning.requeue(event.request_id, event.alias, event.pool)
-                except StoreError as exc:  # the lease expires; the request's TTL ends it at worst
-                    self._log.error("could not put the on-demand clone back: %s", exc)
+        if ref is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(event)
+                return
+        ctx = self._contexts.get(event.pool)
+        if isinstance(event, CloneFor) and ctx is not None:  # its pool actor is restarting
+            self._log.warning("on-demand clone for %s put back in line: its pool actor is down", event.pool)
+            try:
+                ctx.store.slots.release(ctx.owner, event.slot)
+                ctx.store.provisioning.requeue(event.request_id, event.alias, event.pool)
+            except StoreError as exc:  # the lease expires; the request's TTL ends it at worst
+                self._log.error("could not put the on-demand clone back: %s", exc)
 
     def supervise(self) -> None:
         for pool, ref in list(self._pools.items()):
@@ -110,7 +107,7 @@ class ProviderActor(PooledActor):
             config=first.config,
             store=first.store,
             ticker=first.ticker,
-            dispatcher=self._dispatcher,
+            dispatcher=self._dispatcher,  # PooledActor's: the one this actor runs on
             send=me.tell,
             lease_seconds=max(ctx.timeout for ctx in self._contexts.values()),
             clock=first.clock,

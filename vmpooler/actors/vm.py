@@ -58,6 +58,7 @@ from vmpooler.lifecycle import (
 )
 from vmpooler.log import get_logger
 from vmpooler.model import VMState
+from vmpooler.store.slots import lane_of
 from vmpooler.timeutil import format_time, parse_time, today
 
 if TYPE_CHECKING:
@@ -280,8 +281,7 @@ class VMActor(PooledActor):
         if self._done:
             return
         reason = f"pending for more than {limit:.0f} seconds (stale-queue purge)"
-        if self._complete(VMState.PENDING, reason, failed=True):
-            self._dead_letter("pending", "StalePending", reason)
+        self._complete(VMState.PENDING, reason, failed=True, dead_letter=("StalePending", reason))
 
     def run_task(self, task: Task) -> None:
         """Carry out a disk, snapshot or revert request; the result shows in the VM's metadata."""
@@ -382,8 +382,8 @@ class VMActor(PooledActor):
                 )
                 self._schedule_poll()
             case Complete(reason=reason, failed=failed, error=error) if state is not None:
-                if self._complete(state, reason, failed=failed) and error is not None:
-                    self._dead_letter(state.value, "VMFailed", error)
+                letter = ("VMFailed", error) if error is not None else None
+                self._complete(state, reason, failed=failed, dead_letter=letter)
             case Remove(reason=reason, clone_error=error):
                 fields = {"clone_error": error} if error else None
                 if ctx.store.vms.retire(
@@ -435,10 +435,15 @@ class VMActor(PooledActor):
 
     # -- completed / destroy -------------------------------------------------------------------------
 
-    def _complete(self, src: VMState, reason: str, *, failed: bool = False) -> bool:
-        """``src`` → completed (then destroy); False if someone moved the VM first."""
+    def _complete(
+        self, src: VMState, reason: str, *, failed: bool = False, dead_letter: tuple[str, str] | None = None
+    ) -> None:
+        """``src`` → completed, then destroy; nothing if someone moved the VM first. ``dead_letter``:
+        (error class, message) for the ``src`` dead-letter queue, recorded before the destroy."""
         if not self._ctx.store.vms.move(self._ctx.name, self._name, src, VMState.COMPLETED):
-            return False
+            return
+        if dead_letter is not None:
+            self._dead_letter(src.value, *dead_letter)
         if failed:
             metrics.ERRORS.labels("markedasfailed", self._ctx.name).inc()
             self._log.error("%s", reason)
@@ -447,7 +452,6 @@ class VMActor(PooledActor):
         else:
             self._log.info("moved from '%s' to 'completed': %s", src.value, reason)
         self._destroy(VMState.COMPLETED, in_inventory=True)
-        return True
 
     def _destroy(self, state: VMState, in_inventory: bool) -> None:
         ctx = self._ctx
@@ -559,7 +563,7 @@ class VMActor(PooledActor):
             return
         slot, self._slot = self._slot, None
         try:
-            metrics.slots_in_use(slot, self._ctx.store.slots.release(self._ctx.owner, slot))
+            metrics.slots_in_use(lane_of(slot), self._ctx.store.slots.release(self._ctx.owner, slot))
         except StoreError as exc:
             self._log.warning("releasing the clone slot failed; the pool retries it: %s", exc)
             self._tell_pool(SlotUnreleased(slot))

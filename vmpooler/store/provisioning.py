@@ -18,6 +18,7 @@ from vmpooler import keys
 from vmpooler.model import VMState
 from vmpooler.store.connection import translated
 from vmpooler.store.slots import ONDEMAND_PREFIX
+from vmpooler.store.writes import WRITE_OTHERS, append_writes
 
 __all__ = ["READY_TTL", "TTL_FAILURE", "Claim", "Provisioning"]
 
@@ -187,6 +188,7 @@ return out
 # -> 1 running for the request; 2 the request is over or full: to completed; 0 not pending
 _VM_READY = (
     _COMMON
+    + WRITE_OTHERS
     + _FMT
     + """
 local id, alias, pool, vm, now, lifetime = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
@@ -212,11 +214,7 @@ if token then
   if lifetime ~= '' then redis.call('HSET', KEYS[6], 'lifetime', lifetime) end
 end
 redis.call('SADD', set, vm)
-local i = 14
-while i <= #ARGV do
-  redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
-end
+write_others(14)
 for entry in string.gmatch(requested, '[^,]+') do
   local a, p, n = parse(entry)
   if a and redis.call('SCARD', string.format(fmt[2], id, a, p)) < n then return 1 end
@@ -384,9 +382,7 @@ class Provisioning:
             lifetime or "",
             READY_TTL,
         ]
-        for key, field, value in other:
-            script_keys.append(key)
-            argv += [len(script_keys), field, value]
+        append_writes(script_keys, argv, other)
         result = int(self._vm_ready(keys=script_keys, args=argv))
         return {1: VMState.RUNNING, 2: VMState.COMPLETED}.get(result)
 

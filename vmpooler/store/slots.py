@@ -18,9 +18,15 @@ from typing import Any
 from vmpooler import keys
 from vmpooler.store.connection import translated
 
-__all__ = ["ONDEMAND_PREFIX", "Slots"]
+__all__ = ["ONDEMAND_PREFIX", "Slots", "lane_of"]
 
 ONDEMAND_PREFIX = "od-"  # the ids of on-demand lane slots
+
+
+def lane_of(slot: str) -> str:
+    """``ondemand`` for a slot of the on-demand lane, else ``clone``."""
+    return "ondemand" if slot.startswith(ONDEMAND_PREFIX) else "clone"
+
 
 # KEYS: leases zset, counter, waiting pools zset. ARGV: member, limit, now, expiry, pool
 # -> {1 if a slot was taken, else 0, slots in use}; a refused pool waits (first refusal's time kept) for
@@ -94,7 +100,7 @@ class Slots:
     def release(self, owner: str, slot: str) -> int:
         """Give a slot back (either lane: an on-demand slot's id says so); the slots of that lane still
         in use."""
-        lane, event = (_ONDEMAND_KEYS, "ondemand") if slot.startswith(ONDEMAND_PREFIX) else (_KEYS, "slot")
+        lane, event = (_ONDEMAND_KEYS, "ondemand") if lane_of(slot) == "ondemand" else (_KEYS, "slot")
         return int(self._release(keys=lane, args=[keys.events_channel(""), event, f"{owner}:{slot}"]))
 
     @translated

@@ -20,6 +20,7 @@ from vmpooler import bus, keys
 from vmpooler.errors import PoolEmpty, StoreUnavailable
 from vmpooler.model import VMState, check_transition
 from vmpooler.store.connection import RedisClock, translated
+from vmpooler.store.writes import WRITE_OTHERS, append_writes
 
 log = logging.getLogger(__name__)
 
@@ -143,24 +144,25 @@ return 1
 
 # KEYS: src set, dst set, vm hash, then hash/field pairs' keys. ARGV: vm, nfields, field, value, ...,
 # then (key index, field, value) triples for other hashes. -> 1 if moved.
-_MOVE = """
+_MOVE = (
+    WRITE_OTHERS
+    + """
 if redis.call('SMOVE', KEYS[1], KEYS[2], ARGV[1]) == 0 then return 0 end
 local nfields = tonumber(ARGV[2])
 if nfields > 0 then
   redis.call('HSET', KEYS[3], unpack(ARGV, 3, 2 + 2 * nfields))
 end
-local i = 3 + 2 * nfields
-while i <= #ARGV do
-  redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
-end
+write_others(3 + 2 * nfields)
 return 1
 """
+)
 
 # KEYS: pending, ready, completed, vm hash, template override hash, then other hashes' keys.
 # ARGV: vm, pool, the pool's template in the file, nfields, field, value, ..., (key index, field, value)...
 # -> 1 ready; 2 cloned from a template that is no longer the pool's: to completed instead; 0 not pending.
-_READY = """
+_READY = (
+    WRITE_OTHERS
+    + """
 local cloned = redis.call('HGET', KEYS[4], 'clone_template')
 if cloned and cloned ~= (redis.call('HGET', KEYS[5], ARGV[2]) or ARGV[3]) then
   if redis.call('SMOVE', KEYS[1], KEYS[3], ARGV[1]) == 1 then return 2 end
@@ -171,13 +173,10 @@ local nfields = tonumber(ARGV[4])
 if nfields > 0 then
   redis.call('HSET', KEYS[4], unpack(ARGV, 5, 4 + 2 * nfields))
 end
-local i = 5 + 2 * nfields
-while i <= #ARGV do
-  redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
-end
+write_others(5 + 2 * nfields)
 return 1
 """
+)
 
 # KEYS: the pool's state sets..., active hash, vm hash. ARGV: vm, ttl seconds (0 = delete), field, value...
 _RETIRE = """
@@ -395,9 +394,7 @@ class VMs:
         fields = fields or {}
         script_keys = [keys.state_set(src.value, pool), keys.state_set(dst.value, pool), keys.vm_hash(vm)]
         argv: list[Any] = [vm, len(fields), *_flat(fields)]
-        for key, field, value in other:
-            script_keys.append(key)
-            argv += [len(script_keys), field, value]
+        append_writes(script_keys, argv, other)
         return bool(self._move(keys=script_keys, args=argv))
 
     @translated
@@ -429,9 +426,7 @@ class VMs:
             keys.config_override("template"),
         ]
         argv: list[Any] = [vm, pool, template, len(fields), *_flat(fields)]
-        for key, field, value in other:
-            script_keys.append(key)
-            argv += [len(script_keys), field, value]
+        append_writes(script_keys, argv, other)
         result = self._ready(keys=script_keys, args=argv)
         return {1: VMState.READY, 2: VMState.COMPLETED}.get(int(result))
 
