@@ -3,8 +3,6 @@ process) over real HTTP, a real redis-server; oracles are the API's answers and 
 
 from __future__ import annotations
 
-import http.client
-import json
 import time
 from typing import Any
 
@@ -30,17 +28,6 @@ POOLS = """
 """
 
 
-def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        payload = None if body is None else json.dumps(body)
-        conn.request(method, path, body=payload, headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
-
-
 def config_text(redis_url: str, pools: str, extra: str) -> str:
     text = CONFIG_TEMPLATE.format(workers=2, redis_url=redis_url, pools=pools.strip("\n"))
     return text.replace(":config:\n", ":config:\n" + extra, 1)
@@ -51,12 +38,12 @@ def test_an_on_demand_request_over_an_alias_becomes_ready_and_is_given_back(
 ):
     extra = "  experimental_features: true\n  check_loop_delay_max: 2\n"
     service = start_service_yaml(config_text(redis_url, POOLS, extra))
-    status, body = call(service.port, "POST", "/api/v3/ondemandvm", {"debian": "3"})
+    status, body = service.call("POST", "/api/v3/ondemandvm", {"debian": "3"})
     assert status == 201 and body["ok"] is True
     request_id = body["request_id"]
 
     def answer() -> tuple[int, Any]:
-        return call(service.port, "GET", f"/api/v3/ondemandvm/{request_id}")
+        return service.call("GET", f"/api/v3/ondemandvm/{request_id}")
 
     wait_for(lambda: answer()[0] == 200, 30, "request ready")
     status, body = answer()
@@ -71,7 +58,7 @@ def test_an_on_demand_request_over_an_alias_becomes_ready_and_is_given_back(
         lambda: redis.scard(keys.ready_set("deb-a")) == 1 and redis.scard(keys.ready_set("deb-b")) == 1, 20
     )
 
-    assert call(service.port, "DELETE", f"/api/v3/ondemandvm/{request_id}") == (200, {"ok": True})
+    assert service.call("DELETE", f"/api/v3/ondemandvm/{request_id}") == (200, {"ok": True})
 
     def gone() -> bool:  # destroyed: the hash is kept with 'destroy' set, or expired
         return all(
@@ -79,7 +66,7 @@ def test_an_on_demand_request_over_an_alias_becomes_ready_and_is_given_back(
         )
 
     wait_for(gone, 20, "the request's VMs destroyed")
-    assert call(service.port, "GET", f"/api/v3/ondemandvm/{request_id}") == (
+    assert service.call("GET", f"/api/v3/ondemandvm/{request_id}") == (
         200,
         {"ok": True, "request_id": request_id, "ready": False, "message": "The request has been deleted"},
     )
@@ -90,8 +77,8 @@ def test_a_size_override_is_carried_out_by_the_manager(start_service_yaml, redis
     service = start_service_yaml(config_text(redis_url, pool_yaml({"deb": 2}), extra))
     wait_for(lambda: redis.scard(keys.ready_set("deb")) == 2, 20, "pool full")
     time.sleep(0.5)
-    assert call(service.port, "POST", "/api/v3/config/poolsize", {"deb": "6"}) == (201, {"ok": True})
+    assert service.call("POST", "/api/v3/config/poolsize", {"deb": "6"}) == (201, {"ok": True})
     wait_for(lambda: redis.scard(keys.ready_set("deb")) == 6, 5, "the manager grew the pool at once")
-    status, body = call(service.port, "DELETE", "/api/v3/config/poolsize/deb")
+    status, body = service.call("DELETE", "/api/v3/config/poolsize/deb")
     assert status == 201 and body["pool_size_before_overrides"] == 2
     wait_for(lambda: redis.scard(keys.ready_set("deb")) == 2, 5, "back to the file's size")

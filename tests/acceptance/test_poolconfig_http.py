@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
-import json
-from typing import Any
-
 import pytest
 
 from tests.acceptance.conftest import CONFIG_TEMPLATE, pool_yaml
@@ -14,30 +10,19 @@ from vmpooler import keys
 pytestmark = pytest.mark.acceptance
 
 
-def _request(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        payload = None if body is None else json.dumps(body)
-        conn.request(method, path, body=payload, headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
-
-
 def test_a_size_override_round_trip(start_service_yaml, redis_url, redis):
     config = CONFIG_TEMPLATE.format(workers=1, redis_url=redis_url, pools=pool_yaml({"deb": 3, "centos": 2}))
     service = start_service_yaml(
         config.replace(":config:\n", ":config:\n  experimental_features: true\n"), "api"
     )
 
-    assert _request(service.port, "POST", "/api/v3/config/poolsize", {"deb": "5"}) == (201, {"ok": True})
+    assert service.call("POST", "/api/v3/config/poolsize", {"deb": "5"}) == (201, {"ok": True})
     assert redis.hgetall(keys.config_override("poolsize")) == {"deb": "5"}
-    status, body = _request(service.port, "GET", "/api/v3/config")
+    status, body = service.call("GET", "/api/v3/config")
     assert status == 200
     sizes = {entry["name"]: entry["size"] for entry in body["pool_configuration"]}
     assert sizes == {"deb": 5, "centos": 2}
 
-    status, body = _request(service.port, "DELETE", "/api/v3/config/poolsize/deb")
+    status, body = service.call("DELETE", "/api/v3/config/poolsize/deb")
     assert (status, body) == (201, {"ok": True, "pool_size_before_reset": 5, "pool_size_before_overrides": 3})
-    assert _request(service.port, "POST", "/api/v1/config/poolsize", {"deb": 3}) == (200, {"ok": True})
+    assert service.call("POST", "/api/v1/config/poolsize", {"deb": 3}) == (200, {"ok": True})

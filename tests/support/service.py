@@ -4,12 +4,14 @@ child processes, stop it. The acceptance fixtures and the chaos run both start t
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.support.waiting import poll
 
@@ -97,6 +99,17 @@ class Service:
     def children(self) -> dict[int, str]:
         """The supervisor's live children: pid → process title (see :func:`child_processes`)."""
         return child_processes(self.proc.pid)
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One JSON request on a new connection: (status, decoded JSON body)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            payload = None if body is None else json.dumps(body)
+            conn.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
 
     def healthy(self) -> bool:
         """True when ``/healthcheck`` answers 200 within a second."""
