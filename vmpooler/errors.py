@@ -9,6 +9,7 @@ __all__ = [
     "CloneFailed",
     "ConfigError",
     "ConnectionWaitTimeout",
+    "OverQuota",
     "PoolEmpty",
     "ProviderError",
     "ProviderTimeout",
@@ -60,6 +61,14 @@ class PoolEmpty(StoreError):
     def __init__(self, requested: str) -> None:
         self.requested = requested
         super().__init__(f"no ready VM for {requested!r}")
+
+
+class OverQuota(StoreError):
+    """A checkout would take ``tenant`` over its quota of running VMs (``:tenants:``)."""
+
+    def __init__(self, tenant: str, quota: int) -> None:
+        self.tenant, self.quota = tenant, quota
+        super().__init__(f"tenant {tenant!r} is at its quota of {quota} running VMs")
 
 
 class TransitionError(VmpoolerError):

@@ -18,6 +18,9 @@ __all__ = [
     "ONDEMAND_WAITING",
     "POOLRESET",
     "POOLS",
+    "QUEUE",
+    "QUEUE_CHANNEL",
+    "QUEUE_DEMAND",
     "PROVISIONING_PROCESSING",
     "PROVISIONING_REQUEST",
     "TASKS_CLONE",
@@ -27,6 +30,8 @@ __all__ = [
     "TASKS_SNAPSHOT_REVERT",
     "TEMPLATE_DELTAS",
     "TEMPLATE_PREPARED",
+    "TENANT_HELD",
+    "TENANT_RUNNING",
     "UNDO_SIZE_OVERRIDE",
     "UNDO_TEMPLATE_OVERRIDE",
     "USER_TOKENS_INDEXED",
@@ -45,6 +50,7 @@ __all__ = [
     "odrequest_vms",
     "pending_set",
     "pool_hash",
+    "queue_request",
     "ratelimit",
     "ready_set",
     "running_set",
@@ -83,6 +89,14 @@ CLONE_WAITING = _P + "tasks__clone_waiting"  # ours: pools refused a clone slot,
 # Ours: the on-demand clone lane (``ondemand_clone_limit``), leases as above; TASKS_ONDEMANDCLONE = its size.
 ONDEMAND_LEASES = _P + "tasks__ondemandclone_leases"
 ONDEMAND_WAITING = _P + "tasks__ondemandclone_waiting"  # ours: a pool of each process refused a slot
+# Ours: checkouts that wait (``vmpooler.store.queue``). The zset holds waiting request ids scored
+# priority * 1e13 + enqueue epoch ms; the demand hash counts VMs wanted per pool by waiting requests;
+# the tenant hash counts each tenant's running VMs; the channel carries the ids of served requests.
+QUEUE = _P + "queue"
+QUEUE_DEMAND = _P + "queue__demand"
+QUEUE_CHANNEL = _P + "queue__events"
+TENANT_RUNNING = _P + "tenant_running"
+TENANT_HELD = _P + "tenant_held"  # running VM -> the tenant it is counted for
 
 # The sets a VM moves through (``VMState``'s, and ``migrating``: a side set of running VMs just checked
 # out); ``state_set(state, pool)`` takes one of these names.
@@ -201,6 +215,12 @@ def checkout_claim(nonce: str) -> str:
     """Ours: one checkout's record, kept 5 minutes: the VMs it took, or ``cancelled`` once its client
     gave up on it."""
     return f"{_P}checkout__{nonce}"
+
+
+def queue_request(request_id: str) -> str:
+    """Ours: one waiting checkout's hash (its picks, tenant, priority, owner, status and, once served,
+    its VMs); the prefix with ``""``."""
+    return f"{_P}queue__req__{request_id}"
 
 
 def dlq(queue: str) -> str:

@@ -39,6 +39,7 @@ CORE_SECTIONS = frozenset(
         "tracing",
         "tagfilter",
         "rate_limits",
+        "tenants",
     }
 )
 """Top-level sections this service reads."""

@@ -33,6 +33,7 @@ from vmpooler.config.sinks import (
     parse_rate_limits,
     parse_tagfilter,
 )
+from vmpooler.config.tenants import TenantConfig
 from vmpooler.config.sources import Tree, normalize_keys, parse_yaml, read_extra_files, read_main
 from vmpooler.config.values import FrozenDict, as_tuple, freeze
 from vmpooler.errors import ConfigError
@@ -65,6 +66,7 @@ class Config:
     tracing: TracingConfig = attrs.Factory(TracingConfig)
     tagfilter: Mapping[str, re.Pattern[str]] = attrs.field(factory=FrozenDict, converter=FrozenDict)
     rate_limits: Mapping[str, RateLimit] = attrs.field(default=DEFAULT_RATE_LIMITS, converter=FrozenDict)
+    tenants: Mapping[str, TenantConfig] = attrs.field(factory=FrozenDict, converter=FrozenDict)
     raw: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=freeze)
     loaded_at: float = attrs.Factory(time.time)
     source: str = "<built>"
@@ -270,6 +272,7 @@ def _parse_tree(tree: Tree, source: str, ctx: Context, origins: Mapping[str, str
         tracing=TracingConfig._parse(tree.get("tracing"), ctx),
         tagfilter=parse_tagfilter(tree.get("tagfilter"), ctx),
         rate_limits=parse_rate_limits(tree.get("rate_limits"), ctx),
+        tenants=_parse_named(tree.get("tenants"), ":tenants:", TenantConfig._parse, ctx),
         raw=tree,
         source=source,
         warnings=ctx.warnings,

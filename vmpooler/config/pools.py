@@ -52,6 +52,7 @@ class PoolConfig:
     name: str
     template: str
     size: int = attrs.field(validator=attrs.validators.ge(0))
+    max_size: int | None = None  # ours: the most VMs (ready + pending) waiting checkouts may grow it to
     alias: tuple[str, ...] = attrs.field(default=(), converter=as_tuple)
     provider: str = "dummy"
     dns_plugin: str | None = None
@@ -132,6 +133,9 @@ class PoolConfig:
         values["check_hostname_for_mismatch"] = reader.get(
             "check_hostname_for_mismatch", _B, globals_.check_ready_vm_hostname_for_mismatch
         )
+        max_size = reader.get("max_size", _I, None, minimum=0)
+        if max_size is not None and size is not None and max_size < size:
+            ctx.problem(reader.at("max_size"), f"must be >= size ({size}), got {max_size}")
         alias = reader.get("alias", _L, ())
         reader.get("domain", _S)
         if reader.given("domain") and dns_plugin is None and not published:
@@ -162,6 +166,7 @@ class PoolConfig:
             name=name,
             template=template,
             size=size,
+            max_size=max_size,
             alias=alias,
             provider=provider,
             dns_plugin=dns_plugin,

@@ -119,6 +119,10 @@ class GlobalConfig:
     max_request_body: int = setting(1_048_576, _I, 1)  # ours: bytes; a larger request body is a 413
     log_format: str = setting("text", _S)  # ours: text, or json (one object per line); vmpooler.log
     manager_metrics_port: int | None = setting(None, _I, 1)  # ours: `vmpooler manager` alone serves metrics
+    max_checkout_wait: int = setting(600, _I, 0)  # ours: seconds; the most a checkout may ask to wait
+    queue_waiters: int = setting(500, _I, 1)  # ours: waiting checkouts one API worker holds at once
+    default_tenant_max_running: int | None = setting(None, _I, 0)  # ours: quota of tenants not listed
+    priority_users: tuple[str, ...] = setting((), _L)  # ours: with auth, who may ask for priority 1
 
     @trusted_proxies.validator
     def _check_proxies(self, attribute: object, value: tuple[str, ...]) -> None:

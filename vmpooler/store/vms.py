@@ -17,10 +17,10 @@ import attrs
 import redis as redis_lib
 
 from vmpooler import bus, keys
-from vmpooler.errors import PoolEmpty, StoreUnavailable
+from vmpooler.errors import OverQuota, PoolEmpty, StoreUnavailable
 from vmpooler.model import VMState, check_transition
 from vmpooler.store.connection import RedisClock, translated
-from vmpooler.store.writes import WRITE_OTHERS, append_writes
+from vmpooler.store.writes import HAND_OUT, RELEASE_TENANT, WRITE_OTHERS, append_writes
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,15 @@ __all__ = ["Allocation", "Pick", "PoolSnapshot", "VMs"]
 _STATES = tuple(VMState)
 
 # ARGV: now, token, user, lifetime, vm-hash prefix, npools, npools * (pool, channel), npicks,
-#       npicks * (requested, ncand, ncand * pool index), deadline (Redis time, ms).
-# KEYS, per pool: (ready, running, migrating, active) in this order.
-# Returns {1, requested, pool index, vm, ...}, {0, requested that could not be met}, or {-1} when the
-# script runs after its deadline: its client gave up on it (a frozen Redis), so it must change nothing.
-_CHECKOUT = """
+#       npicks * (requested, ncand, ncand * pool index), tenant, quota ('' = none), deadline (Redis ms).
+# KEYS, per pool: (ready, running, migrating, active) in this order; then the tenant counts, the held
+# hash, the claim.
+# Returns {1, requested, pool index, vm, ...}, {0, requested that could not be met}, {-2, quota} when the
+# tenant would go over its quota, or {-1} when the script runs after its deadline: its client gave up on
+# it (a frozen Redis), so it must change nothing.
+_CHECKOUT = (
+    HAND_OUT
+    + """
 redis.replicate_commands()
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[#ARGV]) then
@@ -44,6 +48,8 @@ local claim = KEYS[#KEYS]  -- this checkout's record: 'cancelled' once its clien
 if redis.call('EXISTS', claim) == 1 then
   return {-1}
 end
+local counts, held = KEYS[#KEYS - 2], KEYS[#KEYS - 1]
+local tenant, quota = ARGV[#ARGV - 2], tonumber(ARGV[#ARGV - 1])
 local now, token, user, lifetime, vmprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local npools = tonumber(ARGV[6])
 local pools, channels = {}, {}
@@ -53,6 +59,9 @@ for i = 1, npools do
 end
 local pos = 7 + 2 * npools
 local npicks = tonumber(ARGV[pos])
+if quota and tonumber(redis.call('HGET', counts, tenant) or '0') + npicks > quota then
+  return {-2, quota}
+end
 pos = pos + 1
 local taken = {}
 for _ = 1, npicks do
@@ -82,18 +91,11 @@ local record = {}
 for _, t in ipairs(taken) do
   local idx, vm = t[1], t[2]
   local base = 4 * (idx - 1)
-  redis.call('SADD', KEYS[base + 2], vm)
-  redis.call('SADD', KEYS[base + 3], vm)
-  redis.call('HSET', KEYS[base + 4], vm, now)
-  local h = vmprefix .. vm
-  redis.call('HSET', h, 'checkout', now)
-  if token ~= '' then
-    redis.call('HSET', h, 'token:token', token, 'token:user', user)
-  end
-  if lifetime ~= '' then
-    redis.call('HSET', h, 'lifetime', lifetime)
-  end
-  redis.call('PUBLISH', channels[idx], cjson.encode({event = 'checkout', pool = pools[idx], vm = vm}))
+  hand_out(vm, {
+    running = KEYS[base + 2], migrating = KEYS[base + 3], active = KEYS[base + 4], hash = vmprefix .. vm,
+    channel = channels[idx], pool = pools[idx], now = now, token = token, user = user,
+    lifetime = lifetime, tenant = tenant, held = held, counts = counts,
+  })
   record[#record + 1] = idx .. ':' .. vm
   result[#result + 1] = t[3]
   result[#result + 1] = pools[idx]
@@ -102,11 +104,15 @@ end
 redis.call('SET', claim, table.concat(record, ','), 'EX', 300)
 return result
 """
+)
 
-# KEYS: the checkout's record, then ready, running, migrating, active per pool (as the checkout's).
-# ARGV: the VM hash prefix. -> VMs put back. A checkout whose client gave up (a reply timeout): the VMs
-# it took go back to ready; if it has not run yet, the record says 'cancelled' and it never will.
-_CANCEL = """
+# KEYS: the checkout's record, then ready, running, migrating, active per pool, then the tenant counts
+# and held hash (as the checkout's). ARGV: the VM hash prefix. -> VMs put back. A checkout whose client gave up (a
+# reply timeout): the VMs it took go back to ready; if it has not run yet, the record says 'cancelled'
+# and it never will.
+_CANCEL = (
+    RELEASE_TENANT
+    + """
 local record = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], 'cancelled', 'EX', 300)
 if not record or record == 'cancelled' then return 0 end
@@ -117,22 +123,28 @@ for entry in string.gmatch(record, '[^,]+') do
   if redis.call('SREM', KEYS[base + 2], vm) == 1 then
     redis.call('SREM', KEYS[base + 3], vm)
     redis.call('HDEL', KEYS[base + 4], vm)
-    redis.call('HDEL', ARGV[1] .. vm, 'checkout', 'token:token', 'token:user', 'lifetime')
+    release_tenant(vm, KEYS[#KEYS], KEYS[#KEYS - 1])
+    redis.call('HDEL', ARGV[1] .. vm, 'checkout', 'token:token', 'token:user', 'lifetime', 'tenant')
     redis.call('SADD', KEYS[base + 1], vm)
     back = back + 1
   end
 end
 return back
 """
+)
 
-# KEYS: running, completed. ARGV: vm, channel, event JSON.
-_RETURN = """
+# KEYS: running, completed, tenant held, tenant counts. ARGV: vm, channel, event JSON.
+_RETURN = (
+    RELEASE_TENANT
+    + """
 if redis.call('SMOVE', KEYS[1], KEYS[2], ARGV[1]) == 1 then
+  release_tenant(ARGV[1], KEYS[3], KEYS[4])
   redis.call('PUBLISH', ARGV[2], ARGV[3])
   return 1
 end
 return 0
 """
+)
 
 # KEYS: vm hash, pending set. ARGV: vm, field, value, ... -> 0 if the name is taken.
 _CREATE_PENDING = """
@@ -142,17 +154,20 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: src set, dst set, vm hash, then hash/field pairs' keys. ARGV: vm, nfields, field, value, ...,
-# then (key index, field, value) triples for other hashes. -> 1 if moved.
+# KEYS: src set, dst set, vm hash, then hash/field pairs' keys. ARGV: vm, the tenant held and counts keys
+# ('' and '' when src is not running), nfields, field, value, ..., then (key index, field, value) triples for other
+# hashes. -> 1 if moved.
 _MOVE = (
     WRITE_OTHERS
+    + RELEASE_TENANT
     + """
 if redis.call('SMOVE', KEYS[1], KEYS[2], ARGV[1]) == 0 then return 0 end
-local nfields = tonumber(ARGV[2])
+if ARGV[2] ~= '' then release_tenant(ARGV[1], ARGV[2], ARGV[3]) end
+local nfields = tonumber(ARGV[4])
 if nfields > 0 then
-  redis.call('HSET', KEYS[3], unpack(ARGV, 3, 2 + 2 * nfields))
+  redis.call('HSET', KEYS[3], unpack(ARGV, 5, 4 + 2 * nfields))
 end
-write_others(3 + 2 * nfields)
+write_others(5 + 2 * nfields)
 return 1
 """
 )
@@ -178,11 +193,17 @@ return 1
 """
 )
 
-# KEYS: the pool's state sets..., active hash, vm hash. ARGV: vm, ttl seconds (0 = delete), field, value...
-_RETIRE = """
+# KEYS: the pool's state sets..., migrating, active hash, vm hash. ARGV: vm, ttl seconds (0 = delete),
+# source set index (0 = any), the running set's index, the tenant held and counts keys, field, value...
+_RETIRE = (
+    RELEASE_TENANT
+    + """
 local n = #KEYS
 local src = tonumber(ARGV[3])
 if src > 0 and redis.call('SISMEMBER', KEYS[src], ARGV[1]) == 0 then return 0 end
+if redis.call('SISMEMBER', KEYS[tonumber(ARGV[4])], ARGV[1]) == 1 then
+  release_tenant(ARGV[1], ARGV[5], ARGV[6])
+end
 for i = 1, n - 2 do redis.call('SREM', KEYS[i], ARGV[1]) end
 redis.call('HDEL', KEYS[n - 1], ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -190,10 +211,11 @@ if ttl <= 0 then
   redis.call('DEL', KEYS[n])
   return 1
 end
-if #ARGV > 3 then redis.call('HSET', KEYS[n], unpack(ARGV, 4)) end
+if #ARGV > 6 then redis.call('HSET', KEYS[n], unpack(ARGV, 7)) end
 redis.call('EXPIRE', KEYS[n], ttl)
 return 1
 """
+)
 
 
 @attrs.frozen
@@ -276,16 +298,20 @@ class VMs:
         token: str | None = None,
         user: str | None = None,
         lifetime: int | None = None,
+        tenant: str = "",
+        quota: int | None = None,
     ) -> list[Allocation]:
         """Hand out one ready VM per pick, all or none, in one atomic step.
 
         Each pick tries its candidate pools in order. Handed-out VMs are moved to ``running`` and
         ``migrating``, get ``checkout`` (and the token fields and lifetime when given) and a
-        ``checkout`` event is published on their pool's channel. The script carries a deadline in
-        Redis's clock (now + the client's reply timeout); run later than that, it changes nothing.
+        ``checkout`` event is published on their pool's channel; ``tenant`` ('' = anonymous) counts them
+        (``keys.TENANT_RUNNING``). The script carries a deadline in Redis's clock (now + the client's
+        reply timeout); run later than that, it changes nothing.
 
         Raises:
             PoolEmpty: a pick found no ready VM in any candidate; nothing was changed.
+            OverQuota: ``tenant`` would hold more than ``quota`` running VMs; nothing was changed.
             StoreUnavailable: Redis ran the script after its deadline; nothing was changed.
         """
         if not picks:
@@ -315,7 +341,9 @@ class VMs:
         argv.append(len(picks))
         for pick in picks:
             argv += [pick.requested, len(pick.candidates), *(pool_index[p] for p in pick.candidates)]
+        argv += [tenant, "" if quota is None else quota]
         argv.append(self._clock.deadline_ms(self._redis, self._reply_timeout))
+        script_keys += [keys.TENANT_RUNNING, keys.TENANT_HELD]
         claim = keys.checkout_claim(secrets.token_hex(12))
         try:
             reply = self._checkout(keys=[*script_keys, claim], args=argv)
@@ -326,6 +354,8 @@ class VMs:
             raise StoreUnavailable("redis answered a checkout after its deadline; nothing was changed")
         if int(reply[0]) == 0:
             raise PoolEmpty(reply[1])
+        if int(reply[0]) == -2:
+            raise OverQuota(tenant, int(reply[1]))
         return [Allocation(reply[i], reply[i + 1], reply[i + 2]) for i in range(1, len(reply), 3)]
 
     def _cancel_quietly(self, claim: str, script_keys: list[str]) -> None:
@@ -353,7 +383,7 @@ class VMs:
         check_transition(VMState.RUNNING, VMState.COMPLETED)
         event = bus.encode(bus.Returned(pool=pool, vm=vm))
         moved = self._return(
-            keys=[keys.running_set(pool), keys.completed_set(pool)],
+            keys=[keys.running_set(pool), keys.completed_set(pool), keys.TENANT_HELD, keys.TENANT_RUNNING],
             args=[vm, keys.events_channel(pool), event],
         )
         return bool(moved)
@@ -393,7 +423,8 @@ class VMs:
         check_transition(src, dst)
         fields = fields or {}
         script_keys = [keys.state_set(src.value, pool), keys.state_set(dst.value, pool), keys.vm_hash(vm)]
-        argv: list[Any] = [vm, len(fields), *_flat(fields)]
+        tenant_keys = [keys.TENANT_HELD, keys.TENANT_RUNNING] if src is VMState.RUNNING else ["", ""]
+        argv: list[Any] = [vm, *tenant_keys, len(fields), *_flat(fields)]
         append_writes(script_keys, argv, other)
         return bool(self._move(keys=script_keys, args=argv))
 
@@ -454,7 +485,10 @@ class VMs:
             check_transition(state, None)
         script_keys = [*state_sets(pool), keys.migrating_set(pool), keys.active_hash(pool), keys.vm_hash(vm)]
         source = 0 if src is None else _STATES.index(src) + 1
-        argv: list[Any] = [vm, int(ttl_seconds), source, *_flat(fields or {})]
+        running = _STATES.index(VMState.RUNNING) + 1
+        argv: list[Any] = [
+            vm, int(ttl_seconds), source, running, keys.TENANT_HELD, keys.TENANT_RUNNING, *_flat(fields or {})
+        ]
         return bool(self._retire(keys=script_keys, args=argv))
 
     @translated

@@ -1,8 +1,13 @@
-"""Writes to other hashes that a transition script makes in the same step (the boot stats and
-``lastboot`` of a VM becoming ready): one Lua function and the one way to pass them.
+"""Lua functions that several transition scripts share.
 
-A script that takes them ends its ARGV with ``(key index, field, value)`` triples, the keys appended to
-its KEYS by :func:`append_writes`, and calls ``write_others(<first ARGV index of the triples>)``.
+``WRITE_OTHERS``: writes to other hashes that a transition makes in the same step (the boot stats and
+``lastboot`` of a VM becoming ready). A script that takes them ends its ARGV with ``(key index, field,
+value)`` triples, the keys appended to its KEYS by :func:`append_writes`, and calls
+``write_others(<first ARGV index of the triples>)``.
+
+``HAND_OUT``: ready → running for an owner, as both the immediate checkout and the queue's dispatch do.
+``RELEASE_TENANT``: the tenant's count of running VMs goes down once when a VM leaves running (return,
+expiry, destroy, an undone checkout); ``keys.TENANT_HELD`` (VM → tenant) says whether it is still counted.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["WRITE_OTHERS", "append_writes"]
+__all__ = ["HAND_OUT", "RELEASE_TENANT", "WRITE_OTHERS", "append_writes"]
 
 WRITE_OTHERS = """
 local function write_others(first)
@@ -18,6 +23,41 @@ local function write_others(first)
   while i <= #ARGV do
     redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
     i = i + 3
+  end
+end
+"""
+
+# o: {running, migrating, active, hash, channel, pool, now, token, user, lifetime, tenant, held, counts};
+# the VM is already out of ready. tenant '' is the anonymous tenant (counted, never limited).
+HAND_OUT = """
+local function hand_out(vm, o)
+  redis.call('SADD', o.running, vm)
+  redis.call('SADD', o.migrating, vm)
+  redis.call('HSET', o.active, vm, o.now)
+  redis.call('HSET', o.hash, 'checkout', o.now)
+  redis.call('HSET', o.held, vm, o.tenant)
+  if o.tenant ~= '' then
+    redis.call('HSET', o.hash, 'tenant', o.tenant)
+  end
+  if o.token ~= '' then
+    redis.call('HSET', o.hash, 'token:token', o.token, 'token:user', o.user)
+  end
+  if o.lifetime ~= '' then
+    redis.call('HSET', o.hash, 'lifetime', o.lifetime)
+  end
+  redis.call('HINCRBY', o.counts, o.tenant, 1)
+  redis.call('PUBLISH', o.channel, cjson.encode({event = 'checkout', pool = o.pool, vm = vm}))
+end
+"""
+
+RELEASE_TENANT = """
+local function release_tenant(vm, held, counts)
+  local tenant = redis.call('HGET', held, vm)
+  if tenant then
+    redis.call('HDEL', held, vm)
+    if redis.call('HINCRBY', counts, tenant, -1) <= 0 then
+      redis.call('HDEL', counts, tenant)
+    end
   end
 end
 """
