@@ -13,11 +13,13 @@ on its own loop, so a lost event delays work and never loses it. Each event is a
   for a clone slot, clones at once.
 * ``config`` (:class:`ConfigChanged`): by the API's pool configuration endpoints (size, template, clone
   target, reset, undo); the pool runs a pass at once.
+* ``demand`` (:class:`QueueDemand`): by the API, inside the enqueue script of a waiting checkout (once
+  per pool it wants first); the pool clones for it at once.
 * ``ondemand`` (:class:`OnDemandQueued`): by the API for a new on-demand request (once per pool it
   names), and by the manager when an on-demand clone is queued again or an on-demand clone slot is
   freed; the provider process's on-demand actor takes the request in and starts its clones at once.
 
-Events made in Python are written by :func:`encode`; the two made inside Lua scripts write the same
+Events made in Python are written by :func:`encode`; the ones made inside Lua scripts write the same
 fields with ``cjson.encode`` (``tests/unit/test_bus.py`` decodes what the scripts publish).
 """
 
@@ -34,6 +36,7 @@ __all__ = [
     "ConfigChanged",
     "Event",
     "OnDemandQueued",
+    "QueueDemand",
     "Returned",
     "SlotFreed",
     "TaskQueued",
@@ -92,7 +95,14 @@ class OnDemandQueued:
     request_id: str
 
 
-Event = CheckedOut | Returned | TaskQueued | SlotFreed | ConfigChanged | OnDemandQueued
+@attrs.frozen
+class QueueDemand:
+    """A checkout waits for a VM of ``pool``: clone for it."""
+
+    pool: str
+
+
+Event = CheckedOut | Returned | TaskQueued | SlotFreed | ConfigChanged | OnDemandQueued | QueueDemand
 
 _KINDS: dict[str, type[Event]] = {
     "checkout": CheckedOut,
@@ -101,6 +111,7 @@ _KINDS: dict[str, type[Event]] = {
     "slot": SlotFreed,
     "config": ConfigChanged,
     "ondemand": OnDemandQueued,
+    "demand": QueueDemand,
 }
 _NAMES = {cls: kind for kind, cls in _KINDS.items()}
 

@@ -21,6 +21,7 @@ __all__ = [
     "QUEUE",
     "QUEUE_CHANNEL",
     "QUEUE_DEMAND",
+    "QUEUE_WANTED",
     "PROVISIONING_PROCESSING",
     "PROVISIONING_REQUEST",
     "TASKS_CLONE",
@@ -51,6 +52,7 @@ __all__ = [
     "pending_set",
     "pool_hash",
     "queue_request",
+    "queue_worker",
     "ratelimit",
     "ready_set",
     "running_set",
@@ -94,6 +96,7 @@ ONDEMAND_WAITING = _P + "tasks__ondemandclone_waiting"  # ours: a pool of each p
 # the tenant hash counts each tenant's running VMs; the channel carries the ids of served requests.
 QUEUE = _P + "queue"
 QUEUE_DEMAND = _P + "queue__demand"
+QUEUE_WANTED = _P + "queue__wanted"  # pool -> waiting picks that list it as any candidate
 QUEUE_CHANNEL = _P + "queue__events"
 TENANT_RUNNING = _P + "tenant_running"
 TENANT_HELD = _P + "tenant_held"  # running VM -> the tenant it is counted for
@@ -221,6 +224,12 @@ def queue_request(request_id: str) -> str:
     """Ours: one waiting checkout's hash (its picks, tenant, priority, owner, status and, once served,
     its VMs); the prefix with ``""``."""
     return f"{_P}queue__req__{request_id}"
+
+
+def queue_worker(worker: str) -> str:
+    """Ours: an API worker's liveness (a short TTL it renews); its waiting requests are dropped without
+    it. The prefix with ``""``."""
+    return f"{_P}queue__worker__{worker}"
 
 
 def dlq(queue: str) -> str:

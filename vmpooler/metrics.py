@@ -564,3 +564,22 @@ HTTP_EXCEPTIONS = Counter(
     ["exception"],
 )
 __all__ += ["HTTP_EXCEPTIONS"]
+
+QUEUE_WAIT = Histogram(
+    "vmpooler_checkout_wait_seconds",
+    "Seconds a waiting checkout waited, by outcome: served, timeout, disconnected",
+    ["outcome"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+)
+QUEUE_DEPTH = Gauge(
+    "vmpooler_queue_depth",
+    "Waiting checkouts, by priority (computed by GET /queue and each scrape)",
+    ["priority"],
+    multiprocess_mode="mostrecent",
+)
+QUEUE_OLDEST = Gauge(
+    "vmpooler_queue_oldest_wait_seconds",
+    "Seconds the oldest waiting checkout has waited (computed by GET /queue and each scrape)",
+    multiprocess_mode="mostrecent",
+)
+__all__ += ["QUEUE_DEPTH", "QUEUE_OLDEST", "QUEUE_WAIT"]

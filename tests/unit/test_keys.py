@@ -98,8 +98,17 @@ def test_every_exported_name_is_used_by_a_test_here() -> None:
         "USER_TOKENS_INDEXED", "events_channel", "state_set", "token_pattern", "ODCREATE_TASK",
         "TEMPLATE_DELTAS", "UNDO_SIZE_OVERRIDE", "UNDO_TEMPLATE_OVERRIDE", "odrequest", "odrequest_vms",
         "ONDEMAND_LEASES", "ONDEMAND_WAITING", "CIRCUIT_BREAKERS", "dlq", "checkout_claim", "ratelimit",
+        "QUEUE", "QUEUE_CHANNEL", "QUEUE_DEMAND", "QUEUE_WANTED", "TENANT_RUNNING", "TENANT_HELD",
+        "queue_request", "queue_worker",
     }  # fmt: skip
     assert exported == tested
+
+
+def test_queue_keys_keep_the_original_prefix_and_do_not_collide_with_pool_channels() -> None:
+    assert keys.queue_request("r1") == "vmpooler__queue__req__r1"
+    assert keys.queue_worker("w1") == "vmpooler__queue__worker__w1"
+    # a pool called "queue" has the channel vmpooler__events__queue; the queue's channel is elsewhere
+    assert keys.QUEUE_CHANNEL != keys.events_channel("queue")
 
 
 def test_every_exported_name_is_used_by_the_program() -> None:

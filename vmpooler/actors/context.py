@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from vmpooler.lifecycle import Policy
+from vmpooler.store.queue import QueueSettings
 from vmpooler.textnum import whole_number
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class PoolContext:
         provider: the plugin instance (thread-safe; called from many actor threads).
         pool_threads: the dispatcher the PoolActors (and the ProviderActor) run on.
         vm_threads: the dispatcher the VMActors run on; its size bounds the provider calls in flight.
+        queue_settings: tenant weights and quotas for the queue dispatch after a VM turns ready.
     """
 
     config: Config
@@ -43,6 +45,9 @@ class PoolContext:
     vm_threads: Dispatcher
     clock: Callable[[], float] = time.time
     rng: random.Random = attrs.field(factory=random.Random)
+    queue_settings: QueueSettings = attrs.field(
+        default=attrs.Factory(lambda self: QueueSettings.from_config(self.config), takes_self=True)
+    )
 
     @property
     def name(self) -> str:

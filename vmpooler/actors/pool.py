@@ -45,7 +45,7 @@ from vmpooler.actors.messages import (
     VMIdle,
 )
 from vmpooler.actors.vm import VMActor, observation_of, record_of
-from vmpooler.bus import CheckedOut, ConfigChanged, Returned, SlotFreed, TaskQueued
+from vmpooler.bus import CheckedOut, ConfigChanged, QueueDemand, Returned, SlotFreed, TaskQueued
 from vmpooler.errors import ProviderError, StoreError
 from vmpooler.lifecycle import Forget, Probe, Wait, decide, settle_overlap
 from vmpooler.log import get_logger
@@ -119,7 +119,8 @@ class PoolActor(PooledActor):
             match message:
                 case Check():
                     self.check()
-                case CheckedOut() | SlotFreed():  # a VM left ready, or a clone slot is free: clone
+                case CheckedOut() | SlotFreed() | QueueDemand():  # a VM left ready, a slot is free, or
+                    # a checkout waits for this pool: clone
                     self._repopulate_now()
                 case Returned(vm=vm):
                     self._tell(vm, DestroyNow())
@@ -216,7 +217,9 @@ class PoolActor(PooledActor):
             snap = attrs.evolve(snap, ready=frozenset(), pending=frozenset(self._ondemand))
         if ctx.config.globals.purge_enabled:
             snap = self._purge(snap, view, inventory)
-        cloned = self._repopulate(snap)
+        if view.wanted and snap.ready:  # a safety net: each VM that turns ready dispatches already
+            ctx.store.queue.dispatch(ctx.queue_settings, now=format_time(ctx.clock()))
+        cloned = self._repopulate(snap, view.demand)
         self._gauges(snap, view)
         # a pool refused a clone slot is not idle: it keeps the minimum delay (a released slot also
         # wakes it through a 'slot' event)
@@ -285,18 +288,26 @@ class PoolActor(PooledActor):
             if vm not in known:
                 self._tell(vm, Look(None, vm in inventory), create=False)
 
-    def _repopulate(self, snap: PoolSnapshot) -> int:
+    def _target(self, demand: int) -> int:
+        """VMs to keep ready or pending: the size, plus what waiting checkouts want (up to ``max_size``)."""
+        target = self._size + max(0, demand)
+        cap = self._ctx.pool.max_size
+        return target if cap is None else min(target, max(cap, self._size))
+
+    def _repopulate(self, snap: PoolSnapshot, demand: int) -> int:
         ready, pending = len(snap.ready), len(snap.pending - self._ondemand)
-        if ready > self._size:
-            self._drain(sorted(snap.ready)[: ready - self._size], "pool above its size")
+        target = self._target(demand)
+        if ready > target:
+            self._drain(sorted(snap.ready)[: ready - target], "pool above its size")
             if pending:
                 self._drain(snap.pending, "pool above its size")
             return 0
-        return self._clone_up_to(self._size - (ready + pending))
+        return self._clone_up_to(target - (ready + pending))
 
     def _repopulate_now(self) -> None:
         counts = self._ctx.store.stats.pool_counts([self._ctx.name])[self._ctx.name]
-        self._clone_up_to(self._size - (counts.ready + counts.pending - len(self._ondemand)))
+        demand = self._ctx.store.queue.demand_of(self._ctx.name)
+        self._clone_up_to(self._target(demand) - (counts.ready + counts.pending - len(self._ondemand)))
 
     def _clone_up_to(self, wanted: int) -> int:
         self._starved = False

@@ -418,7 +418,13 @@ class VMActor(PooledActor):
             unwanted = f"request {request_id} is over or has its VMs"
         else:
             moved = ctx.store.vms.become_ready(
-                ctx.name, self._name, template=ctx.pool.template, fields={"ready": at}, other=boot_writes
+                ctx.name,
+                self._name,
+                template=ctx.pool.template,
+                fields={"ready": at},
+                other=boot_writes,
+                # a waiting checkout gets the VM in the same MULTI, before any other checkout sees it
+                after=lambda pipe: ctx.store.queue.dispatch_after(pipe, ctx.queue_settings, now=at),
             )
             done = "moved from 'pending' to 'ready' queue"
             unwanted = "cloned from a template the pool no longer uses"

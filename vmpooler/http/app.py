@@ -17,7 +17,9 @@ from vmpooler.http.context import ApiContext
 from vmpooler.http.errors import install_error_handlers
 from vmpooler.http.middleware import BodyLimit, GzipResponses, OptionsAnswers, RequestMetrics
 from vmpooler.http.ratelimit import rate_limiting
-from vmpooler.http.resources import dashboard, meta, ondemand, poolconfig, status, token, vm
+from vmpooler.http.resources import dashboard, meta, ondemand, poolconfig, queue, status, token, vm
+from vmpooler.http.waiting import Waiters
+from vmpooler.store.queue import QueueSettings
 
 if TYPE_CHECKING:
     from vmpooler.config import Config
@@ -54,6 +56,7 @@ def _mount(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(f"{prefix}/poolreset", poolconfig.PoolReset(ctx))
     app.add_route(f"{prefix}/token", token.TokenCollection(ctx))
     app.add_route(f"{prefix}/token/{{token}}", token.TokenItem(ctx))
+    app.add_route(f"{prefix}/queue", queue.Queue(ctx))
     app.add_route(f"{prefix}/ondemandvm", ondemand.OnDemandCollection(ctx))
     app.add_route(f"{prefix}/ondemandvm/{{name}}", ondemand.OnDemandItem(ctx))
 
@@ -98,7 +101,13 @@ def create_app(
     elif authenticator is None:
         authenticator = make_authenticator(config.auth)
     base = ApiContext(
-        config=config, store=store, clock=clock, rng=rng or random.Random(), authenticator=authenticator
+        config=config,
+        store=store,
+        clock=clock,
+        rng=rng or random.Random(),
+        authenticator=authenticator,
+        queue_settings=QueueSettings.from_config(config),
+        waiters=Waiters(store, config.globals.queue_waiters),
     )
     for version in API_VERSIONS:
         _mount(app, base.with_version(version))

@@ -15,11 +15,13 @@ import falcon
 
 from vmpooler.http.errors import ApiError
 from vmpooler.store import Pick
+from vmpooler.store.queue import QueueSettings
 from vmpooler.timeutil import format_time
 
 if TYPE_CHECKING:
     from vmpooler.config import Config
     from vmpooler.http.auth import Authenticator
+    from vmpooler.http.waiting import Waiters
     from vmpooler.store import Store
 
 __all__ = ["ApiContext", "Owner", "generate_token"]
@@ -64,6 +66,8 @@ class ApiContext:
     Attributes:
         version: 1, 2 or 3 (``/api/v<version>``).
         authenticator: checks Basic credentials of the token routes; None when no ``:auth:``.
+        queue_settings: tenant weights and quotas, for every checkout and queue dispatch.
+        waiters: this worker's waiting checkouts (``vmpooler.http.waiting``).
     """
 
     config: Config
@@ -72,6 +76,8 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     rng: random.Random = attrs.field(factory=random.Random)
     authenticator: Authenticator | None = None
+    queue_settings: QueueSettings = attrs.field(factory=QueueSettings)
+    waiters: Waiters | None = None  # None: checkouts never wait (wait is ignored)
 
     def with_version(self, version: int) -> ApiContext:
         return attrs.evolve(self, version=version)

@@ -106,9 +106,10 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
     config = load_config(args.config_path, env=args.config_env)
     setup_logging(logfile=config.globals.logfile)
     metrics.configure_sink(config)
+    waiters = config.globals.queue_waiters  # each waiting checkout holds a thread (vmpooler.http.waiting)
     store = Store.from_url(
         args.redis_url,
-        max_connections=max(args.threads + 2, config.redis.connection_pool_size),
+        max_connections=max(args.threads + 2, config.redis.connection_pool_size) + 2,  # + the queue watcher
         socket_timeout=config.redis.api_timeout,
     )
     if not config.pools_given:
@@ -117,9 +118,11 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
     server = waitress.create_server(
         app,
         sockets=[args.sock],
-        threads=args.threads,
+        threads=args.threads + waiters,
         ident="vmpooler",
-        connection_limit=1000,
+        connection_limit=1000 + waiters,
+        # lets a waiting checkout see its client disconnect (environ["waitress.client_disconnected"])
+        channel_request_lookahead=1,
         channel_timeout=60,
         # Bodies up to 4x the limit reach BodyLimit (a JSON 413); waitress refuses larger ones itself,
         # without reading them, with a plain-text 413 (its error pages cannot be JSON).

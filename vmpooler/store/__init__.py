@@ -36,6 +36,7 @@ from vmpooler.store.ondemand import OnDemand
 from vmpooler.store.passes import Passes, PassView
 from vmpooler.store.pools import Pools
 from vmpooler.store.provisioning import Claim, Provisioning
+from vmpooler.store.queue import Queues
 from vmpooler.store.ratelimit import RateLimits
 from vmpooler.store.slots import Slots
 from vmpooler.store.stats import PoolCounts, Stats
@@ -78,6 +79,7 @@ class Store:
         self.ondemand = OnDemand(client)
         self.provisioning = Provisioning(client)
         self.ratelimit = RateLimits(client)
+        self.queue = Queues(client)
 
     @classmethod
     def from_url(

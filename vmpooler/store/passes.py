@@ -1,6 +1,7 @@
 """What one PoolActor pass reads, in one script: the pool's sets, the hashes of its live VMs, its
 checkout times, its size, template and clone target overrides, the template last prepared for it, a
-pending reset request and undo requests (claimed), and whether any task waits.
+pending reset request and undo requests (claimed), whether any task waits, and what waiting checkouts
+want of it.
 
 A pass used to make seven round trips; at 1,000 pools passing every few seconds they were most of an
 idle provider's CPU (docs/performance.md). Redis runs the script alone, so the view is consistent: no
@@ -21,9 +22,10 @@ __all__ = ["PassView", "Passes"]
 
 # KEYS: the state sets in VMState order, the migrating set, the active hash, the poolsize override hash,
 # the pool reset set, the three task sets, the template and clone target override hashes, the prepared
-# template hash, the two undo sets. ARGV: pool, the VM hash prefix.
+# template hash, the two undo sets, the queue's demand and wanted hashes. ARGV: pool, the VM hash prefix.
 # -> {members of each set..., active hash flat, size override or false, reset claimed, tasks waiting,
-#     {vm, hash flat, vm, hash flat, ...}, template override, clone target override, prepared, undone}
+#     {vm, hash flat, vm, hash flat, ...}, template override, clone target override, prepared, undone,
+#     demand, wanted}
 _READ = """
 local out = {}
 for i = 1, 6 do out[i] = redis.call('SMEMBERS', KEYS[i]) end
@@ -43,6 +45,8 @@ out[12] = redis.call('HGET', KEYS[13], ARGV[1])
 out[13] = redis.call('HGET', KEYS[14], ARGV[1])
 out[14] = redis.call('HGET', KEYS[15], ARGV[1])
 out[15] = redis.call('SREM', KEYS[16], ARGV[1]) + redis.call('SREM', KEYS[17], ARGV[1])
+out[16] = redis.call('HGET', KEYS[18], ARGV[1])
+out[17] = redis.call('HGET', KEYS[19], ARGV[1])
 return out
 """
 
@@ -62,6 +66,8 @@ class PassView:
         clone_target_override: ``vmpooler__config__clone_target``'s value for the pool, if any.
         prepared_template: ``vmpooler__template__prepared``'s value for the pool, if any.
         undone: an undo of a size or template override was waiting, and is now claimed.
+        demand: VMs waiting checkouts want of this pool (as their first candidate): it clones for them.
+        wanted: waiting picks that list this pool as any candidate (a dispatch may have work).
     """
 
     snapshot: PoolSnapshot
@@ -74,6 +80,8 @@ class PassView:
     clone_target_override: str | None = None
     prepared_template: str | None = None
     undone: bool = False
+    demand: int = 0
+    wanted: int = 0
 
 
 def _pairs(flat: list[Any]) -> dict[str, Any]:
@@ -103,6 +111,8 @@ class Passes:
                 keys.TEMPLATE_PREPARED,
                 keys.UNDO_SIZE_OVERRIDE,
                 keys.UNDO_TEMPLATE_OVERRIDE,
+                keys.QUEUE_DEMAND,
+                keys.QUEUE_WANTED,
             ],
             args=[pool, keys.vm_hash("")],
         )
@@ -119,4 +129,6 @@ class Passes:
             clone_target_override=reply[12],
             prepared_template=reply[13],
             undone=bool(reply[14]),
+            demand=max(0, int(reply[15] or 0)),
+            wanted=max(0, int(reply[16] or 0)),
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -24,7 +24,10 @@ from vmpooler.store.writes import HAND_OUT, RELEASE_TENANT, WRITE_OTHERS, append
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Allocation", "Pick", "PoolSnapshot", "VMs"]
+__all__ = ["After", "Allocation", "Pick", "PoolSnapshot", "VMs"]
+
+After = Callable[[Any], None]
+"""Adds commands to a MULTI pipeline after a transition's script (``VMs.return_vm``, ``become_ready``)."""
 
 # The sets a VM can be in, in the order the manager looks at them (``VMState``'s order).
 _STATES = tuple(VMState)
@@ -124,7 +127,7 @@ for entry in string.gmatch(record, '[^,]+') do
     redis.call('SREM', KEYS[base + 3], vm)
     redis.call('HDEL', KEYS[base + 4], vm)
     release_tenant(vm, KEYS[#KEYS], KEYS[#KEYS - 1])
-    redis.call('HDEL', ARGV[1] .. vm, 'checkout', 'token:token', 'token:user', 'lifetime', 'tenant')
+    redis.call('HDEL', ARGV[1] .. vm, 'checkout', 'token:token', 'token:user', 'lifetime')
     redis.call('SADD', KEYS[base + 1], vm)
     back = back + 1
   end
@@ -374,19 +377,34 @@ class VMs:
             log.warning("a checkout whose reply came too late was undone: %d VM(s) back to ready", back)
 
     @translated
-    def return_vm(self, vm: str, pool: str) -> bool:
+    def return_vm(self, vm: str, pool: str, *, after: After | None = None) -> bool:
         """Move a running VM to completed and publish a ``return`` event.
+
+        Args:
+            after: adds commands to the same MULTI (a queue dispatch: the tenant may have room now).
 
         Returns:
             False if the VM was not running (nothing changed).
         """
         check_transition(VMState.RUNNING, VMState.COMPLETED)
         event = bus.encode(bus.Returned(pool=pool, vm=vm))
-        moved = self._return(
-            keys=[keys.running_set(pool), keys.completed_set(pool), keys.TENANT_HELD, keys.TENANT_RUNNING],
-            args=[vm, keys.events_channel(pool), event],
+        return bool(
+            self._then(
+                self._return,
+                [keys.running_set(pool), keys.completed_set(pool), keys.TENANT_HELD, keys.TENANT_RUNNING],
+                [vm, keys.events_channel(pool), event],
+                after,
+            )
         )
-        return bool(moved)
+
+    def _then(self, script: Any, script_keys: list[str], argv: list[Any], after: After | None) -> Any:
+        """Run ``script``, alone or first in a MULTI that ``after`` adds to; its reply."""
+        if after is None:
+            return script(keys=script_keys, args=argv)
+        with self._redis.pipeline(transaction=True) as pipe:
+            script(keys=script_keys, args=argv, client=pipe)
+            after(pipe)
+            return pipe.execute()[0]
 
     # -- the manager's transitions ----------------------------------------------------------------------
 
@@ -437,6 +455,7 @@ class VMs:
         template: str,
         fields: Mapping[str, str],
         other: Sequence[tuple[str, str, str]] = (),
+        after: After | None = None,
     ) -> VMState | None:
         """pending → ready, unless the VM was cloned from a template that is no longer the pool's.
 
@@ -458,7 +477,7 @@ class VMs:
         ]
         argv: list[Any] = [vm, pool, template, len(fields), *_flat(fields)]
         append_writes(script_keys, argv, other)
-        result = self._ready(keys=script_keys, args=argv)
+        result = self._then(self._ready, script_keys, argv, after)
         return {1: VMState.READY, 2: VMState.COMPLETED}.get(int(result))
 
     @translated

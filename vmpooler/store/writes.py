@@ -36,9 +36,6 @@ local function hand_out(vm, o)
   redis.call('HSET', o.active, vm, o.now)
   redis.call('HSET', o.hash, 'checkout', o.now)
   redis.call('HSET', o.held, vm, o.tenant)
-  if o.tenant ~= '' then
-    redis.call('HSET', o.hash, 'tenant', o.tenant)
-  end
   if o.token ~= '' then
     redis.call('HSET', o.hash, 'token:token', o.token, 'token:user', o.user)
   end

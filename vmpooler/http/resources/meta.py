@@ -13,6 +13,7 @@ from vmpooler import metrics
 from vmpooler.errors import StoreError
 from vmpooler.http.context import ApiContext
 from vmpooler.http.errors import ApiError
+from vmpooler.http.resources.queue import queue_body
 from vmpooler.http.stats import health_body, pool_sizes
 
 __all__ = ["Config", "Healthcheck", "Metrics", "NotFound", "OpenAPI", "Root"]
@@ -104,6 +105,7 @@ class Metrics:
             try:
                 names = [pool.name for pool in self._ctx.config.pools]
                 health_body(self._ctx, self._ctx.store.stats.pool_counts(names))
+                queue_body(self._ctx)
             except StoreError as exc:  # the scrape still answers: the other metrics are in files
                 log.warning("health verdict for the scrape failed: %s", exc)
         resp.content_type = metrics.CONTENT_TYPE_LATEST

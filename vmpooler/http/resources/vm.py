@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import falcon
 
 from vmpooler import metrics
-from vmpooler.errors import PoolEmpty
 from vmpooler.http import usage, validate
+from vmpooler.http.checkout import OPTION_KEYS, checkout_options, hand_out
 from vmpooler.http.context import ApiContext, generate_token, group_hostnames
 from vmpooler.http.errors import ApiError
 from vmpooler.http.rubyfmt import ruby_to_s
@@ -30,8 +30,14 @@ __all__ = ["VMCollection", "VMDisk", "VMItem", "VMSnapshot", "VMSnapshotRevert"]
 log = logging.getLogger(__name__)
 
 
-def _checkout(ctx: ApiContext, req: falcon.Request, resp: falcon.Response, wanted: Mapping[str, int]) -> None:
-    """The shared part of both checkout forms."""
+def _checkout(
+    ctx: ApiContext,
+    req: falcon.Request,
+    resp: falcon.Response,
+    wanted: Mapping[str, int],
+    body: Mapping[str, Any],
+) -> None:
+    """The shared part of both checkout forms (``vmpooler.http.checkout``: waiting, priority, tenants)."""
     if not wanted:
         metrics.CHECKOUT_INVALID.labels("unknown").inc()
         raise ApiError(404)
@@ -40,19 +46,9 @@ def _checkout(ctx: ApiContext, req: falcon.Request, resp: falcon.Response, wante
         for name in unknown:
             metrics.CHECKOUT_INVALID.labels(name).inc()
         raise ApiError(404)
+    options = checkout_options(ctx, req, body)
     owner = ctx.owner(req, required=False)
-    lifetime = ctx.config.globals.vm_lifetime_auth if owner else None
-    try:
-        allocations = ctx.store.vms.checkout(
-            ctx.plan(wanted),
-            now=ctx.now(),
-            token=owner.token if owner else None,
-            user=owner.user if owner else None,
-            lifetime=lifetime or None,
-        )
-    except PoolEmpty as empty:
-        metrics.CHECKOUT_EMPTY.labels(empty.requested).inc()
-        raise ApiError(503) from None
+    allocations = hand_out(ctx, req, ctx.plan(wanted), owner, options)
     for alloc in allocations:
         metrics.CHECKOUT_SUCCESS.labels(alloc.pool).inc()
         if ctx.config.globals.usage_stats:  # a new VM has no tags yet: only its user is known
@@ -63,6 +59,17 @@ def _checkout(ctx: ApiContext, req: falcon.Request, resp: falcon.Response, wante
         **group_hostnames(ctx, allocations),
         **ctx.v1_domain(a.pool for a in allocations),
     }
+
+
+def _options_body(req: falcon.Request) -> Mapping[str, Any]:
+    """The options of a ``POST /vm/<spec>`` body (``{"wait": 60}``); the original ignored that body, so
+    one that is not a JSON object is ignored too."""
+    if not req.content_length:
+        return {}
+    try:
+        return validate.json_object(req.bounded_stream.read(validate.MAX_BODY + 1))
+    except ApiError:
+        return {}
 
 
 def _existing_vm(ctx: ApiContext, host: str, *, validate_name: bool = True) -> tuple[str, dict[str, str]]:
@@ -101,8 +108,10 @@ class VMCollection:
         body = validate.json_object(req.bounded_stream.read(validate.MAX_BODY + 1))
         wanted: dict[str, int] = {}
         for name, count in body.items():
+            if name in OPTION_KEYS and name not in self._ctx.config.pool_names:
+                continue
             wanted[validate.pool_name(name)] = validate.vm_count(count)
-        _checkout(self._ctx, req, resp, wanted)
+        _checkout(self._ctx, req, resp, wanted, body)
 
 
 class VMItem:
@@ -118,7 +127,7 @@ class VMItem:
             wanted[part] = wanted.get(part, 0) + 1
         if len(wanted) > 100 or sum(wanted.values()) > 100 * len(wanted):
             raise ApiError(400, error="Too many VMs requested")
-        _checkout(self._ctx, req, resp, wanted)
+        _checkout(self._ctx, req, resp, wanted, _options_body(req))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         metrics.HTTP_REQUESTS_VM.labels("get", "vm", "hostname").inc()
@@ -156,7 +165,10 @@ class VMItem:
             or data.get("template")
             or ctx.store.vms.running_pool_of(vm, (p.name for p in ctx.config.pools))
         )
-        if pool and ctx.store.vms.return_vm(vm, pool):
+        settings, now = ctx.queue_settings, ctx.now()
+        if pool and ctx.store.vms.return_vm(
+            vm, pool, after=lambda pipe: ctx.store.queue.dispatch_after(pipe, settings, now=now)
+        ):
             metrics.DELETE_SUCCESS.inc()
             if ctx.config.globals.usage_stats:
                 usage.record("destroy", data, pool)

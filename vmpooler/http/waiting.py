@@ -1,0 +1,165 @@
+"""Waiting checkouts in one API worker: the threads that wait, and the one thread that wakes them.
+
+A waiting checkout holds its waitress thread (WSGI has no other way) on a ``threading.Event`` keyed by
+its request id; at most ``:config: queue_waiters`` do so at once per worker (waitress gets that many
+threads more than ``VMPOOLER_API_THREADS``, so the other routes always have theirs). One watcher
+thread per worker, started with the first waiter:
+
+* listens on ``keys.QUEUE_CHANNEL`` and sets the event of each of its requests a dispatch served;
+* every second, sets the event of a waiter whose client disconnected (waitress's
+  ``waitress.client_disconnected``, with ``channel_request_lookahead`` on);
+* every 2 s, reads the status of every waiter in one round trip (a message lost while the
+  subscription reconnected costs at most that);
+* every 5 s, renews this worker's liveness key (``Queues.beat``): a dispatch drops the requests of a
+  worker that stopped beating, so the waiters of a crashed worker never take VMs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from vmpooler import keys
+from vmpooler.errors import StoreError
+
+__all__ = ["Waiter", "Waiters"]
+
+log = logging.getLogger(__name__)
+
+_DISCONNECT_EVERY = 1.0
+_POLL_EVERY = 2.0
+_BEAT_EVERY = 5.0
+
+
+@attrs.define
+class Waiter:
+    """One waiting request: its event, and how to tell whether its client has gone."""
+
+    request_id: str
+    event: threading.Event = attrs.Factory(threading.Event)
+    disconnected: Callable[[], bool] | None = None
+    gone: bool = False  # set by the watcher: the client disconnected
+
+
+class Waiters:
+    """The waiting requests of this worker and their watcher (see the module docstring).
+
+    Args:
+        store: the worker's store.
+        capacity: the most requests that may wait at once.
+    """
+
+    def __init__(self, store: Any, capacity: int) -> None:
+        self.worker = uuid.uuid4().hex
+        self._store = store
+        self._slots = threading.BoundedSemaphore(capacity)
+        self._waiters: dict[str, Waiter] = {}
+        self._lock = threading.Lock()
+        self._started = False
+        self._stop = threading.Event()
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def enter(self, request_id: str, disconnected: Callable[[], bool] | None) -> Waiter | None:
+        """Register a waiter; None when this worker already holds ``capacity`` of them."""
+        if not self._slots.acquire(blocking=False):
+            return None
+        waiter = Waiter(request_id, disconnected=disconnected)
+        with self._lock:
+            self._waiters[request_id] = waiter
+            if not self._started:
+                self._start()
+        return waiter
+
+    def leave(self, waiter: Waiter) -> None:
+        with self._lock:
+            if self._waiters.pop(waiter.request_id, None) is not None:
+                self._slots.release()
+
+    def ensure_alive(self) -> None:
+        """Renew this worker's liveness key now (before its first enqueue)."""
+        self._store.queue.beat(self.worker)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the watcher -----------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._started = True
+        threading.Thread(target=self._watch, daemon=True, name="queue-watcher").start()
+
+    def _watch(self) -> None:
+        pubsub = None
+        next_disconnect = next_poll = next_beat = 0.0
+        while not self._stop.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self._store.client.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(keys.QUEUE_CHANNEL)
+                message = pubsub.get_message(timeout=0.2)
+                if message is not None and message.get("type") == "message":
+                    self._wake(str(message["data"]).split(","))
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any Redis trouble
+                log.warning("queue watcher: %s; resubscribing", exc)
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001, S110 - a broken connection may not close cleanly
+                        pass
+                pubsub = None
+                self._stop.wait(0.5)
+            now = time.monotonic()
+            if now >= next_disconnect:
+                next_disconnect = now + _DISCONNECT_EVERY
+                self._check_disconnects()
+            if now >= next_poll:
+                next_poll = now + _POLL_EVERY
+                self._poll()
+            if now >= next_beat:
+                next_beat = now + _BEAT_EVERY
+                self._beat()
+
+    def _wake(self, request_ids: list[str]) -> None:
+        with self._lock:
+            found = [self._waiters.get(request_id) for request_id in request_ids]
+        for waiter in found:
+            if waiter is not None:
+                waiter.event.set()
+
+    def _check_disconnects(self) -> None:
+        with self._lock:
+            waiters = list(self._waiters.values())
+        for waiter in waiters:
+            try:
+                gone = waiter.disconnected is not None and waiter.disconnected()
+            except Exception:  # noqa: BLE001 - waitress's check must not stop the watcher
+                gone = False
+            if gone:
+                waiter.gone = True
+                waiter.event.set()
+
+    def _poll(self) -> None:
+        with self._lock:
+            ids = list(self._waiters)
+        if not ids:
+            return
+        try:
+            served = self._store.queue.served(ids)
+        except StoreError as exc:
+            log.warning("queue watcher: could not read the waiting requests: %s", exc)
+            return
+        self._wake(list(served))
+
+    def _beat(self) -> None:
+        try:
+            self._store.queue.beat(self.worker)
+        except StoreError as exc:
+            log.warning("queue watcher: could not renew this worker's liveness: %s", exc)

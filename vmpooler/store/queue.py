@@ -1,0 +1,620 @@
+"""Checkouts that wait: the queue of waiting requests, its dispatch, and what it shows.
+
+A waiting checkout is recorded (``enqueue``) and a dispatch runs in the same MULTI. A dispatch walks the
+queue by priority (1 first); within a priority, the tenant holding the fewest running VMs for its
+weight goes first, FIFO within a tenant; a tenant at its quota is skipped (it waits, and blocks nobody).
+Each request gets every VM it asked for or none (all-or-nothing in one script, so two multi-pool requests
+never hold part of what the other needs). A request that cannot be served whole keeps the pools it
+needs from every request after it in that order, so a multi-pool request is not starved by single ones.
+Served → its VMs are handed out as by an immediate checkout, its hash says ``served`` with the VMs, and
+its id is published on ``keys.QUEUE_CHANNEL``.
+
+A dispatch runs after every enqueue, every VM that turns ready, every return (a quota may free up) and
+every cancel, by whichever process caused it (``dispatch_after``). A request whose API worker stopped
+beating (``keys.queue_worker``) or whose deadline passed long ago is dropped by the next dispatch, so a
+crashed worker's waiters never take VMs.
+
+Keys: ``keys.QUEUE`` (zset id → priority × 10¹³ + enqueue ms), ``keys.queue_request(id)`` (hash),
+``keys.QUEUE_DEMAND`` (pool → VMs wanted, by the first candidate of each pick: what the manager clones
+for), ``keys.QUEUE_WANTED`` (pool → picks listing it as any candidate: whether a dispatch has work).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from vmpooler import keys
+from vmpooler.store.connection import translated
+from vmpooler.store.vms import Allocation, Pick
+from vmpooler.store.writes import HAND_OUT, RELEASE_TENANT
+
+if TYPE_CHECKING:
+    from vmpooler.config import Config
+
+__all__ = ["QueueRequest", "QueueSettings", "QueueView", "Queues", "decode_vms"]
+
+_BAND = 10**13  # a score's priority part: priority * _BAND + enqueue epoch ms
+_DROP_GRACE_MS = 30_000  # a request this long past its deadline is dropped by any dispatch
+
+# Picks, as stored: one line per pick, "requested<TAB>pool<TAB>pool...".
+_PICKS_LUA = """
+local function parse_picks(text)
+  local picks = {}
+  for line in string.gmatch(text, '[^\\n]+') do
+    local pick = {pools = {}}
+    for part in string.gmatch(line, '[^\\t]+') do
+      if pick.requested == nil then pick.requested = part else pick.pools[#pick.pools + 1] = part end
+    end
+    picks[#picks + 1] = pick
+  end
+  return picks
+end
+
+-- demand counts the first candidate of each pick, wanted every candidate; sign 1 or -1
+local function count_picks(picks, sign, demand, wanted)
+  for _, pick in ipairs(picks) do
+    if redis.call('HINCRBY', demand, pick.pools[1], sign) <= 0 then redis.call('HDEL', demand, pick.pools[1]) end
+    for _, pool in ipairs(pick.pools) do
+      if redis.call('HINCRBY', wanted, pool, sign) <= 0 then redis.call('HDEL', wanted, pool) end
+    end
+  end
+end
+"""
+
+# KEYS: queue, demand, wanted, request hash. ARGV: id, score, picks, tenant, priority, token, user,
+# lifetime, deadline ms, ttl s, worker, enqueued ms, pool channel prefix. -> 1, or 0 when the id is taken.
+# Publishes a 'demand' event on the channel of each pool the request wants first.
+_ENQUEUE = (
+    _PICKS_LUA
+    + """
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+redis.call('HSET', KEYS[4], 'picks', ARGV[3], 'tenant', ARGV[4], 'priority', ARGV[5], 'token', ARGV[6],
+  'user', ARGV[7], 'lifetime', ARGV[8], 'deadline', ARGV[9], 'worker', ARGV[11], 'enqueued', ARGV[12],
+  'status', 'waiting')
+redis.call('EXPIRE', KEYS[4], ARGV[10])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local picks = parse_picks(ARGV[3])
+count_picks(picks, 1, KEYS[2], KEYS[3])
+local told = {}
+for _, pick in ipairs(picks) do
+  local pool = pick.pools[1]
+  if not told[pool] then
+    told[pool] = true
+    redis.call('PUBLISH', ARGV[13] .. pool, cjson.encode({event = 'demand', pool = pool}))
+  end
+end
+return 1
+"""
+)
+
+# KEYS: queue, demand, wanted, tenant counts, tenant held.
+# ARGV: now (checkout text), now ms, request prefix, vm prefix, ready prefix, running prefix, migrating
+#       prefix, active prefix, pool channel prefix, queue channel, worker prefix, drop grace ms,
+#       default quota ('' none), ntenants, ntenants * (name, weight, quota or '').
+# -> {id, vms, id, vms, ...} of the requests served ("requested\tpool\tvm" lines).
+_DISPATCH = (
+    _PICKS_LUA
+    + HAND_OUT
+    + """
+redis.replicate_commands()
+local Q, DEMAND, WANTED, COUNTS, HELD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now, now_ms = ARGV[1], tonumber(ARGV[2])
+local RQ, VM, READY, RUNNING, MIGRATING, ACTIVE, CHANNEL, QCHANNEL, WORKER =
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local grace = tonumber(ARGV[12])
+local default_quota = tonumber(ARGV[13])
+local weights, quotas = {}, {}
+for i = 0, tonumber(ARGV[14]) - 1 do
+  local name = ARGV[15 + 3 * i]
+  weights[name] = tonumber(ARGV[16 + 3 * i])
+  quotas[name] = tonumber(ARGV[17 + 3 * i])
+end
+
+if redis.call('ZCARD', Q) == 0 then return {} end
+
+local avail = {}
+local function avail_of(pool)
+  local n = avail[pool]
+  if n == nil then
+    n = redis.call('SCARD', READY .. pool)
+    avail[pool] = n
+  end
+  return n
+end
+
+-- work only if a pool some waiting pick lists has a ready VM
+local wanted = redis.call('HGETALL', WANTED)
+local work = false
+for i = 1, #wanted, 2 do
+  if tonumber(wanted[i + 1]) > 0 and avail_of(wanted[i]) > 0 then
+    work = true
+    break
+  end
+end
+if not work then return {} end
+
+local function drop(id, picks)
+  redis.call('ZREM', Q, id)
+  if picks then count_picks(picks, -1, DEMAND, WANTED) end
+  if redis.call('EXISTS', RQ .. id) == 1 then
+    redis.call('HSET', RQ .. id, 'status', 'gone')
+    redis.call('EXPIRE', RQ .. id, 300)
+  end
+end
+
+-- the requests that touch a pool with a ready VM, by band, then tenant (FIFO)
+local live = {}
+local bands, band_list = {}, {}
+local entries = redis.call('ZRANGE', Q, 0, -1, 'WITHSCORES')
+for i = 1, #entries, 2 do
+  local id, score = entries[i], tonumber(entries[i + 1])
+  local f = redis.call('HMGET', RQ .. id, 'picks', 'tenant', 'worker', 'deadline')
+  if not f[1] then
+    redis.call('ZREM', Q, id)  -- its hash expired: nothing left to count down
+  else
+    local picks = parse_picks(f[1])
+    local alive = live[f[3]]
+    if alive == nil then
+      alive = redis.call('EXISTS', WORKER .. f[3]) == 1
+      live[f[3]] = alive
+    end
+    if not alive or now_ms > tonumber(f[4]) + grace then
+      drop(id, picks)
+    else
+      local relevant = false
+      for _, pick in ipairs(picks) do
+        for _, pool in ipairs(pick.pools) do
+          if avail_of(pool) > 0 then relevant = true end
+        end
+      end
+      if relevant then
+        local b = math.floor(score / 1e13)
+        local band = bands[b]
+        if band == nil then
+          band = {tenants = {}, order = {}}
+          bands[b] = band
+          band_list[#band_list + 1] = b
+        end
+        local t = band.tenants[f[2]]
+        if t == nil then
+          t = {name = f[2], reqs = {}, next = 1}
+          band.tenants[f[2]] = t
+          band.order[#band.order + 1] = t
+        end
+        t.reqs[#t.reqs + 1] = {id = id, score = score, picks = picks}
+      end
+    end
+  end
+end
+table.sort(band_list)
+
+local running = {}
+local function running_of(tenant)
+  local n = running[tenant]
+  if n == nil then
+    n = tonumber(redis.call('HGET', COUNTS, tenant) or '0')
+    running[tenant] = n
+  end
+  return n
+end
+
+local blocked = {}
+local function open_pools()
+  for pool, n in pairs(avail) do
+    if n > 0 and not blocked[pool] then return true end
+  end
+  return false
+end
+
+-- take one VM per pick from pools not blocked, or none
+local function take(picks)
+  local taken = {}
+  for _, pick in ipairs(picks) do
+    local got = nil
+    for _, pool in ipairs(pick.pools) do
+      if got == nil and not blocked[pool] and avail_of(pool) > 0 then
+        local vm = redis.call('SPOP', READY .. pool)
+        if vm then
+          avail[pool] = avail[pool] - 1
+          got = {pick.requested, pool, vm}
+        else
+          avail[pool] = 0
+        end
+      end
+    end
+    if got == nil then
+      for _, t in ipairs(taken) do
+        redis.call('SADD', READY .. t[2], t[3])
+        avail[t[2]] = avail[t[2]] + 1
+      end
+      return nil
+    end
+    taken[#taken + 1] = got
+  end
+  return taken
+end
+
+local served = {}
+for _, b in ipairs(band_list) do
+  local band = bands[b]
+  while open_pools() do
+    local best, best_key, best_score = nil, nil, nil
+    for _, t in ipairs(band.order) do
+      local head = t.reqs[t.next]
+      if head then
+        local quota = quotas[t.name]
+        if quota == nil and t.name ~= '' then quota = default_quota end
+        if quota ~= nil and running_of(t.name) + #head.picks > quota then
+          t.next = #t.reqs + 1  -- at its quota: waits, blocks nobody
+        else
+          local key = running_of(t.name) / (weights[t.name] or 1)
+          if best == nil or key < best_key or (key == best_key and head.score < best_score) then
+            best, best_key, best_score = t, key, head.score
+          end
+        end
+      end
+    end
+    if best == nil then break end
+    local req = best.reqs[best.next]
+    best.next = best.next + 1
+    local taken = take(req.picks)
+    if taken == nil then
+      for _, pick in ipairs(req.picks) do
+        for _, pool in ipairs(pick.pools) do blocked[pool] = true end
+      end
+    else
+      local h = RQ .. req.id
+      local o = redis.call('HMGET', h, 'token', 'user', 'lifetime')
+      local lines = {}
+      for _, t in ipairs(taken) do
+        local pool, vm = t[2], t[3]
+        hand_out(vm, {
+          running = RUNNING .. pool, migrating = MIGRATING .. pool, active = ACTIVE .. pool,
+          hash = VM .. vm, channel = CHANNEL .. pool, pool = pool, now = now, token = o[1] or '',
+          user = o[2] or '', lifetime = o[3] or '', tenant = best.name, held = HELD, counts = COUNTS,
+        })
+        lines[#lines + 1] = t[1] .. '\\t' .. pool .. '\\t' .. vm
+      end
+      running[best.name] = running_of(best.name) + #taken
+      local vms = table.concat(lines, '\\n')
+      redis.call('HSET', h, 'status', 'served', 'vms', vms, 'served', now_ms)
+      redis.call('EXPIRE', h, 300)
+      redis.call('ZREM', Q, req.id)
+      count_picks(req.picks, -1, DEMAND, WANTED)
+      served[#served + 1] = req.id
+      served[#served + 1] = vms
+    end
+  end
+end
+if #served > 0 then
+  local ids = {}
+  for i = 1, #served, 2 do ids[#ids + 1] = served[i] end
+  redis.call('PUBLISH', QCHANNEL, table.concat(ids, ','))
+end
+return served
+"""
+)
+
+# KEYS: queue, demand, wanted, tenant counts, tenant held, request hash. ARGV: id, give_back ('1': the
+# client is gone, so VMs already served go back to ready), vm prefix, ready prefix, running prefix,
+# migrating prefix, active prefix.
+# -> {'gone', position} (was waiting), {'served', vms} (served and kept), {'returned', n}, {'unknown'}
+_CANCEL = (
+    _PICKS_LUA
+    + RELEASE_TENANT
+    + """
+local h = KEYS[6]
+local f = redis.call('HMGET', h, 'status', 'picks', 'vms')
+if f[1] == 'waiting' then
+  local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  count_picks(parse_picks(f[2]), -1, KEYS[2], KEYS[3])
+  redis.call('HSET', h, 'status', 'gone')
+  redis.call('EXPIRE', h, 300)
+  return {'gone', rank and rank + 1 or 0}
+end
+if f[1] == 'served' and ARGV[2] ~= '1' then
+  return {'served', f[3]}
+end
+if f[1] == 'served' then
+  local back = 0
+  for line in string.gmatch(f[3], '[^\\n]+') do
+    local _, pool, vm = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t(.*)$')
+    if redis.call('SREM', ARGV[5] .. pool, vm) == 1 then
+      redis.call('SREM', ARGV[6] .. pool, vm)
+      redis.call('HDEL', ARGV[7] .. pool, vm)
+      release_tenant(vm, KEYS[5], KEYS[4])
+      redis.call('HDEL', ARGV[3] .. vm, 'checkout', 'token:token', 'token:user', 'lifetime')
+      redis.call('SADD', ARGV[4] .. pool, vm)
+      back = back + 1
+    end
+  end
+  redis.call('HSET', h, 'status', 'gone')
+  return {'returned', back}
+end
+return {'unknown'}
+"""
+)
+
+
+@attrs.frozen
+class QueueSettings:
+    """What every dispatch needs from the config: tenant weights and quotas."""
+
+    default_quota: int | None = None
+    tenants: tuple[tuple[str, float, int | None], ...] = ()
+
+    @classmethod
+    def from_config(cls, config: Config) -> QueueSettings:
+        return cls(
+            default_quota=config.globals.default_tenant_max_running,
+            tenants=tuple((name, t.weight, t.max_running) for name, t in sorted(config.tenants.items())),
+        )
+
+    def quota_of(self, tenant: str) -> int | None:
+        """The tenant's quota of running VMs; None = unlimited (always for the anonymous tenant '')."""
+        for name, _weight, quota in self.tenants:
+            if name == tenant and quota is not None:
+                return quota
+        return None if tenant == "" else self.default_quota
+
+    def argv(self) -> list[Any]:
+        argv: list[Any] = ["" if self.default_quota is None else self.default_quota, len(self.tenants)]
+        for name, weight, quota in self.tenants:
+            argv += [name, weight, "" if quota is None else quota]
+        return argv
+
+
+@attrs.frozen
+class QueueRequest:
+    """One waiting checkout, as the API records it."""
+
+    request_id: str
+    picks: tuple[Pick, ...]
+    priority: int = 2
+    tenant: str = ""
+    token: str | None = None
+    user: str | None = None
+    lifetime: int | None = None
+    wait_seconds: float = 0.0
+    worker: str = ""
+
+
+@attrs.frozen
+class QueueView:
+    """``GET /queue``: what waits, by pool, priority and tenant (counts of VMs wanted / requests)."""
+
+    depth: int
+    by_pool: Mapping[str, int]
+    by_priority: Mapping[int, int]
+    by_tenant: Mapping[str, int]
+    oldest_wait_seconds: float
+
+
+def decode_vms(text: str) -> list[Allocation]:
+    """The ``vms`` of a served request: one ``Allocation`` per line."""
+    allocations = []
+    for line in text.splitlines():
+        requested, pool, vm = line.split("\t")
+        allocations.append(Allocation(requested, pool, vm))
+    return allocations
+
+
+def _encode_picks(picks: Sequence[Pick]) -> str:
+    return "\n".join("\t".join((pick.requested, *pick.candidates)) for pick in picks)
+
+
+class Queues:
+    """The queue of waiting checkouts (see the module docstring).
+
+    Args:
+        client: a redis-py client decoding responses to ``str``.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._redis: Any = client
+        self._enqueue = client.register_script(_ENQUEUE)
+        self._dispatch = client.register_script(_DISPATCH)
+        self._cancel = client.register_script(_CANCEL)
+
+    # -- the API ----------------------------------------------------------------------------------------
+
+    @translated
+    def enqueue(self, request: QueueRequest, settings: QueueSettings, *, now: str) -> list[Allocation] | None:
+        """Record ``request`` and dispatch, in one MULTI.
+
+        Returns:
+            Its VMs when the dispatch served it at once, else None (it waits; ``Raises`` nothing).
+
+        Raises:
+            ValueError: the request id is already in use.
+        """
+        now_ms = int(time.time() * 1000)
+        score = request.priority * _BAND + now_ms
+        deadline = now_ms + int(request.wait_seconds * 1000)
+        ttl = int(request.wait_seconds) + 600
+        with self._redis.pipeline(transaction=True) as pipe:
+            self._enqueue(
+                keys=[keys.QUEUE, keys.QUEUE_DEMAND, keys.QUEUE_WANTED, keys.queue_request(request.request_id)],
+                args=[
+                    request.request_id,
+                    score,
+                    _encode_picks(request.picks),
+                    request.tenant,
+                    request.priority,
+                    request.token or "",
+                    request.user or "",
+                    "" if request.lifetime is None else request.lifetime,
+                    deadline,
+                    ttl,
+                    request.worker,
+                    now_ms,
+                    keys.events_channel(""),
+                ],
+                client=pipe,
+            )
+            self._add_dispatch(pipe, settings, now=now)
+            added, served = pipe.execute()
+        if not int(added):
+            raise ValueError(f"request id {request.request_id!r} is already in use")
+        return self._own(served, request.request_id)
+
+    @translated
+    def cancel(self, request_id: str, settings: QueueSettings, *, now: str, give_back: bool) -> tuple[str, Any]:
+        """Stop waiting: ``("gone", position)`` when it was still waiting (taken out of the queue),
+        ``("served", allocations)`` when a dispatch served it meanwhile and ``give_back`` is False (the
+        caller answers with them), ``("returned", n)`` when it was served and ``give_back`` (its client is
+        gone: its VMs went back to ready, never lost, never handed out twice), ``("unknown", None)``.
+        A dispatch follows in the same MULTI (a freed pool or VM may serve others)."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            self._cancel(
+                keys=[
+                    keys.QUEUE,
+                    keys.QUEUE_DEMAND,
+                    keys.QUEUE_WANTED,
+                    keys.TENANT_RUNNING,
+                    keys.TENANT_HELD,
+                    keys.queue_request(request_id),
+                ],
+                args=[
+                    request_id,
+                    "1" if give_back else "0",
+                    keys.vm_hash(""),
+                    keys.ready_set(""),
+                    keys.running_set(""),
+                    keys.migrating_set(""),
+                    keys.active_hash(""),
+                ],
+                client=pipe,
+            )
+            self._add_dispatch(pipe, settings, now=now)
+            outcome, _served = pipe.execute()
+        kind = outcome[0]
+        if kind == "served":
+            return kind, decode_vms(outcome[1])
+        if kind in ("gone", "returned"):
+            return kind, int(outcome[1])
+        return "unknown", None
+
+    @translated
+    def served(self, request_ids: Sequence[str]) -> dict[str, list[Allocation]]:
+        """The VMs of those of ``request_ids`` that are served (one round trip)."""
+        if not request_ids:
+            return {}
+        with self._redis.pipeline(transaction=False) as pipe:
+            for request_id in request_ids:
+                pipe.hmget(keys.queue_request(request_id), "status", "vms")
+            replies = pipe.execute()
+        return {
+            request_id: decode_vms(vms)
+            for request_id, (status, vms) in zip(request_ids, replies, strict=True)
+            if status == "served" and vms
+        }
+
+    @translated
+    def beat(self, worker: str, ttl_seconds: int = 15) -> None:
+        """This API worker is alive: its waiting requests stay in the queue (see the module docstring)."""
+        self._redis.set(keys.queue_worker(worker), "1", ex=ttl_seconds)
+
+    @translated
+    def position(self, request_id: str) -> int | None:
+        """1-based place of a waiting request in the queue's order of priority and arrival; None when
+        it is not waiting."""
+        rank = self._redis.zrank(keys.QUEUE, request_id)
+        return None if rank is None else int(rank) + 1
+
+    @translated
+    def status(self, request_id: str) -> dict[str, str]:
+        """A request's hash (empty when unknown or long over)."""
+        return dict(self._redis.hgetall(keys.queue_request(request_id)))
+
+    # -- everyone ---------------------------------------------------------------------------------------
+
+    @translated
+    def dispatch(self, settings: QueueSettings, *, now: str) -> list[str]:
+        """Serve what can be served now; the ids served."""
+        served = self._dispatch(keys=self._dispatch_keys(), args=self._dispatch_args(settings, now))
+        return [served[i] for i in range(0, len(served), 2)]
+
+    def dispatch_after(self, pipe: Any, settings: QueueSettings, *, now: str) -> None:
+        """Add a dispatch to ``pipe`` (a MULTI), after the step that may let a waiting request go."""
+        self._add_dispatch(pipe, settings, now=now)
+
+    @translated
+    def demand(self) -> dict[str, int]:
+        """VMs wanted by waiting requests, by pool (a pick's first candidate)."""
+        return {pool: int(n) for pool, n in self._redis.hgetall(keys.QUEUE_DEMAND).items() if int(n) > 0}
+
+    @translated
+    def demand_of(self, pool: str) -> int:
+        """VMs wanted of ``pool`` by waiting requests (as their first candidate)."""
+        return max(0, int(self._redis.hget(keys.QUEUE_DEMAND, pool) or 0))
+
+    @translated
+    def view(self) -> QueueView:
+        """The whole queue, counted (``GET /queue``, the metrics, the dashboard)."""
+        entries = self._redis.zrange(keys.QUEUE, 0, -1, withscores=True)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for request_id, _score in entries:
+                pipe.hmget(keys.queue_request(request_id), "picks", "tenant")
+            fields = pipe.execute()
+        by_pool: dict[str, int] = {}
+        by_priority: dict[int, int] = {}
+        by_tenant: dict[str, int] = {}
+        oldest = None
+        for (_request_id, score), (picks, tenant) in zip(entries, fields, strict=True):
+            if picks is None:
+                continue
+            priority, enqueued = divmod(int(score), _BAND)
+            by_priority[priority] = by_priority.get(priority, 0) + 1
+            by_tenant[tenant or ""] = by_tenant.get(tenant or "", 0) + 1
+            for line in picks.split("\n"):
+                pool = line.split("\t")[1]
+                by_pool[pool] = by_pool.get(pool, 0) + 1
+            oldest = enqueued if oldest is None else min(oldest, enqueued)
+        waited = max(0.0, time.time() - oldest / 1000) if oldest is not None else 0.0
+        return QueueView(
+            depth=sum(by_priority.values()),
+            by_pool=by_pool,
+            by_priority=by_priority,
+            by_tenant=by_tenant,
+            oldest_wait_seconds=waited,
+        )
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _dispatch_keys() -> list[str]:
+        return [keys.QUEUE, keys.QUEUE_DEMAND, keys.QUEUE_WANTED, keys.TENANT_RUNNING, keys.TENANT_HELD]
+
+    @staticmethod
+    def _dispatch_args(settings: QueueSettings, now: str) -> list[Any]:
+        return [
+            now,
+            int(time.time() * 1000),
+            keys.queue_request(""),
+            keys.vm_hash(""),
+            keys.ready_set(""),
+            keys.running_set(""),
+            keys.migrating_set(""),
+            keys.active_hash(""),
+            keys.events_channel(""),
+            keys.QUEUE_CHANNEL,
+            keys.queue_worker(""),
+            _DROP_GRACE_MS,
+            *settings.argv(),
+        ]
+
+    def _add_dispatch(self, pipe: Any, settings: QueueSettings, *, now: str) -> None:
+        self._dispatch(keys=self._dispatch_keys(), args=self._dispatch_args(settings, now), client=pipe)
+
+    @staticmethod
+    def _own(served: list[str], request_id: str) -> list[Allocation] | None:
+        for i in range(0, len(served), 2):
+            if served[i] == request_id:
+                return decode_vms(served[i + 1])
+        return None
