@@ -40,7 +40,9 @@ def test_checkout_moves_vm_and_writes_metadata(store, redis):
         "token:user": "alice",
         "lifetime": "4",
     }
-    assert redis.hget(keys.TENANT_HELD, "vm1") == ""  # counted for the anonymous tenant until it leaves running
+    assert (
+        redis.hget(keys.TENANT_HELD, "vm1") == ""
+    )  # counted for the anonymous tenant until it leaves running
     assert redis.hget(keys.TENANT_RUNNING, "") == "1"
 
 

@@ -108,7 +108,7 @@ def test_queue_keys_keep_the_original_prefix_and_do_not_collide_with_pool_channe
     assert keys.queue_request("r1") == "vmpooler__queue__req__r1"
     assert keys.queue_worker("w1") == "vmpooler__queue__worker__w1"
     # a pool called "queue" has the channel vmpooler__events__queue; the queue's channel is elsewhere
-    assert keys.QUEUE_CHANNEL != keys.events_channel("queue")
+    assert keys.events_channel("queue") != keys.QUEUE_CHANNEL
 
 
 def test_every_exported_name_is_used_by_the_program() -> None:

@@ -33,8 +33,8 @@ from vmpooler.config.sinks import (
     parse_rate_limits,
     parse_tagfilter,
 )
-from vmpooler.config.tenants import TenantConfig
 from vmpooler.config.sources import Tree, normalize_keys, parse_yaml, read_extra_files, read_main
+from vmpooler.config.tenants import TenantConfig
 from vmpooler.config.values import FrozenDict, as_tuple, freeze
 from vmpooler.errors import ConfigError
 from vmpooler.providers.base import unknown_key

@@ -13,6 +13,7 @@ Options, from the query string, else the JSON body, else a header (``X-Vmpooler-
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
@@ -23,9 +24,10 @@ import attrs
 import falcon
 
 from vmpooler import metrics
-from vmpooler.errors import OverQuota, PoolEmpty
+from vmpooler.errors import OverQuota, PoolEmpty, StoreError
 from vmpooler.http.context import ApiContext, Owner
 from vmpooler.http.errors import ApiError
+from vmpooler.http.waiting import Waiter
 from vmpooler.store import Allocation, Pick
 from vmpooler.store.queue import QueueRequest
 
@@ -178,37 +180,48 @@ def _wait_for(
         if got is not None:
             metrics.QUEUE_WAIT.labels("served").observe(time.monotonic() - started)
             return got
-        deadline = started + options.wait
-        while True:
-            waiter.event.wait(max(0.0, deadline - time.monotonic()))
-            waiter.event.clear()
-            if waiter.gone:
-                kind, _detail = ctx.store.queue.cancel(
-                    request_id, ctx.queue_settings, now=ctx.now(), give_back=True
-                )
-                metrics.QUEUE_WAIT.labels("disconnected").observe(time.monotonic() - started)
-                raise ApiError(503, error="the client disconnected")  # nobody reads it
-            served = ctx.store.queue.served([request_id]).get(request_id)
-            if served is not None:
-                metrics.QUEUE_WAIT.labels("served").observe(time.monotonic() - started)
-                return served
-            if time.monotonic() >= deadline:
-                break
-        kind, detail = ctx.store.queue.cancel(request_id, ctx.queue_settings, now=ctx.now(), give_back=False)
-        if kind == "served":  # served between the last look and the cancel: the client is still here
-            metrics.QUEUE_WAIT.labels("served").observe(time.monotonic() - started)
-            return list(detail)
-        metrics.QUEUE_WAIT.labels("timeout").observe(time.monotonic() - started)
-        for pick in picks:
-            metrics.CHECKOUT_EMPTY.labels(pick.requested).inc()
-        raise ApiError(
-            503,
-            error=f"no VM became available within {options.wait:g} s",
-            queue={
-                "request_id": request_id,
-                "position": detail if kind == "gone" else None,
-                "waited": round(time.monotonic() - started, 3),
-            },
-        )
+        try:
+            return _await(ctx, waiter, picks, options, started)
+        except StoreError:  # this client gets a 503: what may have been served to it goes back
+            with contextlib.suppress(StoreError):
+                ctx.store.queue.cancel(request_id, ctx.queue_settings, now=ctx.now(), give_back=True)
+            raise
     finally:
         waiters.leave(waiter)
+
+
+def _await(
+    ctx: ApiContext, waiter: Waiter, picks: Sequence[Pick], options: CheckoutOptions, started: float
+) -> list[Allocation]:
+    """Wait for a recorded request until it is served, its client leaves, or its time runs out."""
+    request_id = waiter.request_id
+    deadline = started + options.wait
+    while True:
+        waiter.event.wait(max(0.0, deadline - time.monotonic()))
+        waiter.event.clear()
+        if waiter.gone:
+            ctx.store.queue.cancel(request_id, ctx.queue_settings, now=ctx.now(), give_back=True)
+            metrics.QUEUE_WAIT.labels("disconnected").observe(time.monotonic() - started)
+            raise ApiError(503, error="the client disconnected")  # nobody reads it
+        served = ctx.store.queue.served([request_id]).get(request_id)
+        if served is not None:
+            metrics.QUEUE_WAIT.labels("served").observe(time.monotonic() - started)
+            return served
+        if time.monotonic() >= deadline:
+            break
+    kind, detail = ctx.store.queue.cancel(request_id, ctx.queue_settings, now=ctx.now(), give_back=False)
+    if kind == "served":  # served between the last look and the cancel: the client is still here
+        metrics.QUEUE_WAIT.labels("served").observe(time.monotonic() - started)
+        return list(detail)
+    metrics.QUEUE_WAIT.labels("timeout").observe(time.monotonic() - started)
+    for pick in picks:
+        metrics.CHECKOUT_EMPTY.labels(pick.requested).inc()
+    raise ApiError(
+        503,
+        error=f"no VM became available within {options.wait:g} s",
+        queue={
+            "request_id": request_id,
+            "position": detail if kind == "gone" else None,
+            "waited": round(time.monotonic() - started, 3),
+        },
+    )

@@ -16,6 +16,7 @@ thread per worker, started with the first waiter:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -107,13 +108,11 @@ class Waiters:
                 message = pubsub.get_message(timeout=0.2)
                 if message is not None and message.get("type") == "message":
                     self._wake(str(message["data"]).split(","))
-            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any Redis trouble
+            except Exception as exc:
                 log.warning("queue watcher: %s; resubscribing", exc)
                 if pubsub is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # a broken connection may not close cleanly
                         pubsub.close()
-                    except Exception:  # noqa: BLE001, S110 - a broken connection may not close cleanly
-                        pass
                 pubsub = None
                 self._stop.wait(0.5)
             now = time.monotonic()
@@ -140,7 +139,7 @@ class Waiters:
         for waiter in waiters:
             try:
                 gone = waiter.disconnected is not None and waiter.disconnected()
-            except Exception:  # noqa: BLE001 - waitress's check must not stop the watcher
+            except Exception:
                 gone = False
             if gone:
                 waiter.gone = True

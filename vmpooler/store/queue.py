@@ -57,7 +57,8 @@ end
 -- demand counts the first candidate of each pick, wanted every candidate; sign 1 or -1
 local function count_picks(picks, sign, demand, wanted)
   for _, pick in ipairs(picks) do
-    if redis.call('HINCRBY', demand, pick.pools[1], sign) <= 0 then redis.call('HDEL', demand, pick.pools[1]) end
+    local first = pick.pools[1]
+    if redis.call('HINCRBY', demand, first, sign) <= 0 then redis.call('HDEL', demand, first) end
     for _, pool in ipairs(pick.pools) do
       if redis.call('HINCRBY', wanted, pool, sign) <= 0 then redis.call('HDEL', wanted, pool) end
     end
@@ -439,7 +440,12 @@ class Queues:
         ttl = int(request.wait_seconds) + 600
         with self._redis.pipeline(transaction=True) as pipe:
             self._enqueue(
-                keys=[keys.QUEUE, keys.QUEUE_DEMAND, keys.QUEUE_WANTED, keys.queue_request(request.request_id)],
+                keys=[
+                    keys.QUEUE,
+                    keys.QUEUE_DEMAND,
+                    keys.QUEUE_WANTED,
+                    keys.queue_request(request.request_id),
+                ],
                 args=[
                     request.request_id,
                     score,
@@ -464,7 +470,9 @@ class Queues:
         return self._own(served, request.request_id)
 
     @translated
-    def cancel(self, request_id: str, settings: QueueSettings, *, now: str, give_back: bool) -> tuple[str, Any]:
+    def cancel(
+        self, request_id: str, settings: QueueSettings, *, now: str, give_back: bool
+    ) -> tuple[str, Any]:
         """Stop waiting: ``("gone", position)`` when it was still waiting (taken out of the queue),
         ``("served", allocations)`` when a dispatch served it meanwhile and ``give_back`` is False (the
         caller answers with them), ``("returned", n)`` when it was served and ``give_back`` (its client is

@@ -110,9 +110,9 @@ return result
 )
 
 # KEYS: the checkout's record, then ready, running, migrating, active per pool, then the tenant counts
-# and held hash (as the checkout's). ARGV: the VM hash prefix. -> VMs put back. A checkout whose client gave up (a
-# reply timeout): the VMs it took go back to ready; if it has not run yet, the record says 'cancelled'
-# and it never will.
+# and held hash (as the checkout's). ARGV: the VM hash prefix. -> VMs put back. A checkout whose client
+# gave up (a reply timeout): the VMs it took go back to ready; if it has not run yet, the record says
+# 'cancelled' and it never will.
 _CANCEL = (
     RELEASE_TENANT
     + """
@@ -158,8 +158,8 @@ return 1
 """
 
 # KEYS: src set, dst set, vm hash, then hash/field pairs' keys. ARGV: vm, the tenant held and counts keys
-# ('' and '' when src is not running), nfields, field, value, ..., then (key index, field, value) triples for other
-# hashes. -> 1 if moved.
+# ('' and '' when src is not running), nfields, field, value, ..., then (key index, field, value)
+# triples for other hashes. -> 1 if moved.
 _MOVE = (
     WRITE_OTHERS
     + RELEASE_TENANT
@@ -506,7 +506,13 @@ class VMs:
         source = 0 if src is None else _STATES.index(src) + 1
         running = _STATES.index(VMState.RUNNING) + 1
         argv: list[Any] = [
-            vm, int(ttl_seconds), source, running, keys.TENANT_HELD, keys.TENANT_RUNNING, *_flat(fields or {})
+            vm,
+            int(ttl_seconds),
+            source,
+            running,
+            keys.TENANT_HELD,
+            keys.TENANT_RUNNING,
+            *_flat(fields or {}),
         ]
         return bool(self._retire(keys=script_keys, args=argv))
 
