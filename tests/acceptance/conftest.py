@@ -53,11 +53,14 @@ def start_service(
     """Start ``vmpooler api|manager`` on a config using the test Redis DB; stopped at teardown."""
     started: list[Service] = []
 
-    def start(pools: dict[str, int], *components: str, workers: int = 2, extra: str = "") -> Service:
+    def start(
+        pools: dict[str, int], *components: str, workers: int = 2, extra: str = "", settings: str = ""
+    ) -> Service:
+        """``settings``: more ``:config:`` lines (``"max_checkout_wait: 1"``); ``extra``: more sections."""
+        text = CONFIG_TEMPLATE.format(workers=workers, redis_url=redis_url, pools=pool_yaml(pools))
+        lines = "".join(f"  {line}\n" for line in settings.splitlines() if line.strip())
         config = tmp_path / "vmpooler.yaml"
-        config.write_text(
-            CONFIG_TEMPLATE.format(workers=workers, redis_url=redis_url, pools=pool_yaml(pools)) + extra
-        )
+        config.write_text(text.replace(":redis:\n", lines + ":redis:\n", 1) + extra)
         log = tmp_path / f"vmpooler-{len(started)}.log"
         started.append(_started(config, log, *components, port=None, new_session=False))
         return started[-1]
