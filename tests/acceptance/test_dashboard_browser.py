@@ -314,7 +314,8 @@ READ_PAGE = """(() => {
     summary: text(document, "#summary"),
     capacity: {current: field("capacity.current"), total: field("capacity.total"),
                percent: field("capacity.percent")},
-    queue: Object.fromEntries(["requested", "pending", "cloning", "booting", "ready", "running", "completed"]
+    queue: Object.fromEntries(["requested", "pending", "cloning", "booting", "ready", "running", "completed",
+      "waiting"]
       .map((k) => [k, field("queue." + k)])),
     breakers: Array.from(document.querySelectorAll("#breakers li")).map((li) => li.textContent),
     dlq: Array.from(document.querySelectorAll("#dlqs li")).map((li) => li.textContent),

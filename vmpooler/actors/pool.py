@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = ["PoolActor"]
 
 _NAME_ATTEMPTS = 10  # the original tried 3; at 10,000 VMs that failed now and then
+_SWEEP_EVERY = 10.0  # seconds between the queue sweeps of a pool that waiting checkouts want
 
 
 @attrs.define
@@ -97,6 +98,7 @@ class PoolActor(PooledActor):
         self._ondemand: set[str] = set()  # pending VMs of on-demand requests: not the pool's buffer
         self._purged_at = 0.0  # when the last stale-queue purge ran (``purge_enabled``)
         self._first_pass = True
+        self._swept = -_SWEEP_EVERY  # when this pool last swept the queue (see _dispatch_queue)
 
     # -- pykka hooks (a dispatcher thread, one message at a time) ---------------------------------
 
@@ -217,13 +219,26 @@ class PoolActor(PooledActor):
             snap = attrs.evolve(snap, ready=frozenset(), pending=frozenset(self._ondemand))
         if ctx.config.globals.purge_enabled:
             snap = self._purge(snap, view, inventory)
-        if view.wanted and snap.ready:  # a safety net: each VM that turns ready dispatches already
-            ctx.store.queue.dispatch(ctx.queue_settings, now=format_time(ctx.clock()))
+        self._dispatch_queue(view, snap)
         cloned = self._repopulate(snap, view.demand)
         self._gauges(snap, view)
         # a pool refused a clone slot is not idle: it keeps the minimum delay (a released slot also
         # wakes it through a 'slot' event)
         return bool(cloned or discovered or snap.pending or self._starved)
+
+    def _dispatch_queue(self, view: PassView, snap: PoolSnapshot) -> None:
+        """Checkouts wait for this pool: with ready VMs, a dispatch (a safety net: each VM that turns ready
+        dispatches already); without, a sweep every 10 s drops the requests of dead API workers."""
+        if not view.wanted:
+            return
+        ctx = self._ctx
+        now = ctx.clock()
+        sweep = not snap.ready
+        if sweep and now - self._swept < _SWEEP_EVERY:
+            return
+        if sweep:
+            self._swept = now
+        ctx.store.queue.dispatch(ctx.queue_settings, now=format_time(now), sweep=sweep)
 
     def _settle_overlaps(self, snap: PoolSnapshot) -> PoolSnapshot:
         """A VM in two sets stays in the later one only (``lifecycle.settle_overlap``)."""

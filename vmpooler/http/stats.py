@@ -94,6 +94,9 @@ def status_body(ctx: ApiContext, sections: Sequence[str]) -> dict[str, Any]:
             "completed": sum(c.completed for c in counts.values()),
         }
         queue["total"] = sum(queue[k] for k in ("requested", "pending", "ready", "running", "completed"))
+        waiting, oldest = ctx.store.queue.summary()  # ours: checkouts that wait (GET /queue has more)
+        queue["waiting"] = waiting
+        queue["waiting_oldest_seconds"] = round(oldest, 1)
         body["queue"] = queue
     today = ctx.now()[:10]
     for kind in ("clone", "boot"):

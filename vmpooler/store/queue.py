@@ -11,8 +11,9 @@ its id is published on ``keys.QUEUE_CHANNEL``.
 
 A dispatch runs after every enqueue, every VM that turns ready, every return (a quota may free up) and
 every cancel, by whichever process caused it (``dispatch_after``). A request whose API worker stopped
-beating (``keys.queue_worker``) or whose deadline passed long ago is dropped by the next dispatch, so a
-crashed worker's waiters never take VMs.
+beating (``keys.queue_worker``) or whose deadline passed 30 s ago is dropped by the next dispatch that
+looks at it (the manager sweeps pools with waiting demand and no ready VM every 10 s), so a crashed
+worker's waiters never take VMs and their demand does not stay. Times are Redis's own clock.
 
 Keys: ``keys.QUEUE`` (zset id → priority × 10¹³ + enqueue ms), ``keys.queue_request(id)`` (hash),
 ``keys.QUEUE_DEMAND`` (pool → VMs wanted, by the first candidate of each pick: what the manager clones
@@ -66,18 +67,22 @@ local function count_picks(picks, sign, demand, wanted)
 end
 """
 
-# KEYS: queue, demand, wanted, request hash. ARGV: id, score, picks, tenant, priority, token, user,
-# lifetime, deadline ms, ttl s, worker, enqueued ms, pool channel prefix. -> 1, or 0 when the id is taken.
+# KEYS: queue, demand, wanted, request hash. ARGV: id, priority, picks, tenant, token, user, lifetime,
+# wait ms, worker, pool channel prefix. -> 1, or 0 when the id is taken. Times are Redis's (hosts' clocks
+# need not agree): score = priority * 10^13 + now ms, deadline = now + wait. The hash has no TTL while
+# the request waits (it leaves the queue served, cancelled or dropped, and only then expires).
 # Publishes a 'demand' event on the channel of each pool the request wants first.
 _ENQUEUE = (
     _PICKS_LUA
     + """
+redis.replicate_commands()
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-redis.call('HSET', KEYS[4], 'picks', ARGV[3], 'tenant', ARGV[4], 'priority', ARGV[5], 'token', ARGV[6],
-  'user', ARGV[7], 'lifetime', ARGV[8], 'deadline', ARGV[9], 'worker', ARGV[11], 'enqueued', ARGV[12],
-  'status', 'waiting')
-redis.call('EXPIRE', KEYS[4], ARGV[10])
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('HSET', KEYS[4], 'picks', ARGV[3], 'tenant', ARGV[4], 'priority', ARGV[2], 'token', ARGV[5],
+  'user', ARGV[6], 'lifetime', ARGV[7], 'deadline', now_ms + tonumber(ARGV[8]), 'worker', ARGV[9],
+  'enqueued', now_ms, 'status', 'waiting')
+redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) * 1e13 + now_ms, ARGV[1])
 local picks = parse_picks(ARGV[3])
 count_picks(picks, 1, KEYS[2], KEYS[3])
 local told = {}
@@ -85,7 +90,7 @@ for _, pick in ipairs(picks) do
   local pool = pick.pools[1]
   if not told[pool] then
     told[pool] = true
-    redis.call('PUBLISH', ARGV[13] .. pool, cjson.encode({event = 'demand', pool = pool}))
+    redis.call('PUBLISH', ARGV[10] .. pool, cjson.encode({event = 'demand', pool = pool}))
   end
 end
 return 1
@@ -93,7 +98,8 @@ return 1
 )
 
 # KEYS: queue, demand, wanted, tenant counts, tenant held.
-# ARGV: now (checkout text), now ms, request prefix, vm prefix, ready prefix, running prefix, migrating
+# ARGV: now (checkout text), sweep ('1': look at every request even when no pool has a ready VM, to drop
+#       the dead ones), request prefix, vm prefix, ready prefix, running prefix, migrating
 #       prefix, active prefix, pool channel prefix, queue channel, worker prefix, drop grace ms,
 #       default quota ('' none), ntenants, ntenants * (name, weight, quota or '').
 # -> {id, vms, id, vms, ...} of the requests served ("requested\tpool\tvm" lines).
@@ -103,7 +109,9 @@ _DISPATCH = (
     + """
 redis.replicate_commands()
 local Q, DEMAND, WANTED, COUNTS, HELD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local now, now_ms = ARGV[1], tonumber(ARGV[2])
+local now, sweep = ARGV[1], ARGV[2] == '1'
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local RQ, VM, READY, RUNNING, MIGRATING, ACTIVE, CHANNEL, QCHANNEL, WORKER =
   ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local grace = tonumber(ARGV[12])
@@ -136,7 +144,7 @@ for i = 1, #wanted, 2 do
     break
   end
 end
-if not work then return {} end
+if not work and not sweep then return {} end
 
 local function drop(id, picks)
   redis.call('ZREM', Q, id)
@@ -434,10 +442,6 @@ class Queues:
         Raises:
             ValueError: the request id is already in use.
         """
-        now_ms = int(time.time() * 1000)
-        score = request.priority * _BAND + now_ms
-        deadline = now_ms + int(request.wait_seconds * 1000)
-        ttl = int(request.wait_seconds) + 600
         with self._redis.pipeline(transaction=True) as pipe:
             self._enqueue(
                 keys=[
@@ -448,17 +452,14 @@ class Queues:
                 ],
                 args=[
                     request.request_id,
-                    score,
+                    request.priority,
                     _encode_picks(request.picks),
                     request.tenant,
-                    request.priority,
                     request.token or "",
                     request.user or "",
                     "" if request.lifetime is None else request.lifetime,
-                    deadline,
-                    ttl,
+                    int(request.wait_seconds * 1000),
                     request.worker,
-                    now_ms,
                     keys.events_channel(""),
                 ],
                 client=pipe,
@@ -543,9 +544,10 @@ class Queues:
     # -- everyone ---------------------------------------------------------------------------------------
 
     @translated
-    def dispatch(self, settings: QueueSettings, *, now: str) -> list[str]:
-        """Serve what can be served now; the ids served."""
-        served = self._dispatch(keys=self._dispatch_keys(), args=self._dispatch_args(settings, now))
+    def dispatch(self, settings: QueueSettings, *, now: str, sweep: bool = False) -> list[str]:
+        """Serve what can be served now; the ids served. ``sweep``: also when no pool a waiting request
+        lists has a ready VM, so that the requests of dead workers and long past their deadline go."""
+        served = self._dispatch(keys=self._dispatch_keys(), args=self._dispatch_args(settings, now, sweep))
         return [served[i] for i in range(0, len(served), 2)]
 
     def dispatch_after(self, pipe: Any, settings: QueueSettings, *, now: str) -> None:
@@ -556,6 +558,19 @@ class Queues:
     def demand(self) -> dict[str, int]:
         """VMs wanted by waiting requests, by pool (a pick's first candidate)."""
         return {pool: int(n) for pool, n in self._redis.hgetall(keys.QUEUE_DEMAND).items() if int(n) > 0}
+
+    @translated
+    def summary(self) -> tuple[int, float]:
+        """(waiting requests, seconds the longest-waiting one has waited), in one round trip (``/status``)."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.QUEUE)
+            for priority in (1, 2, 3):
+                low = priority * _BAND
+                pipe.zrangebyscore(keys.QUEUE, low, low + _BAND - 1, start=0, num=1, withscores=True)
+            depth, *heads = pipe.execute()
+        enqueued = [int(score) % _BAND for head in heads for _member, score in head]
+        oldest = max(0.0, time.time() - min(enqueued) / 1000) if enqueued else 0.0
+        return int(depth), oldest
 
     @translated
     def demand_of(self, pool: str) -> int:
@@ -600,10 +615,10 @@ class Queues:
         return [keys.QUEUE, keys.QUEUE_DEMAND, keys.QUEUE_WANTED, keys.TENANT_RUNNING, keys.TENANT_HELD]
 
     @staticmethod
-    def _dispatch_args(settings: QueueSettings, now: str) -> list[Any]:
+    def _dispatch_args(settings: QueueSettings, now: str, sweep: bool = False) -> list[Any]:
         return [
             now,
-            int(time.time() * 1000),
+            "1" if sweep else "0",
             keys.queue_request(""),
             keys.vm_hash(""),
             keys.ready_set(""),

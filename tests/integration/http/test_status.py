@@ -91,6 +91,8 @@ FULL_STATUS = {
         "running": 1,
         "completed": 1,
         "total": 12,
+        "waiting": 0,
+        "waiting_oldest_seconds": 0.0,
     },
     "status": {"ok": False, "message": "Found 1 empty pools.", "empty": [WIN], "uptime": 90.0},
 }
@@ -115,8 +117,12 @@ def test_status_with_no_vms_at_all(api):
     assert body["clone"] == NO_STATS
     assert body["boot"] == NO_STATS
     assert body["queue"] == dict.fromkeys(
-        ("requested", "pending", "cloning", "booting", "ready", "running", "completed", "total"), 0
-    )
+        (
+            "requested", "pending", "cloning", "booting", "ready", "running", "completed", "total",
+            "waiting", "waiting_oldest_seconds",
+        ),
+        0,
+    )  # fmt: skip
     assert body["status"] == {
         "ok": False,
         "message": "Found 3 empty pools.",
