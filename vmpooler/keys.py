@@ -77,7 +77,8 @@ TASKS_SNAPSHOT_REVERT = _P + "tasks__snapshot-revert"
 TEMPLATE_PREPARED = _P + "template__prepared"
 PROVISIONING_REQUEST = _P + "provisioning__request"
 PROVISIONING_PROCESSING = _P + "provisioning__processing"
-# zset "<alias>:<pool>:<count>:<request id>" -> enqueue epoch (1: a retry, first in line)
+# zset "<alias>:<pool>:<count>:<request id>" -> enqueue epoch (1: a retry, first in line; ours: -/+ 10^9 s
+# for a request of priority 1/3)
 ODCREATE_TASK = _P + "odcreate__task"
 TEMPLATE_DELTAS = _P + "template__deltas"
 UNDO_SIZE_OVERRIDE = _P + "pool__undo_size_override"

@@ -31,7 +31,14 @@ from vmpooler.http.waiting import Waiter
 from vmpooler.store import Allocation, Pick
 from vmpooler.store.queue import QueueRequest
 
-__all__ = ["OPTION_KEYS", "CheckoutOptions", "checkout_options", "hand_out"]
+__all__ = [
+    "OPTION_KEYS",
+    "CheckoutOptions",
+    "allow_priority",
+    "checkout_options",
+    "hand_out",
+    "priority_option",
+]
 
 OPTION_KEYS = frozenset({"wait", "priority", "tenant", "request_id"})
 _TENANT = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
@@ -55,6 +62,26 @@ def _option(req: falcon.Request, body: Mapping[str, Any], name: str) -> Any:
     return value
 
 
+def priority_option(req: falcon.Request, body: Mapping[str, Any]) -> int:
+    """The ``priority`` of a checkout or an on-demand request: 1 (high) to 3 (low), default 2 (400
+    otherwise); :func:`allow_priority` says whether the caller may use it."""
+    text = _option(req, body, "priority")
+    if text is None:
+        return 2
+    if isinstance(text, bool) or str(text) not in ("1", "2", "3"):
+        raise ApiError(400, error=f"priority must be 1 (high), 2 or 3 (low), got {text!r}")
+    return int(text)
+
+
+def allow_priority(ctx: ApiContext, owner: Owner | None, priority: int) -> None:
+    """403 unless the caller may use ``priority``: 1 is for admins and ``:config: priority_users`` when
+    ``:auth:`` is on (for everyone without it)."""
+    if priority != 1 or not ctx.auth_enabled:
+        return
+    if owner is None or not (owner.admin or owner.user in ctx.config.globals.priority_users):
+        raise ApiError(403, error="priority 1 is for admins and :config: priority_users")
+
+
 def checkout_options(ctx: ApiContext, req: falcon.Request, body: Mapping[str, Any]) -> CheckoutOptions:
     """The checkout's options, validated (400 with the reason otherwise)."""
     wait_text = _option(req, body, "wait")
@@ -66,12 +93,7 @@ def checkout_options(ctx: ApiContext, req: falcon.Request, body: Mapping[str, An
             wait = -1.0
         if isinstance(wait_text, bool) or not wait >= 0 or wait == float("inf"):
             raise ApiError(400, error=f"wait must be a number of seconds >= 0, got {wait_text!r}")
-    priority_text = _option(req, body, "priority")
-    priority = 2
-    if priority_text is not None:
-        if str(priority_text) not in ("1", "2", "3") or isinstance(priority_text, bool):
-            raise ApiError(400, error=f"priority must be 1 (high), 2 or 3 (low), got {priority_text!r}")
-        priority = int(priority_text)
+    priority = priority_option(req, body)
     tenant = _option(req, body, "tenant")
     if tenant is not None and not (isinstance(tenant, str) and _TENANT.match(tenant)):
         raise ApiError(400, error=f"tenant must match [A-Za-z0-9_.@-]{{1,64}}, got {tenant!r}")
@@ -118,10 +140,7 @@ def hand_out(
     settings = ctx.queue_settings
     tenant = _tenant_of(ctx, owner, options)
     quota = settings.quota_of(tenant)
-    if options.priority == 1 and ctx.auth_enabled:
-        allowed = owner is not None and (owner.admin or owner.user in ctx.config.globals.priority_users)
-        if not allowed:
-            raise ApiError(403, error="priority 1 is for admins and :config: priority_users")
+    allow_priority(ctx, owner, options.priority)
     lifetime = (ctx.config.globals.vm_lifetime_auth or None) if owner else None
     if options.wait <= 0 or ctx.waiters is None:
         try:

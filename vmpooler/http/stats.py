@@ -84,7 +84,7 @@ def status_body(ctx: ApiContext, sections: Sequence[str]) -> dict[str, Any]:
     if "queue" in sections:
         cloning = sum(ctx.store.tasks.clone_counters())
         pending = sum(c.pending for c in counts.values())
-        queue = {
+        queue: dict[str, Any] = {
             "requested": ctx.store.stats.requested_count(),
             "pending": pending,
             "cloning": cloning,

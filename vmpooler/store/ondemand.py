@@ -27,15 +27,16 @@ _ALIAS_MARK = "\x00alias\x00"
 _POOL_MARK = "\x00pool\x00"
 
 # KEYS: request hash, provisioning request zset. ARGV: id, now, requested, token, user, channel prefix,
-# pools... -> 0 if the id exists. The ``ondemand`` events match ``bus.OnDemandQueued``.
+# priority, pools... -> 0 if the id exists. The ``ondemand`` events match ``bus.OnDemandQueued``.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'requested', ARGV[3])
+if ARGV[7] ~= '2' then redis.call('HSET', KEYS[1], 'priority', ARGV[7]) end
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'token:token', ARGV[4], 'token:user', ARGV[5])
 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local event = {event = 'ondemand', pool = ARGV[i], request_id = ARGV[1]}
   redis.call('PUBLISH', ARGV[6] .. ARGV[i], cjson.encode(event))
 end
@@ -174,10 +175,12 @@ class OnDemand:
         now_epoch: float,
         token: str | None = None,
         user: str | None = None,
+        priority: int = 2,
     ) -> bool:
         """Record a new request and wake the pools it names, in one script.
 
-        Writes ``requested`` (and ``token:token``/``token:user`` when ``token`` is given), adds the id
+        Writes ``requested`` (and ``token:token``/``token:user`` when ``token`` is given, ``priority``
+        when it is not 2: the intake orders the request's clones by it), adds the id
         to ``vmpooler__provisioning__request`` scored ``now_epoch``, and publishes an ``ondemand``
         event on the channel of each distinct pool.
 
@@ -195,6 +198,7 @@ class OnDemand:
                 token or "",
                 user or "",
                 keys.events_channel(""),
+                priority,
                 *pools,
             ],
         )

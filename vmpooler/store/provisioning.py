@@ -114,11 +114,13 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local requested = redis.call('HGET', hash, 'requested')
   local status = redis.call('HGET', hash, 'status')
   local score = redis.call('ZSCORE', KEYS[1], id)
+  -- ours: priority 1 goes before 2 before 3 (epoch -/+ 10^9 s: the retries' score 1 stays first)
+  local task_score = now + (tonumber(redis.call('HGET', hash, 'priority') or '2') - 2) * 1e9
   redis.call('ZREM', KEYS[1], id)
   if requested and not status then
     for entry in string.gmatch(requested, '[^,]+') do
       local alias, pool, n = parse(entry)
-      if alias and n > 0 then add_task(KEYS[3], alias, pool, n, id, now) end
+      if alias and n > 0 then add_task(KEYS[3], alias, pool, n, id, task_score) end
     end
     redis.call('ZADD', KEYS[2], score, id)
     taken = taken + 1

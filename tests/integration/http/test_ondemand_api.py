@@ -32,7 +32,9 @@ from tests.integration.http.conftest import (
 )
 from tests.support.service import start_service
 from vmpooler import bus, keys
+from vmpooler.store import Store
 from vmpooler.store.ondemand import parse_platforms
+from vmpooler.store.slots import ONDEMAND_PREFIX
 
 pytestmark = pytest.mark.integration
 
@@ -577,3 +579,29 @@ def test_post_then_get_over_http_against_the_real_api(redis_url, redis, tmp_path
         assert redis.hget(keys.odrequest(request_id), "requested") == f"debian:{DEB}:2"
     finally:
         service.stop()
+
+
+# -- priority (ours) ----------------------------------------------------------------------------------
+
+
+def test_priority_orders_the_clones_of_on_demand_requests(api, redis):
+    low = post(api, {DEB: 1, "request_id": "low-one", "priority": 3})
+    normal = post_spec(api, DEB)
+    high = post_spec(api, DEB, params={"priority": "1"})
+    assert [r.status_code for r in (low, normal, high)] == [201, 201, 201]
+    assert redis.hget(keys.odrequest("low-one"), "priority") == "3"
+    assert redis.hget(keys.odrequest(normal.json["request_id"]), "priority") is None  # 2: as the original
+    store = Store(redis_lib.Redis(connection_pool=redis.connection_pool))
+    assert store.provisioning.intake(NOW) == 3
+    claimed = store.provisioning.claim(
+        "dummy", [DEB], [f"{ONDEMAND_PREFIX}{n}" for n in range(3)], limit=3, now=NOW, lease_seconds=60
+    )
+    assert [c.request_id for c in claimed] == [high.json["request_id"], normal.json["request_id"], "low-one"]
+
+
+@pytest.mark.parametrize("priority", ["0", "4", "high", "1.5"])
+def test_a_bad_priority_is_400(api, redis, priority):
+    resp = post_spec(api, DEB, params={"priority": priority})
+    assert resp.status_code == 400
+    assert "priority must be 1 (high), 2 or 3 (low)" in resp.json["error"]
+    assert redis.zcard(keys.PROVISIONING_REQUEST) == 0

@@ -32,6 +32,7 @@ import falcon
 
 from vmpooler import metrics
 from vmpooler.http import validate
+from vmpooler.http.checkout import allow_priority, priority_option
 from vmpooler.http.errors import ApiError
 
 if TYPE_CHECKING:
@@ -79,8 +80,13 @@ def _create(
     wanted: Mapping[str, int],
     owner: Owner | None,
     request_id: str | None = None,
+    priority: int = 2,
 ) -> None:
-    """The shared part of both POST forms: check the names and counts, pick pools, record."""
+    """The shared part of both POST forms: check the names and counts, pick pools, record.
+
+    ``priority`` (ours, 1 high to 3 low) orders its clones among the on-demand requests waiting for them.
+    """
+    allow_priority(ctx, owner, priority)
     if not wanted:
         raise ApiError(404)  # fix: the original recorded an empty request, "ready" at once
     bad = [name for name in wanted if name not in ctx.config.pool_names]  # fix: configured names only
@@ -103,6 +109,7 @@ def _create(
         ctx.clock(),
         token=owner.token if owner else None,
         user=owner.user if owner else None,
+        priority=priority,
     )
     if not created:
         raise ApiError(
@@ -129,9 +136,10 @@ class OnDemandCollection:
             raise ApiError(400, message=_UNPARSABLE)  # fix: the original crashed with a 500
         given = body.pop("request_id", None)
         request_id = None if given is None else _request_id(given)
+        priority = priority_option(req, {"priority": body.pop("priority")} if "priority" in body else {})
         # fix: counts are whole numbers >= 1 (the original's to_i read "abc" as 0)
         wanted = {name: validate.integer(count, "VM count", low=1, high=None) for name, count in body.items()}
-        _create(self._ctx, resp, wanted, owner, request_id)
+        _create(self._ctx, resp, wanted, owner, request_id, priority)
 
 
 class OnDemandItem:
@@ -147,7 +155,7 @@ class OnDemandItem:
         wanted: dict[str, int] = {}
         for part in name.split("+"):
             wanted[part] = wanted.get(part, 0) + 1
-        _create(self._ctx, resp, wanted, owner)
+        _create(self._ctx, resp, wanted, owner, priority=priority_option(req, {}))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         metrics.HTTP_REQUESTS_VM.labels("get", "ondemand", "request").inc()
