@@ -28,16 +28,21 @@ def lane_of(slot: str) -> str:
     return "ondemand" if slot.startswith(ONDEMAND_PREFIX) else "clone"
 
 
-# KEYS: leases zset, counter, waiting pools zset. ARGV: member, limit, now, expiry, pool
+# KEYS: leases zset, counter, waiting pools zset, queue demand hash. ARGV: member, limit, now, expiry, pool
 # -> {1 if a slot was taken, else 0, slots in use}; a refused pool waits (first refusal's time kept) for
-# a released slot.
+# a released slot. While checkouts wait for other pools and none for this one, this pool (refilling its
+# buffer) may use only the lower half of the slots: the upper half is kept for cloning what is waited for.
 _ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 local n = redis.call('ZCARD', KEYS[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   return {1, n}
 end
-if n >= tonumber(ARGV[2]) then
+local limit = tonumber(ARGV[2])
+if not redis.call('HGET', KEYS[4], ARGV[5]) and redis.call('HLEN', KEYS[4]) > 0 then
+  limit = limit - math.floor(limit / 2)
+end
+if n >= limit then
   redis.call('SET', KEYS[2], n)
   redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[5])
   return {0, n}
@@ -83,7 +88,8 @@ class Slots:
         """Take one of the ``task_limit`` clone slots shared by every provider process.
 
         A provider process releases all of its own at start (``release_owner``), so a process that
-        dies never leaks one. A refused ``pool`` waits in ``vmpooler__tasks__clone_waiting``: the next
+        dies never leaks one. While checkouts wait for other pools and none waits for ``pool``, it may
+        take only the lower half of the slots (its clones refill an idle buffer; theirs are waited for). A refused ``pool`` waits in ``vmpooler__tasks__clone_waiting``: the next
         slot released, by any process, sends it a ``slot`` event, so it clones at once instead of on
         its next pass.
 
@@ -92,7 +98,7 @@ class Slots:
         """
         now = time.time()
         taken, in_use = self._acquire(
-            keys=_KEYS, args=[f"{owner}:{slot}", limit, now, now + lease_seconds, pool]
+            keys=[*_KEYS, keys.QUEUE_DEMAND], args=[f"{owner}:{slot}", limit, now, now + lease_seconds, pool]
         )
         return bool(taken), int(in_use)
 

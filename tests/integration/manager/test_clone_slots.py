@@ -83,3 +83,17 @@ def test_a_released_slot_wakes_a_pool_that_waited_for_one(run_manager, redis) ->
     assert second[0] >= first[1], "two clones held the one slot"
     assert second[0] - first[1] < 0.5, f"the waiting pool started {second[0] - first[1]:.2f} s after the slot"
     assert redis.zcard(keys.CLONE_WAITING) == 0
+
+
+def test_buffer_refills_leave_half_the_slots_to_pools_that_checkouts_wait_for(store, redis):
+    def take(slot: str, pool: str) -> bool:
+        return store.slots.acquire("dummy", slot, limit=4, lease_seconds=600, pool=pool)[0]
+
+    assert [take(f"b{i}", "buffer") for i in range(3)] == [True, True, True]  # nobody waits: all four
+    store.slots.release("dummy", "b2")
+    redis.hset(keys.QUEUE_DEMAND, "wanted", 2)  # checkouts now wait for the pool "wanted"
+    assert not take("b3", "buffer")  # two in use: a buffer refill may use only the lower half
+    assert [take(f"w{i}", "wanted") for i in range(3)] == [True, True, False]  # the waited-for pool: all
+    redis.hdel(keys.QUEUE_DEMAND, "wanted")
+    store.slots.release("dummy", "w0")
+    assert take("b3", "buffer")  # nobody waits any more: every slot again
