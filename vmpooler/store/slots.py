@@ -89,9 +89,9 @@ class Slots:
 
         A provider process releases all of its own at start (``release_owner``), so a process that
         dies never leaks one. While checkouts wait for other pools and none waits for ``pool``, it may
-        take only the lower half of the slots (its clones refill an idle buffer; theirs are waited for). A refused ``pool`` waits in ``vmpooler__tasks__clone_waiting``: the next
-        slot released, by any process, sends it a ``slot`` event, so it clones at once instead of on
-        its next pass.
+        take only the lower half of the slots (its clones refill an idle buffer; theirs are waited
+        for). A refused ``pool`` waits in ``vmpooler__tasks__clone_waiting``: the next slot released, by
+        any process, sends it a ``slot`` event, so it clones at once instead of on its next pass.
 
         Returns:
             (whether the slot was taken, the slots in use now).
