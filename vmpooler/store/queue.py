@@ -442,30 +442,24 @@ class Queues:
         Raises:
             ValueError: the request id is already in use.
         """
-        with self._redis.pipeline(transaction=True) as pipe:
-            self._enqueue(
-                keys=[
-                    keys.QUEUE,
-                    keys.QUEUE_DEMAND,
-                    keys.QUEUE_WANTED,
-                    keys.queue_request(request.request_id),
-                ],
-                args=[
-                    request.request_id,
-                    request.priority,
-                    _encode_picks(request.picks),
-                    request.tenant,
-                    request.token or "",
-                    request.user or "",
-                    "" if request.lifetime is None else request.lifetime,
-                    int(request.wait_seconds * 1000),
-                    request.worker,
-                    keys.events_channel(""),
-                ],
-                client=pipe,
-            )
-            self._add_dispatch(pipe, settings, now=now)
-            added, served = pipe.execute()
+        added, served = self._then_dispatch(
+            self._enqueue,
+            [keys.QUEUE, keys.QUEUE_DEMAND, keys.QUEUE_WANTED, keys.queue_request(request.request_id)],
+            [
+                request.request_id,
+                request.priority,
+                _encode_picks(request.picks),
+                request.tenant,
+                request.token or "",
+                request.user or "",
+                "" if request.lifetime is None else request.lifetime,
+                int(request.wait_seconds * 1000),
+                request.worker,
+                keys.events_channel(""),
+            ],
+            settings,
+            now,
+        )
         if not int(added):
             raise ValueError(f"request id {request.request_id!r} is already in use")
         return self._own(served, request.request_id)
@@ -479,29 +473,28 @@ class Queues:
         caller answers with them), ``("returned", n)`` when it was served and ``give_back`` (its client is
         gone: its VMs went back to ready, never lost, never handed out twice), ``("unknown", None)``.
         A dispatch follows in the same MULTI (a freed pool or VM may serve others)."""
-        with self._redis.pipeline(transaction=True) as pipe:
-            self._cancel(
-                keys=[
-                    keys.QUEUE,
-                    keys.QUEUE_DEMAND,
-                    keys.QUEUE_WANTED,
-                    keys.TENANT_RUNNING,
-                    keys.TENANT_HELD,
-                    keys.queue_request(request_id),
-                ],
-                args=[
-                    request_id,
-                    "1" if give_back else "0",
-                    keys.vm_hash(""),
-                    keys.ready_set(""),
-                    keys.running_set(""),
-                    keys.migrating_set(""),
-                    keys.active_hash(""),
-                ],
-                client=pipe,
-            )
-            self._add_dispatch(pipe, settings, now=now)
-            outcome, _served = pipe.execute()
+        outcome, _served = self._then_dispatch(
+            self._cancel,
+            [
+                keys.QUEUE,
+                keys.QUEUE_DEMAND,
+                keys.QUEUE_WANTED,
+                keys.TENANT_RUNNING,
+                keys.TENANT_HELD,
+                keys.queue_request(request_id),
+            ],
+            [
+                request_id,
+                "1" if give_back else "0",
+                keys.vm_hash(""),
+                keys.ready_set(""),
+                keys.running_set(""),
+                keys.migrating_set(""),
+                keys.active_hash(""),
+            ],
+            settings,
+            now,
+        )
         kind = outcome[0]
         if kind == "served":
             return kind, decode_vms(outcome[1])
@@ -631,6 +624,16 @@ class Queues:
             _DROP_GRACE_MS,
             *settings.argv(),
         ]
+
+    def _then_dispatch(
+        self, script: Any, script_keys: list[str], argv: list[Any], settings: QueueSettings, now: str
+    ) -> tuple[Any, list[str]]:
+        """``script`` and a dispatch in one MULTI: (the script's reply, the dispatch's)."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            script(keys=script_keys, args=argv, client=pipe)
+            self._add_dispatch(pipe, settings, now=now)
+            reply, served = pipe.execute()
+        return reply, served
 
     def _add_dispatch(self, pipe: Any, settings: QueueSettings, *, now: str) -> None:
         self._dispatch(keys=self._dispatch_keys(), args=self._dispatch_args(settings, now), client=pipe)
