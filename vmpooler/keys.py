@@ -23,6 +23,7 @@ __all__ = [
     "QUEUE",
     "QUEUE_CHANNEL",
     "QUEUE_DEMAND",
+    "QUEUE_VTIME",
     "QUEUE_WANTED",
     "TASKS_CLONE",
     "TASKS_DISK",
@@ -32,6 +33,7 @@ __all__ = [
     "TEMPLATE_DELTAS",
     "TEMPLATE_PREPARED",
     "TENANT_HELD",
+    "TENANT_PASS",
     "TENANT_RUNNING",
     "UNDO_SIZE_OVERRIDE",
     "UNDO_TEMPLATE_OVERRIDE",
@@ -101,6 +103,8 @@ QUEUE_WANTED = _P + "queue__wanted"  # pool -> waiting picks that list it as any
 QUEUE_CHANNEL = _P + "queue__events"
 TENANT_RUNNING = _P + "tenant_running"
 TENANT_HELD = _P + "tenant_held"  # running VM -> the tenant it is counted for
+TENANT_PASS = _P + "tenant_pass"  # tenant -> VMs served by the queue / weight (stride scheduling)
+QUEUE_VTIME = _P + "queue__vtime"  # the lowest pass of the tenants last seen waiting: where newcomers start
 
 # The sets a VM moves through (``VMState``'s, and ``migrating``: a side set of running VMs just checked
 # out); ``state_set(state, pool)`` takes one of these names.

@@ -582,3 +582,44 @@ def test_a_dispatcher_whose_clock_runs_ahead_does_not_drop_a_live_request(store,
     monkeypatch.setattr(queue_module, "time", types.SimpleNamespace(time=lambda: real() + 120))
     ready(redis, "a", "a1")
     assert store.queue.dispatch(NO_LIMITS, now=NOW) == ["r1"]
+
+
+# -- fair share when VMs come back at once (stride scheduling) ----------------------------------------
+
+
+def serve_one_at_a_time(store: Store, redis, n: int, settings: QueueSettings = NO_LIMITS) -> list[str]:
+    """Make one VM ready at a time, dispatch, and return it at once (no tenant ever holds one when the
+    next comes): the tenants of the requests served, in order."""
+    tenants = []
+    for i in range(n):
+        ready(redis, "a", f"a{i}")
+        (request_id,) = store.queue.dispatch(settings, now=NOW)
+        tenants.append(store.queue.status(request_id)["tenant"])
+        assert store.vms.return_vm(f"a{i}", "a")
+    return tenants
+
+
+def test_tenants_that_return_their_vms_at_once_still_take_turns(store, redis):
+    # t0 queued all its requests first: without a memory of past service, FIFO would serve t0 three times
+    wait(store, *(rq(f"t0-{i}", "a", tenant="t0") for i in range(3)))
+    wait(store, *(rq(f"t1-{i}", "a", tenant="t1") for i in range(3)))
+    wait(store, *(rq(f"t2-{i}", "a", tenant="t2") for i in range(3)))
+    assert serve_one_at_a_time(store, redis, 6) == ["t0", "t1", "t2", "t0", "t1", "t2"]
+
+
+def test_a_heavier_tenant_gets_its_weight_in_turns(store, redis):
+    settings = QueueSettings(tenants=(("heavy", 2.0, None),))
+    wait(store, *(rq(f"l-{i}", "a", tenant="light") for i in range(6)))
+    wait(store, *(rq(f"h-{i}", "a", tenant="heavy") for i in range(6)))
+    served = serve_one_at_a_time(store, redis, 9, settings)
+    assert served.count("heavy") == 6 and served.count("light") == 3, served
+
+
+def test_a_tenant_back_from_idle_gets_no_hoarded_credit(store, redis):
+    wait(store, rq("x-0", "a", tenant="x"))
+    assert serve_one_at_a_time(store, redis, 1) == ["x"]
+    wait(store, *(rq(f"y-{i}", "a", tenant="y") for i in range(14)))
+    assert serve_one_at_a_time(store, redis, 10) == ["y"] * 10  # x is idle meanwhile
+    wait(store, *(rq(f"x-{i}", "a", tenant="x") for i in range(1, 5)))
+    # x was served 1, y 10: x starts from where y stands, so they alternate (not 9 x in a row)
+    assert serve_one_at_a_time(store, redis, 4) == ["x", "y", "x", "y"]

@@ -68,6 +68,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
     authenticator: Authenticator | None = None,
+    waiters: Waiters | None = None,
 ) -> falcon.App:
     """Build the WSGI app serving ``/api/v1``, ``/api/v2`` and ``/api/v3``.
 
@@ -78,6 +79,8 @@ def create_app(
         rng: randomness for alias selection (tests pass a seeded one).
         authenticator: checks the Basic credentials of the token routes when ``:auth:`` is
             configured; default: the one ``:auth:`` names (tests pass one with a fake LDAP).
+        waiters: this worker's waiting checkouts (``vmpooler.http.waiting``), which the caller stops
+            before closing ``store``; default: new ones.
 
     Raises:
         ConfigError: ``:auth:`` names LDAP and ``ldap3`` is not installed.
@@ -107,7 +110,7 @@ def create_app(
         rng=rng or random.Random(),
         authenticator=authenticator,
         queue_settings=QueueSettings.from_config(config),
-        waiters=Waiters(store, config.globals.queue_waiters),
+        waiters=waiters or Waiters(store, config.globals.queue_waiters),
     )
     for version in API_VERSIONS:
         _mount(app, base.with_version(version))

@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import falcon
@@ -196,10 +196,9 @@ def _wait_for(
             got = ctx.store.queue.enqueue(request, ctx.queue_settings, now=ctx.now())
         except ValueError as exc:
             raise ApiError(409, error=str(exc)) from None
-        if got is not None:
-            metrics.QUEUE_WAIT.labels("served").observe(time.monotonic() - started)
-            return got
         try:
+            if got is not None:
+                return _deliver(ctx, waiter, got, started)
             return _await(ctx, waiter, picks, options, started)
         except StoreError:  # this client gets a 503: what may have been served to it goes back
             with contextlib.suppress(StoreError):
@@ -207,6 +206,22 @@ def _wait_for(
             raise
     finally:
         waiters.leave(waiter)
+
+
+def _deliver(ctx: ApiContext, waiter: Waiter, got: list[Allocation], started: float) -> list[Allocation]:
+    """The VMs served to a waiting request, unless its client has gone meanwhile: then they go back."""
+    if waiter.client_gone():
+        _give_back(ctx, waiter, started)
+    metrics.QUEUE_WAIT.labels("served").observe(time.monotonic() - started)
+    return got
+
+
+def _give_back(ctx: ApiContext, waiter: Waiter, started: float) -> NoReturn:
+    """The client disconnected: its place (or the VMs already served to it) goes back; nobody reads the
+    answer."""
+    ctx.store.queue.cancel(waiter.request_id, ctx.queue_settings, now=ctx.now(), give_back=True)
+    metrics.QUEUE_WAIT.labels("disconnected").observe(time.monotonic() - started)
+    raise ApiError(503, error="the client disconnected")
 
 
 def _await(
@@ -218,20 +233,16 @@ def _await(
     while True:
         waiter.event.wait(max(0.0, deadline - time.monotonic()))
         waiter.event.clear()
-        if waiter.gone:
-            ctx.store.queue.cancel(request_id, ctx.queue_settings, now=ctx.now(), give_back=True)
-            metrics.QUEUE_WAIT.labels("disconnected").observe(time.monotonic() - started)
-            raise ApiError(503, error="the client disconnected")  # nobody reads it
+        if waiter.client_gone():
+            _give_back(ctx, waiter, started)
         served = ctx.store.queue.served([request_id]).get(request_id)
         if served is not None:
-            metrics.QUEUE_WAIT.labels("served").observe(time.monotonic() - started)
-            return served
+            return _deliver(ctx, waiter, served, started)
         if time.monotonic() >= deadline:
             break
     kind, detail = ctx.store.queue.cancel(request_id, ctx.queue_settings, now=ctx.now(), give_back=False)
-    if kind == "served":  # served between the last look and the cancel: the client is still here
-        metrics.QUEUE_WAIT.labels("served").observe(time.monotonic() - started)
-        return list(detail)
+    if kind == "served":  # served between the last look and the cancel
+        return _deliver(ctx, waiter, list(detail), started)
     metrics.QUEUE_WAIT.labels("timeout").observe(time.monotonic() - started)
     for pick in picks:
         metrics.CHECKOUT_EMPTY.labels(pick.requested).inc()

@@ -16,6 +16,7 @@ from vmpooler.config import Config, load_config
 from vmpooler.config.env import env_value
 from vmpooler.errors import StoreError
 from vmpooler.http.app import create_app
+from vmpooler.http.waiting import Waiters
 from vmpooler.log import setup_logging
 from vmpooler.store import Store
 
@@ -114,7 +115,8 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
     )
     if not config.pools_given:
         config = with_published_pools(config, store, heartbeat)
-    app = create_app(config, store)
+    waiting = Waiters(store, waiters)
+    app = create_app(config, store, waiters=waiting)
     server = waitress.create_server(
         app,
         sockets=[args.sock],
@@ -138,4 +140,5 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
     finally:
         stop.set()
         server.close()
+        waiting.stop()  # before the store's connections close under its watcher
         store.close()

@@ -47,6 +47,15 @@ class Waiter:
     disconnected: Callable[[], bool] | None = None
     gone: bool = False  # set by the watcher: the client disconnected
 
+    def client_gone(self) -> bool:
+        """Whether the client has disconnected, asked now (the watcher only looks every second)."""
+        if not self.gone and self.disconnected is not None:
+            try:
+                self.gone = bool(self.disconnected())
+            except Exception:  # waitress's check must never fail a request
+                return False
+        return self.gone
+
 
 class Waiters:
     """The waiting requests of this worker and their watcher (see the module docstring).
@@ -62,7 +71,7 @@ class Waiters:
         self._slots = threading.BoundedSemaphore(capacity)
         self._waiters: dict[str, Waiter] = {}
         self._lock = threading.Lock()
-        self._started = False
+        self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def __len__(self) -> int:
@@ -75,8 +84,9 @@ class Waiters:
         waiter = Waiter(request_id, disconnected=disconnected)
         with self._lock:
             self._waiters[request_id] = waiter
-            if not self._started:
-                self._start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, daemon=True, name="queue-watcher")
+                self._thread.start()
         return waiter
 
     def leave(self, waiter: Waiter) -> None:
@@ -88,17 +98,16 @@ class Waiters:
         """Renew this worker's liveness key now (before its first enqueue)."""
         self._store.queue.beat(self.worker)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the watcher (before the store's connections close under it)."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     # -- the watcher -----------------------------------------------------------------------------------
 
-    def _start(self) -> None:
-        self._started = True
-        threading.Thread(target=self._watch, daemon=True, name="queue-watcher").start()
-
     def _watch(self) -> None:
-        pubsub = None
+        pubsub: Any = None
         next_disconnect = next_poll = next_beat = 0.0
         while not self._stop.is_set():
             try:
@@ -108,7 +117,9 @@ class Waiters:
                 message = pubsub.get_message(timeout=0.2)
                 if message is not None and message.get("type") == "message":
                     self._wake(str(message["data"]).split(","))
-            except Exception as exc:
+            except Exception as exc:  # the watcher must outlive any Redis trouble
+                if self._stop.is_set():
+                    break
                 log.warning("queue watcher: %s; resubscribing", exc)
                 if pubsub is not None:
                     with contextlib.suppress(Exception):  # a broken connection may not close cleanly
@@ -125,6 +136,9 @@ class Waiters:
             if now >= next_beat:
                 next_beat = now + _BEAT_EVERY
                 self._beat()
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                pubsub.close()
 
     def _wake(self, request_ids: list[str]) -> None:
         with self._lock:

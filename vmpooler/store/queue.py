@@ -2,11 +2,13 @@
 
 A waiting checkout is recorded (``enqueue``) and a dispatch runs in the same MULTI. A dispatch walks the
 queue by priority (1 first); within a priority, the tenant holding the fewest running VMs for its
-weight goes first, FIFO within a tenant; a tenant at its quota is skipped (it waits, and blocks nobody).
-Each request gets every VM it asked for or none (all-or-nothing in one script, so two multi-pool requests
-never hold part of what the other needs). A request that cannot be served whole keeps the pools it
-needs from every request after it in that order, so a multi-pool request is not starved by single ones.
-Served → its VMs are handed out as by an immediate checkout, its hash says ``served`` with the VMs, and
+weight goes first, among equals the one served least for its weight lately (``keys.TENANT_PASS``:
+stride scheduling, so tenants whose VMs come back quickly still share by weight), FIFO within a
+tenant; a tenant at its quota is skipped (it waits, and blocks nobody). Each request gets every VM
+it asked for or none (all-or-nothing in one script, so two multi-pool requests never hold part of what
+the other needs). A request that cannot be served whole keeps the pools it needs from every request
+after it in that order, so a multi-pool request is not starved by single ones. Served → its VMs are
+handed out as by an immediate checkout, its hash says ``served`` with the VMs, and
 its id is published on ``keys.QUEUE_CHANNEL``.
 
 A dispatch runs after every enqueue, every VM that turns ready, every return (a quota may free up) and
@@ -97,7 +99,7 @@ return 1
 """
 )
 
-# KEYS: queue, demand, wanted, tenant counts, tenant held.
+# KEYS: queue, demand, wanted, tenant counts, tenant held, tenant passes, virtual time.
 # ARGV: now (checkout text), sweep ('1': look at every request even when no pool has a ready VM, to drop
 #       the dead ones), request prefix, vm prefix, ready prefix, running prefix, migrating
 #       prefix, active prefix, pool channel prefix, queue channel, worker prefix, drop grace ms,
@@ -109,6 +111,7 @@ _DISPATCH = (
     + """
 redis.replicate_commands()
 local Q, DEMAND, WANTED, COUNTS, HELD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local PASS, VTIME = KEYS[6], KEYS[7]
 local now, sweep = ARGV[1], ARGV[2] == '1'
 local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -247,11 +250,24 @@ local function take(picks)
   return taken
 end
 
+-- a tenant's pass (stride scheduling): VMs served to it / its weight. The virtual time is the lowest pass
+-- of the tenants a dispatch saw waiting; a tenant that joins or comes back from idle starts there, so
+-- equal running counts go round robin (by weight) and no idle credit is hoarded.
+local vtime = tonumber(redis.call('GET', VTIME) or '0')
+local lowest = nil
+local function passes_of(band)
+  for _, t in ipairs(band.order) do
+    t.pass = tonumber(redis.call('HGET', PASS, t.name) or '')
+    if t.pass == nil or t.pass < vtime then t.pass = vtime end
+  end
+end
+
 local served = {}
 for _, b in ipairs(band_list) do
   local band = bands[b]
+  passes_of(band)
   while open_pools() do
-    local best, best_key, best_score = nil, nil, nil
+    local best, best_key = nil, nil
     for _, t in ipairs(band.order) do
       local head = t.reqs[t.next]
       if head then
@@ -260,14 +276,23 @@ for _, b in ipairs(band_list) do
         if quota ~= nil and running_of(t.name) + #head.picks > quota then
           t.next = #t.reqs + 1  -- at its quota: waits, blocks nobody
         else
-          local key = running_of(t.name) / (weights[t.name] or 1)
-          if best == nil or key < best_key or (key == best_key and head.score < best_score) then
-            best, best_key, best_score = t, key, head.score
+          -- fewest running VMs for the weight, then the lowest pass, then the oldest request
+          local key = {running_of(t.name) / (weights[t.name] or 1), t.pass, head.score}
+          local better = best == nil
+          if not better then
+            for k = 1, 3 do
+              if key[k] ~= best_key[k] then
+                better = key[k] < best_key[k]
+                break
+              end
+            end
           end
+          if better then best, best_key = t, key end
         end
       end
     end
     if best == nil then break end
+    if lowest == nil or best.pass < lowest then lowest = best.pass end
     local req = best.reqs[best.next]
     best.next = best.next + 1
     local taken = take(req.picks)
@@ -289,6 +314,9 @@ for _, b in ipairs(band_list) do
         lines[#lines + 1] = t[1] .. '\\t' .. pool .. '\\t' .. vm
       end
       running[best.name] = running_of(best.name) + #taken
+      best.pass = best.pass + #taken / (weights[best.name] or 1)
+      redis.call('HSET', PASS, best.name, best.pass)
+      redis.call('EXPIRE', PASS, 86400)
       local vms = table.concat(lines, '\\n')
       redis.call('HSET', h, 'status', 'served', 'vms', vms, 'served', now_ms)
       redis.call('EXPIRE', h, 300)
@@ -298,6 +326,9 @@ for _, b in ipairs(band_list) do
       served[#served + 1] = vms
     end
   end
+end
+if lowest ~= nil and lowest > vtime then
+  redis.call('SET', VTIME, lowest, 'EX', 86400)
 end
 if #served > 0 then
   local ids = {}
@@ -605,7 +636,15 @@ class Queues:
 
     @staticmethod
     def _dispatch_keys() -> list[str]:
-        return [keys.QUEUE, keys.QUEUE_DEMAND, keys.QUEUE_WANTED, keys.TENANT_RUNNING, keys.TENANT_HELD]
+        return [
+            keys.QUEUE,
+            keys.QUEUE_DEMAND,
+            keys.QUEUE_WANTED,
+            keys.TENANT_RUNNING,
+            keys.TENANT_HELD,
+            keys.TENANT_PASS,
+            keys.QUEUE_VTIME,
+        ]
 
     @staticmethod
     def _dispatch_args(settings: QueueSettings, now: str, sweep: bool = False) -> list[Any]:
