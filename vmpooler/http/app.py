@@ -110,7 +110,7 @@ def create_app(
         rng=rng or random.Random(),
         authenticator=authenticator,
         queue_settings=QueueSettings.from_config(config),
-        waiters=waiters or Waiters(store, config.globals.queue_waiters),
+        waiters=waiters if waiters is not None else Waiters(store, config.globals.queue_waiters),
     )
     for version in API_VERSIONS:
         _mount(app, base.with_version(version))
