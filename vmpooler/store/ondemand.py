@@ -205,6 +205,21 @@ class OnDemand:
         return bool(created)
 
     @translated
+    def waiting_by_priority(self) -> dict[int, int]:
+        """Requests still being provisioned (new or in processing), counted by priority (``GET /queue``)."""
+        ids = [*self._redis.zrange(keys.PROVISIONING_REQUEST, 0, -1)]
+        ids += self._redis.zrange(keys.PROVISIONING_PROCESSING, 0, -1)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for request_id in ids:
+                pipe.hget(keys.odrequest(request_id), "priority")
+            priorities = pipe.execute()
+        counts: dict[int, int] = {}
+        for priority in priorities:
+            level = int(priority or 2)
+            counts[level] = counts.get(level, 0) + 1
+        return counts
+
+    @translated
     def status(self, request_id: str) -> RequestStatus | None:
         """The request's hash and the members of each of its VM sets, in one script; None if unknown."""
         reply = self._status(keys=[keys.odrequest(request_id)], args=_vm_set_parts(request_id))

@@ -1,4 +1,5 @@
-"""``GET /queue``: what waits (depth by pool, priority and tenant), or one request's place in line."""
+"""``GET /queue``: what waits (depth by pool, priority and tenant; on-demand requests still being
+provisioned, by priority), or one request's place in line."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ _PRIORITIES = (1, 2, 3)
 def queue_body(ctx: ApiContext) -> dict[str, Any]:
     """The queue counted (and the queue gauges set from it, for ``/status`` and each scrape)."""
     view = ctx.store.queue.view()
+    ondemand = ctx.store.ondemand.waiting_by_priority()  # on-demand requests: their own clone lane
     for priority in _PRIORITIES:
         metrics.QUEUE_DEPTH.labels(str(priority)).set(view.by_priority.get(priority, 0))
     metrics.QUEUE_OLDEST.set(view.oldest_wait_seconds)
@@ -28,6 +30,7 @@ def queue_body(ctx: ApiContext) -> dict[str, Any]:
         "priorities": {str(p): view.by_priority.get(p, 0) for p in _PRIORITIES},
         "tenants": dict(sorted(view.by_tenant.items())),
         "demand": dict(sorted(ctx.store.queue.demand().items())),
+        "ondemand": {str(p): ondemand.get(p, 0) for p in _PRIORITIES},
     }
 
 
