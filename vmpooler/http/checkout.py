@@ -175,7 +175,10 @@ def _wait_for(
     waiters = ctx.waiters
     assert waiters is not None
     request_id = options.request_id or secrets.token_hex(12)
-    waiter = waiters.enter(request_id, req.env.get("waitress.client_disconnected"))
+    try:
+        waiter = waiters.enter(request_id, req.env.get("waitress.client_disconnected"))
+    except ValueError as exc:
+        raise ApiError(409, error=str(exc)) from None
     if waiter is None:
         raise ApiError(503, error="this API worker holds as many waiting checkouts as it may (queue_waiters)")
     started = time.monotonic()

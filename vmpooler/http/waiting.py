@@ -78,11 +78,18 @@ class Waiters:
         return len(self._waiters)
 
     def enter(self, request_id: str, disconnected: Callable[[], bool] | None) -> Waiter | None:
-        """Register a waiter; None when this worker already holds ``capacity`` of them."""
+        """Register a waiter; None when this worker already holds ``capacity`` of them.
+
+        Raises:
+            ValueError: a request of that id already waits here.
+        """
         if not self._slots.acquire(blocking=False):
             return None
         waiter = Waiter(request_id, disconnected=disconnected)
         with self._lock:
+            if request_id in self._waiters:
+                self._slots.release()
+                raise ValueError(f"request id {request_id!r} is already in use")
             self._waiters[request_id] = waiter
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, daemon=True, name="queue-watcher")
@@ -91,8 +98,9 @@ class Waiters:
 
     def leave(self, waiter: Waiter) -> None:
         with self._lock:
-            if self._waiters.pop(waiter.request_id, None) is not None:
-                self._slots.release()
+            if self._waiters.get(waiter.request_id) is waiter:
+                del self._waiters[waiter.request_id]
+        self._slots.release()
 
     def ensure_alive(self) -> None:
         """Renew this worker's liveness key now (before its first enqueue)."""

@@ -182,3 +182,32 @@ def test_get_queue_counts_what_waits(api, redis):
     assert api.simulate_get("/api/v3/queue", params={"request_id": "nope-0001"}).status_code == 404
     status = api.simulate_get("/api/v3/status").json["queue"]
     assert status["waiting"] == 3 and status["waiting_oldest_seconds"] >= 4
+
+
+def test_a_worker_holds_at_most_queue_waiters_and_each_id_once(redis_url: str):
+    from vmpooler.http.waiting import Waiters
+    from vmpooler.store import Store
+
+    store = Store.from_url(redis_url)
+    waiters = Waiters(store, capacity=2)
+    try:
+        first = waiters.enter("req-a", None)
+        assert first is not None
+        with pytest.raises(ValueError, match="already in use"):
+            waiters.enter("req-a", None)  # the same id twice: refused, its slot given back
+        second = waiters.enter("req-b", None)
+        assert second is not None and len(waiters) == 2
+        assert waiters.enter("req-c", None) is None  # full
+        waiters.leave(first)
+        third = waiters.enter("req-c", None)
+        assert third is not None and len(waiters) == 2
+        # the watcher wakes a waiter whose request a dispatch served (its id on the queue channel)
+        # (published again until heard: the watcher subscribes when the first waiter enters)
+        deadline = time.monotonic() + 5
+        while not third.event.is_set() and time.monotonic() < deadline:
+            store.client.publish(keys.QUEUE_CHANNEL, "req-x,req-c")
+            third.event.wait(0.1)
+        assert third.event.is_set() and not second.event.is_set()
+    finally:
+        waiters.stop()
+        store.close()
