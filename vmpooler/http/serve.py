@@ -120,7 +120,7 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
     server = waitress.create_server(
         app,
         sockets=[args.sock],
-        threads=args.threads + waiters,
+        threads=args.threads,
         ident="vmpooler",
         connection_limit=1000 + waiters,
         # lets a waiting checkout see its client disconnect (environ["waitress.client_disconnected"])
@@ -130,6 +130,9 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         # without reading them, with a plain-text 413 (its error pages cannot be JSON).
         max_request_body_size=4 * config.globals.max_request_body,
     )
+    # each waiting checkout holds a thread: one more while it waits, so the other routes keep theirs
+    dispatcher = server.task_dispatcher
+    waiting.on_count = lambda count: dispatcher.set_thread_count(args.threads + count)
     stop = threading.Event()
     if heartbeat is not None:
         heartbeat.beat()

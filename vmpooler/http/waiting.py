@@ -1,9 +1,10 @@
 """Waiting checkouts in one API worker: the threads that wait, and the one thread that wakes them.
 
 A waiting checkout holds its waitress thread (WSGI has no other way) on a ``threading.Event`` keyed by
-its request id; at most ``:config: queue_waiters`` do so at once per worker (waitress gets that many
-threads more than ``VMPOOLER_API_THREADS``, so the other routes always have theirs). One watcher
-thread per worker, started with the first waiter:
+its request id; at most ``:config: queue_waiters`` do so at once per worker. Each waiter adds one thread
+to waitress's pool while it waits (``on_count``), so the other routes always keep their
+``VMPOOLER_API_THREADS``; idle, the pool is that size (500 idle threads cost a quarter of the
+throughput: docs/performance.md). One watcher thread per worker, started with the first waiter:
 
 * listens on ``keys.QUEUE_CHANNEL`` and sets the event of each of its requests a dispatch served;
 * every second, sets the event of a waiter whose client disconnected (waitress's
@@ -63,10 +64,12 @@ class Waiters:
     Args:
         store: the worker's store.
         capacity: the most requests that may wait at once.
+        on_count: told the number of waiters whenever it changes (the worker resizes waitress's pool).
     """
 
-    def __init__(self, store: Any, capacity: int) -> None:
+    def __init__(self, store: Any, capacity: int, on_count: Callable[[int], None] | None = None) -> None:
         self.worker = uuid.uuid4().hex
+        self.on_count = on_count
         self._store = store
         self._slots = threading.BoundedSemaphore(capacity)
         self._waiters: dict[str, Waiter] = {}
@@ -91,6 +94,7 @@ class Waiters:
                 self._slots.release()
                 raise ValueError(f"request id {request_id!r} is already in use")
             self._waiters[request_id] = waiter
+            self._counted()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, daemon=True, name="queue-watcher")
                 self._thread.start()
@@ -100,7 +104,13 @@ class Waiters:
         with self._lock:
             if self._waiters.get(waiter.request_id) is waiter:
                 del self._waiters[waiter.request_id]
+                self._counted()
         self._slots.release()
+
+    def _counted(self) -> None:
+        """(Under the lock.) Tell ``on_count`` how many wait now."""
+        if self.on_count is not None:
+            self.on_count(len(self._waiters))
 
     def ensure_alive(self) -> None:
         """Renew this worker's liveness key now (before its first enqueue)."""
