@@ -163,8 +163,11 @@ def _client_proc(port: int, seconds: float, start_at: float, out: multiprocessin
     out.put(done)
 
 
-def throughput(port: int, clients: int, seconds: float, pids: tuple[int, int]) -> tuple[float, float, float]:
-    """Requests/s, and CPU µs per request of the API processes and of redis-server (``pids``)."""
+def throughput(
+    port: int, clients: int, seconds: float, pids: tuple[int, int | None]
+) -> tuple[float, float, float]:
+    """Requests/s, and CPU µs per request of the API processes and of redis-server (``pids``; None: no
+    redis, as for the ceiling)."""
     queue: multiprocessing.Queue = multiprocessing.Queue()
     start_at = time.time() + 1.0
     procs = [
@@ -174,9 +177,9 @@ def throughput(port: int, clients: int, seconds: float, pids: tuple[int, int]) -
     for proc in procs:
         proc.start()
     time.sleep(max(0.0, start_at - time.time()))
-    before = [cpu_seconds(pid) for pid in pids]
+    before = [cpu_seconds(pid) if pid else 0.0 for pid in pids]
     total = sum(queue.get(timeout=seconds + 60) for _ in procs)
-    after = [cpu_seconds(pid) for pid in pids]
+    after = [cpu_seconds(pid) if pid else 0.0 for pid in pids]
     for proc in procs:
         proc.join()
     api_cpu, redis_cpu = (1e6 * (b - a) / total for a, b in zip(before, after, strict=True))
@@ -226,18 +229,45 @@ def run(
     )
     try:
         fill(redis.Redis(port=redis_port), args.cycles + 100 + int(args.seconds * 4000 * 3))
-        wait_http(api_port)
-        seq = Client(api_port)
-        for _ in range(100):
-            seq.cycle()
-        timings: list[list[float]] = [[], [], []]
-        for _ in range(args.cycles):
-            seq.cycle(timings)
-        rates = {n: throughput(api_port, n, args.seconds, (api.pid, redis_proc.pid)) for n in (1, 4, 16)}
+        return measure(args, api_port, (api.pid, redis_proc.pid))
     finally:
         api.terminate()
         api.wait(20)
+
+
+def measure(
+    args: argparse.Namespace, port: int, pids: tuple[int, int | None]
+) -> tuple[list[list[float]], dict[int, tuple[float, float, float]]]:
+    """The sequential timings and the throughput runs against the API on ``port``."""
+    wait_http(port)
+    seq = Client(port)
+    for _ in range(100):
+        seq.cycle()
+    timings: list[list[float]] = [[], [], []]
+    for _ in range(args.cycles):
+        seq.cycle(timings)
+    rates = {n: throughput(port, n, args.seconds, pids) for n in (1, 4, 16)}
     return timings, rates
+
+
+def run_ceiling(
+    args: argparse.Namespace,
+) -> tuple[list[list[float]], dict[int, tuple[float, float, float]]]:
+    """The same measurements against ``scripts/ceiling_api.py`` (the stack alone, canned answers)."""
+    port = free_port()
+    env = {**os.environ, "VMPOOLER_API_THREADS": os.environ.get("VMPOOLER_API_THREADS", "8")}
+    threads = env["VMPOOLER_API_THREADS"]
+    ceiling = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "ceiling_api.py"), "--port", str(port)]
+        + ["--workers", str(args.workers), "--threads", threads],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        return measure(args, port, (ceiling.pid, None))
+    finally:
+        ceiling.terminate()
+        ceiling.wait(20)
 
 
 def main() -> int:
@@ -251,6 +281,12 @@ def main() -> int:
     parser.add_argument(
         "--statsd", action="store_true", help="every metric on: a statsd sink (local listener), usage_stats"
     )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also measure the bare stack (scripts/ceiling_api.py: Falcon + waitress, canned answers) and "
+        "print ours / ceiling",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="vmpooler-bench-"))
@@ -260,6 +296,7 @@ def main() -> int:
             timings, rates = run(
                 args, workdir, redis_proc, redis_port, listener.port if listener is not None else None
             )
+        ceiling = run_ceiling(args) if args.ceiling else None
     finally:
         if listener is not None:
             listener.close()
@@ -276,7 +313,26 @@ def main() -> int:
         )
     else:
         print("metrics: Prometheus only (no sink), usage_stats off")
-    print(f"sequential, {args.cycles} cycles (ms)\n")
+    print_tables("vmpooler", args, timings, rates)
+    if ceiling is not None:
+        print_tables(
+            "ceiling (scripts/ceiling_api.py: the same stack, canned answers, no Redis)", args, *ceiling
+        )
+        print("\nours / ceiling\n")
+        print("| clients | throughput | server CPU µs/request (ours / ceiling) |\n|---|---|---|")
+        for n, (rate, api_cpu, redis_cpu) in rates.items():
+            top, top_cpu, _ = ceiling[1][n]
+            print(f"| {n} | {rate / top:.2f} | {api_cpu + redis_cpu:.0f} / {top_cpu:.0f} |")
+    return 0
+
+
+def print_tables(
+    title: str,
+    args: argparse.Namespace,
+    timings: list[list[float]],
+    rates: dict[int, tuple[float, float, float]],
+) -> None:
+    print(f"\n## {title}\n\nsequential, {args.cycles} cycles (ms)\n")
     print("| request | median | p99 |\n|---|---|---|")
     for name, values in zip(
         ("checkout (POST /vm/<pool>)", "get (GET /vm/<host>)", "delete (DELETE /vm/<host>)"),
@@ -288,7 +344,6 @@ def main() -> int:
     print("| clients | requests/s | API CPU µs/request | redis CPU µs/request |\n|---|---|---|---|")
     for n, (rate, api_cpu, redis_cpu) in rates.items():
         print(f"| {n} | {rate:.0f} | {api_cpu:.0f} | {redis_cpu:.0f} |")
-    return 0
 
 
 if __name__ == "__main__":
