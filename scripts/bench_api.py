@@ -258,8 +258,11 @@ def run_ceiling(
     env = {**os.environ, "VMPOOLER_API_THREADS": os.environ.get("VMPOOLER_API_THREADS", "8")}
     threads = env["VMPOOLER_API_THREADS"]
     ceiling = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "ceiling_api.py"), "--port", str(port)]
-        + ["--workers", str(args.workers), "--threads", threads],
+        [
+            sys.executable,
+            str(REPO / "scripts" / "ceiling_api.py"),
+            *("--port", str(port), "--workers", str(args.workers), "--threads", threads),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
     )
