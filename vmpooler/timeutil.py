@@ -7,6 +7,7 @@ and read that, ISO 8601, or a bare epoch number, so that a Redis written by eith
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import time
 
 __all__ = ["format_time", "now_str", "parse_time", "rfc3339", "today"]
@@ -14,9 +15,23 @@ __all__ = ["format_time", "now_str", "parse_time", "rfc3339", "today"]
 _RUBY_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
 
+_last_formatted: tuple[int, tuple[str, str], str] = (-1, ("", ""), "")
+
+
 def format_time(epoch: float) -> str:
-    """Format an epoch in the original's format, in local time."""
-    return _dt.datetime.fromtimestamp(epoch).astimezone().strftime(_RUBY_FORMAT)
+    """Format an epoch in the original's format, in local time.
+
+    The text has whole seconds, so the last one is kept (per second and time zone): every API request
+    formats "now", and ``strftime`` was 3 % of a request's CPU (docs/performance.md).
+    """
+    global _last_formatted
+    second, zone = math.floor(epoch), time.tzname
+    cached = _last_formatted
+    if cached[0] == second and cached[1] == zone:
+        return cached[2]
+    text = _dt.datetime.fromtimestamp(second).astimezone().strftime(_RUBY_FORMAT)
+    _last_formatted = (second, zone, text)
+    return text
 
 
 def now_str() -> str:

@@ -266,13 +266,23 @@ def test_a_tenant_at_its_quota_waits_and_blocks_nobody(store, redis):
     assert status(store, "rt") == "waiting" and redis.scard(keys.ready_set("a")) == 1
     assert store.queue.dispatch(settings, now=NOW) == []
 
-    # t's VM comes back: the return's MULTI dispatches, and t has room again
+    # t's VM comes back: checkouts wait, so the return dispatches, and t has room again
+    dispatched: list[list[str]] = []
     assert store.vms.return_vm(
-        held, "held", after=lambda pipe: store.queue.dispatch_after(pipe, settings, now=NOW)
+        held, "held", then=lambda: dispatched.append(store.queue.dispatch(settings, now=NOW))
     )
+    assert dispatched == [["rt"]]
     assert status(store, "rt") == "served"
     assert redis.scard(keys.ready_set("a")) == 0
     assert redis.hgetall(keys.TENANT_RUNNING) == {"t": "1", "u": "1"}
+
+
+def test_a_return_while_nobody_waits_does_not_dispatch(store, redis):
+    (held,) = hold(store, redis, "t", 1)
+    called: list[bool] = []
+    assert store.vms.return_vm(held, "held", then=lambda: called.append(True))
+    assert called == []  # one round trip: nothing waits
+    assert redis.hgetall(keys.TENANT_RUNNING) == {}
 
 
 def test_the_default_quota_limits_unlisted_tenants_but_never_the_anonymous_one(store, redis):

@@ -136,16 +136,17 @@ return back
 """
 )
 
-# KEYS: running, completed, tenant held, tenant counts. ARGV: vm, channel, event JSON.
+# KEYS: running, completed, tenant held, tenant counts, the queue. ARGV: vm, channel, event JSON.
+# -> {1 if moved, 1 if checkouts wait (a dispatch may serve one whose tenant's quota this freed)}
 _RETURN = (
     RELEASE_TENANT
     + """
 if redis.call('SMOVE', KEYS[1], KEYS[2], ARGV[1]) == 1 then
   release_tenant(ARGV[1], KEYS[3], KEYS[4])
   redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return 1
+  return {1, redis.call('EXISTS', KEYS[5])}
 end
-return 0
+return {0, 0}
 """
 )
 
@@ -377,25 +378,31 @@ class VMs:
             log.warning("a checkout whose reply came too late was undone: %d VM(s) back to ready", back)
 
     @translated
-    def return_vm(self, vm: str, pool: str, *, after: After | None = None) -> bool:
-        """Move a running VM to completed and publish a ``return`` event.
+    def return_vm(self, vm: str, pool: str, *, then: Callable[[], object] | None = None) -> bool:
+        """Move a running VM to completed and publish a ``return`` event, in one round trip.
 
         Args:
-            after: adds commands to the same MULTI (a queue dispatch: the tenant may have room now).
+            then: called after the return when checkouts wait (a queue dispatch: the tenant may have
+                room now); not otherwise, so a return costs one round trip while nobody waits.
 
         Returns:
             False if the VM was not running (nothing changed).
         """
         check_transition(VMState.RUNNING, VMState.COMPLETED)
         event = bus.encode(bus.Returned(pool=pool, vm=vm))
-        return bool(
-            self._then(
-                self._return,
-                [keys.running_set(pool), keys.completed_set(pool), keys.TENANT_HELD, keys.TENANT_RUNNING],
-                [vm, keys.events_channel(pool), event],
-                after,
-            )
+        moved, waiting = self._return(
+            keys=[
+                keys.running_set(pool),
+                keys.completed_set(pool),
+                keys.TENANT_HELD,
+                keys.TENANT_RUNNING,
+                keys.QUEUE,
+            ],
+            args=[vm, keys.events_channel(pool), event],
         )
+        if moved and waiting and then is not None:
+            then()
+        return bool(moved)
 
     def _then(self, script: Any, script_keys: list[str], argv: list[Any], after: After | None) -> Any:
         """Run ``script``, alone or first in a MULTI that ``after`` adds to; its reply."""

@@ -165,9 +165,8 @@ class VMItem:
             or data.get("template")
             or ctx.store.vms.running_pool_of(vm, (p.name for p in ctx.config.pools))
         )
-        settings, now = ctx.queue_settings, ctx.now()
         if pool and ctx.store.vms.return_vm(
-            vm, pool, after=lambda pipe: ctx.store.queue.dispatch_after(pipe, settings, now=now)
+            vm, pool, then=lambda: ctx.store.queue.dispatch(ctx.queue_settings, now=ctx.now())
         ):
             metrics.DELETE_SUCCESS.inc()
             if ctx.config.globals.usage_stats:
