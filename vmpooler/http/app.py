@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import time
@@ -15,6 +14,7 @@ import falcon.media
 from vmpooler.http.auth import Authenticator, make_authenticator
 from vmpooler.http.context import ApiContext
 from vmpooler.http.errors import install_error_handlers
+from vmpooler.http.jsonbody import pretty_json
 from vmpooler.http.middleware import BodyLimit, GzipResponses, OptionsAnswers, RequestMetrics
 from vmpooler.http.ratelimit import rate_limiting
 from vmpooler.http.resources import dashboard, meta, ondemand, poolconfig, queue, status, token, vm
@@ -96,7 +96,7 @@ def create_app(
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
-    pretty = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, indent=2), loads=json.loads)
+    pretty = falcon.media.JSONHandler(dumps=pretty_json, loads=json.loads)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = pretty
     install_error_handlers(app)
     if config.auth is None:
