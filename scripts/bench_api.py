@@ -208,7 +208,9 @@ def run(
         text = text.replace(":config:\n", ":config:\n  usage_stats: true\n")
         text += f":statsd:\n  server: 127.0.0.1\n  port: {statsd_port}\n"
     config.write_text(text)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_")}
+    # no config from the environment, but the worker sizing knobs pass (docs/performance.md sizes them)
+    kept = ("VMPOOLER_API_THREADS", "VMPOOLER_SWITCH_INTERVAL")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_") or k in kept}
     env["VMPOOLER_LOG_LEVEL"] = "WARNING"
     api = subprocess.Popen(
         [
