@@ -15,7 +15,7 @@ SAMPLES: list[Any] = [
     {"ok": False, "error": "Invalid hostname format"},
     {"ok": True, "debian": {"hostname": ["a.example.com", "b.example.com"]}, "centos": {"hostname": "c"}},
     {"a": {}, "b": [], "c": None, "d": 1.5, "e": 16.7, "f": 0.01, "g": -3, "h": 23.99, "i": 0.0},
-    {"nested": {"deep": [{"x": [1, 2, {"y": "z"}]}]}, "tabs\tand\nnewlines": "quote \" backslash \\"},
+    {"nested": {"deep": [{"x": [1, 2, {"y": "z"}]}]}, "tabs\tand\nnewlines": 'quote " backslash \\'},
     [1, "two", 3.25, True, None],
     "just a string",
     [],

@@ -150,6 +150,28 @@ return {0, 0}
 """
 )
 
+# KEYS: vm hash, tenant held, tenant counts, the queue. ARGV: vm, running prefix, completed prefix,
+# channel prefix. The return of a VM known only by name, in one round trip (``VMs.return_named``):
+# -> {0} no such VM; {1, pool, waiting, hash flat} returned; {2, pool, hash flat} not running;
+#    {3, hash flat} its hash names no pool (the caller looks for it).
+_RETURN_NAMED = (
+    RELEASE_TENANT
+    + """
+local data = redis.call('HGETALL', KEYS[1])
+if #data == 0 then return {0} end
+local pool, template
+for i = 1, #data, 2 do
+  if data[i] == 'pool' then pool = data[i + 1] elseif data[i] == 'template' then template = data[i + 1] end
+end
+if pool == nil or pool == '' then pool = template end
+if pool == nil or pool == '' then return {3, data} end
+if redis.call('SMOVE', ARGV[2] .. pool, ARGV[3] .. pool, ARGV[1]) == 0 then return {2, pool, data} end
+release_tenant(ARGV[1], KEYS[2], KEYS[3])
+redis.call('PUBLISH', ARGV[4] .. pool, cjson.encode({event = 'return', pool = pool, vm = ARGV[1]}))
+return {1, pool, redis.call('EXISTS', KEYS[4]), data}
+"""
+)
+
 # KEYS: vm hash, pending set. ARGV: vm, field, value, ... -> 0 if the name is taken.
 _CREATE_PENDING = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -265,6 +287,11 @@ def state_sets(pool: str) -> list[str]:
     return [keys.state_set(state.value, pool) for state in _STATES]
 
 
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    """A hash from ``HGETALL``'s flat reply inside a script."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 def _flat(fields: Mapping[str, str]) -> list[Any]:
     """``field, value, field, value, ...`` for a script's ARGV."""
     return [item for pair in fields.items() for item in pair]
@@ -283,6 +310,7 @@ class VMs:
         self._checkout = client.register_script(_CHECKOUT)
         self._cancel = client.register_script(_CANCEL)
         self._return = client.register_script(_RETURN)
+        self._return_named = client.register_script(_RETURN_NAMED)
         self._create_pending = client.register_script(_CREATE_PENDING)
         self._move = client.register_script(_MOVE)
         self._ready = client.register_script(_READY)
@@ -403,6 +431,34 @@ class VMs:
         if moved and waiting and then is not None:
             then()
         return bool(moved)
+
+    @translated
+    def return_named(
+        self, vm: str, *, then: Callable[[], object] | None = None
+    ) -> tuple[str, str | None, dict[str, str]]:
+        """Return ``vm`` by its name alone, in one round trip: its hash names its pool (``pool``, else
+        ``template``, as the original reads them). For callers with no owner to check (no ``:auth:``).
+
+        Returns:
+            ``(outcome, pool, the VM's hash as it was)``: ``"returned"``; ``"missing"`` (no such VM);
+            ``"not-running"``; ``"no-pool"`` (its hash names no pool: use ``running_pool_of`` and
+            ``return_vm``). ``then`` is called after a return while checkouts wait.
+        """
+        check_transition(VMState.RUNNING, VMState.COMPLETED)
+        reply = self._return_named(
+            keys=[keys.vm_hash(vm), keys.TENANT_HELD, keys.TENANT_RUNNING, keys.QUEUE],
+            args=[vm, keys.running_set(""), keys.completed_set(""), keys.events_channel("")],
+        )
+        kind = int(reply[0])
+        if kind == 0:
+            return "missing", None, {}
+        if kind == 3:
+            return "no-pool", None, _pairs(reply[1])
+        if kind == 2:
+            return "not-running", reply[1], _pairs(reply[2])
+        if int(reply[2]) and then is not None:
+            then()
+        return "returned", reply[1], _pairs(reply[3])
 
     def _then(self, script: Any, script_keys: list[str], argv: list[Any], after: After | None) -> Any:
         """Run ``script``, alone or first in a MULTI that ``after`` adds to; its reply."""

@@ -23,7 +23,7 @@ from tests.integration.http.conftest import (
     with_auth,
     with_config,
 )
-from vmpooler import keys
+from vmpooler import bus, keys
 
 pytestmark = pytest.mark.integration
 
@@ -428,6 +428,15 @@ def test_delete_running_vm_moves_it_to_completed(api, redis):
     assert resp.json == {"ok": True}
     assert redis.smembers(keys.running_set(DEB)) == set()
     assert redis.smembers(keys.completed_set(DEB)) == {"d1"}
+
+
+@pytest.mark.parametrize("auth", [False, True], ids=["one round trip", "with auth"])
+def test_delete_tells_the_pool_to_destroy_the_vm(make_api, redis, events, auth):
+    api = make_api(with_auth(), env=AUTH_ENV) if auth else make_api()
+    add_running(redis, DEB, "d1")
+    subscription = events(DEB)
+    assert api.simulate_delete("/api/v3/vm/d1.example.com").status_code == 200
+    assert subscription.read() == [(keys.events_channel(DEB), bus.Returned(pool=DEB, vm="d1"))]
 
 
 def test_delete_of_a_running_vm_whose_hash_names_no_pool(api, redis):

@@ -158,16 +158,30 @@ class VMItem:
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         metrics.HTTP_REQUESTS_VM.labels("delete", "vm", "hostname").inc()
         ctx = self._ctx
-        vm, data = _existing_vm(ctx, name)
-        _owner_only(ctx, req, vm, data, required=False)
-        pool = (
-            data.get("pool")
-            or data.get("template")
-            or ctx.store.vms.running_pool_of(vm, (p.name for p in ctx.config.pools))
-        )
-        if pool and ctx.store.vms.return_vm(
-            vm, pool, then=lambda: ctx.store.queue.dispatch(ctx.queue_settings, now=ctx.now())
-        ):
+
+        def dispatch() -> None:  # checkouts wait: the tenant whose VM this was may have room now
+            ctx.store.queue.dispatch(ctx.queue_settings, now=ctx.now())
+
+        if not ctx.auth_enabled:  # no owner to check: the lookup and the return are one round trip
+            vm = validate.hostname(name) if ctx.version >= 3 else name.split(".", 1)[0]
+            outcome, pool, data = (
+                ctx.store.vms.return_named(vm, then=dispatch) if vm else ("missing", None, {})
+            )
+            if outcome == "no-pool":
+                pool = ctx.store.vms.running_pool_of(vm, (p.name for p in ctx.config.pools))
+                outcome = "returned" if pool and ctx.store.vms.return_vm(vm, pool, then=dispatch) else outcome
+        else:
+            vm, data = _existing_vm(ctx, name)
+            _owner_only(ctx, req, vm, data, required=False)
+            pool = (
+                data.get("pool")
+                or data.get("template")
+                or ctx.store.vms.running_pool_of(vm, (p.name for p in ctx.config.pools))
+            )
+            outcome = "returned" if pool and ctx.store.vms.return_vm(vm, pool, then=dispatch) else "missing"
+        if outcome == "missing" and not data:  # an unknown VM counts as no failed delete (the original's)
+            raise ApiError(404)
+        if outcome == "returned" and pool:
             metrics.DELETE_SUCCESS.inc()
             if ctx.config.globals.usage_stats:
                 usage.record("destroy", data, pool)
