@@ -23,6 +23,7 @@ __all__ = [
     "QUEUE",
     "QUEUE_CHANNEL",
     "QUEUE_DEMAND",
+    "QUEUE_SERVED",
     "QUEUE_VTIME",
     "QUEUE_WANTED",
     "TASKS_CLONE",
@@ -104,6 +105,7 @@ QUEUE_CHANNEL = _P + "queue__events"
 TENANT_RUNNING = _P + "tenant_running"
 TENANT_HELD = _P + "tenant_held"  # running VM -> the tenant it is counted for
 TENANT_PASS = _P + "tenant_pass"  # tenant -> VMs served by the queue / weight (stride scheduling)
+QUEUE_SERVED = _P + "queue__served"  # served requests not yet answered, by time served (ms)
 QUEUE_VTIME = _P + "queue__vtime"  # the lowest pass of the tenants last seen waiting: where newcomers start
 
 # The sets a VM moves through (``VMState``'s, and ``migrating``: a side set of running VMs just checked

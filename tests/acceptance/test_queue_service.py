@@ -13,6 +13,8 @@ import contextlib
 import functools
 import http.client
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -27,10 +29,12 @@ import attrs
 import pytest
 import redis as redis_lib
 
-from tests.acceptance.conftest import Service
+from tests.acceptance.conftest import Service, child_pids
 from tests.conftest import TIMEOUT_SCALE, wait_for
 from tests.support.waiting import poll
 from vmpooler import keys
+from vmpooler.store import Store
+from vmpooler.store.queue import QueueSettings
 
 pytestmark = pytest.mark.acceptance
 
@@ -511,3 +515,33 @@ def test_200_concurrent_waiting_checkouts_each_get_a_vm_of_their_own(
     assert {vm: held.get(vm) for _, vm in handed} == {vm: tenant for tenant, vm in handed}
     assert queue_view(service)["depth"] == 0
     assert took < 45, f"200 waiters took {took:.1f} s"
+
+
+def test_a_vm_served_to_an_api_worker_that_died_before_answering_goes_back_to_ready(
+    start_service_yaml: Callable[..., Service], redis_url: str, redis: redis_lib.Redis, tmp_path: Path
+) -> None:
+    """Both API workers freeze with a request waiting; a VM is dispatched to it; they are killed. The
+    manager's sweep gives the VM back once the dead worker's liveness key is gone: not lost."""
+    service = start_service_yaml(config_text(redis_url, tmp_path, API_ONLY_POOLS))
+    ghost = raw_waiter(service, checkout_path("q", wait=60, tenant="ghost", request_id="frozen-req-1"))
+    try:
+        wait_for(lambda: all_waiting(service, ["frozen-req-1"]), 5, "the request waiting")
+        workers = [pid for name, pid in child_pids(service).items() if name.startswith("api-")]
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        redis.sadd(keys.ready_set("q"), "vmq0001")
+        store = Store.from_url(redis_url)
+        try:  # the dispatch a manager runs when a VM turns ready (its own pass may have run it first)
+            store.queue.dispatch(QueueSettings(), now="2026-11-30 12:00:00 +0000")
+        finally:
+            store.close()
+        assert redis.hget(keys.queue_request("frozen-req-1"), "status") == "served"
+        assert redis.smembers(keys.running_set("q")) == {"vmq0001"}
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: redis.smembers(keys.ready_set("q")) == {"vmq0001"}, 40, "the VM back in ready")
+        assert redis.smembers(keys.running_set("q")) == set()
+        assert redis.hget(keys.queue_request("frozen-req-1"), "status") == "gone"
+        assert "ghost" not in tenant_counts(redis)
+    finally:
+        ghost.close()

@@ -633,3 +633,52 @@ def test_a_tenant_back_from_idle_gets_no_hoarded_credit(store, redis):
     wait(store, *(rq(f"x-{i}", "a", tenant="x") for i in range(1, 5)))
     # x was served 1, y 10: x starts from where y stands, so they alternate (not 9 x in a row)
     assert serve_one_at_a_time(store, redis, 4) == ["x", "y", "x", "y"]
+
+
+# -- VMs served to a worker that died before answering ------------------------------------------------
+
+
+def test_vms_served_to_a_dead_workers_request_go_back_to_ready(store, redis):
+    wait(store, rq("r1", "a", tenant="t"))
+    ready(redis, "a", "a1")
+    assert store.queue.dispatch(NO_LIMITS, now=NOW) == ["r1"]  # served, and then its worker dies
+    assert redis.zscore(keys.QUEUE_SERVED, "r1") is not None
+    redis.delete(keys.queue_worker(WORKER))
+    assert store.queue.dispatch(NO_LIMITS, now=NOW) == []  # under 5 s: its worker may yet answer
+    assert redis.smembers(keys.running_set("a")) == {"a1"}
+    redis.zadd(keys.QUEUE_SERVED, {"r1": 1})  # as if served long ago
+    store.queue.dispatch(NO_LIMITS, now=NOW)
+    assert redis.smembers(keys.running_set("a")) == set()
+    assert redis.smembers(keys.ready_set("a")) == {"a1"}
+    assert redis.hget(keys.TENANT_RUNNING, "t") is None and redis.hget(keys.TENANT_HELD, "a1") is None
+    assert status(store, "r1") == "gone" and redis.zcard(keys.QUEUE_SERVED) == 0
+
+
+def test_a_request_answered_in_time_keeps_its_vms(store, redis):
+    wait(store, rq("r1", "a"))
+    ready(redis, "a", "a1")
+    assert store.queue.dispatch(NO_LIMITS, now=NOW) == ["r1"]
+    store.queue.delivered("r1")  # the API answered
+    redis.delete(keys.queue_worker(WORKER))  # and then its worker stopped
+    store.queue.dispatch(NO_LIMITS, now=NOW)
+    assert redis.smembers(keys.running_set("a")) == {"a1"} and status(store, "r1") == "served"
+
+
+def test_a_stopping_worker_gives_back_its_waiters_places_and_vms(store, redis):
+    from vmpooler.http.waiting import Waiters
+
+    waiters = Waiters(store, capacity=10)
+    waiters.worker = WORKER
+    try:
+        for request_id in ("r1", "r2"):
+            assert waiters.enter(request_id, None) is not None
+        wait(store, rq("r1", "a"), rq("r2", "b"))
+        ready(redis, "a", "a1")
+        assert store.queue.dispatch(NO_LIMITS, now=NOW) == ["r1"]  # served; its thread has not answered
+        waiters.abandon(NO_LIMITS, NOW)
+        assert redis.smembers(keys.ready_set("a")) == {"a1"}  # back
+        assert redis.zcard(keys.QUEUE) == 0 and store.queue.demand() == {}
+        assert status(store, "r1") == "gone" and status(store, "r2") == "gone"
+        assert not redis.exists(keys.queue_worker(WORKER))
+    finally:
+        waiters.stop()

@@ -223,17 +223,20 @@ class PoolActor(PooledActor):
         cloned = self._repopulate(snap, view.demand)
         self._gauges(snap, view)
         # a pool refused a clone slot is not idle: it keeps the minimum delay (a released slot also
-        # wakes it through a 'slot' event)
-        return bool(cloned or discovered or snap.pending or self._starved)
+        # wakes it through a 'slot' event); nor is one that checkouts wait for, or while a served one
+        # waits for its answer (the sweep of _dispatch_queue)
+        return bool(cloned or discovered or snap.pending or self._starved or view.wanted or view.unanswered)
 
     def _dispatch_queue(self, view: PassView, snap: PoolSnapshot) -> None:
         """Checkouts wait for this pool: with ready VMs, a dispatch (a safety net: each VM that turns ready
-        dispatches already); without, a sweep every 10 s drops the requests of dead API workers."""
-        if not view.wanted:
+        dispatches already); without, a sweep every 10 s drops the requests of dead API workers. While
+        served checkouts wait for their answer (of any pool), the sweep also gives back the VMs of those
+        whose API worker died before answering."""
+        if not view.wanted and not view.unanswered:
             return
         ctx = self._ctx
         now = ctx.clock()
-        sweep = not snap.ready
+        sweep = not (view.wanted and snap.ready)
         if sweep and now - self._swept < _SWEEP_EVERY:
             return
         if sweep:

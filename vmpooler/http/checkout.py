@@ -215,6 +215,7 @@ def _deliver(ctx: ApiContext, waiter: Waiter, got: list[Allocation], started: fl
     """The VMs served to a waiting request, unless its client has gone meanwhile: then they go back."""
     if waiter.client_gone():
         _give_back(ctx, waiter, started)
+    ctx.store.queue.delivered(waiter.request_id)
     metrics.QUEUE_WAIT.labels("served").observe(time.monotonic() - started)
     return got
 

@@ -19,6 +19,8 @@ from vmpooler.http.app import create_app
 from vmpooler.http.waiting import Waiters
 from vmpooler.log import setup_logging
 from vmpooler.store import Store
+from vmpooler.store.queue import QueueSettings
+from vmpooler.timeutil import format_time
 
 if TYPE_CHECKING:
     from vmpooler.supervisor import Heartbeat
@@ -117,6 +119,7 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         config = with_published_pools(config, store, heartbeat)
     waiting = Waiters(store, waiters)
     app = create_app(config, store, waiters=waiting)
+    app_settings = QueueSettings.from_config(config)
     server = waitress.create_server(
         app,
         sockets=[args.sock],
@@ -143,5 +146,6 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
     finally:
         stop.set()
         server.close()
+        waiting.abandon(app_settings, format_time(time.time()))  # its clients are about to be cut off
         waiting.stop()  # before the store's connections close under its watcher
         store.close()

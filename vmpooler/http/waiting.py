@@ -11,8 +11,10 @@ throughput: docs/performance.md). One watcher thread per worker, started with th
   ``waitress.client_disconnected``, with ``channel_request_lookahead`` on);
 * every 2 s, reads the status of every waiter in one round trip (a message lost while the
   subscription reconnected costs at most that);
-* every 5 s, renews this worker's liveness key (``Queues.beat``): a dispatch drops the requests of a
-  worker that stopped beating, so the waiters of a crashed worker never take VMs.
+* every 2 s, renews this worker's liveness key (``Queues.beat``, 6 s): a dispatch drops the waiting
+  requests of a worker that stopped beating, and gives back the VMs of those it served that the worker
+  never answered, so the waiters of a crashed worker keep no VM. A worker that stops gives its waiters'
+  places and VMs back itself (``abandon``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 
 _DISCONNECT_EVERY = 1.0
 _POLL_EVERY = 2.0
-_BEAT_EVERY = 5.0
+_BEAT_EVERY = 2.0  # the liveness key lives 6 s (Queues.beat)
 
 
 @attrs.define
@@ -115,6 +117,21 @@ class Waiters:
     def ensure_alive(self) -> None:
         """Renew this worker's liveness key now (before its first enqueue)."""
         self._store.queue.beat(self.worker)
+
+    def abandon(self, settings: Any, now: str) -> None:
+        """This worker stops: every request still waiting here gives its place (or its VMs) back, and
+        its liveness key goes, before the process ends and its clients are cut off."""
+        with self._lock:
+            waiting = list(self._waiters)
+        for request_id in waiting:
+            try:
+                self._store.queue.cancel(request_id, settings, now=now, give_back=True)
+            except StoreError as exc:
+                log.warning("could not give back waiting request %s: %s", request_id, exc)
+        try:
+            self._store.queue.forget_worker(self.worker)
+        except StoreError as exc:
+            log.warning("could not drop this worker's liveness key: %s", exc)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the watcher (before the store's connections close under it)."""

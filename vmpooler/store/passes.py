@@ -22,10 +22,11 @@ __all__ = ["PassView", "Passes"]
 
 # KEYS: the state sets in VMState order, the migrating set, the active hash, the poolsize override hash,
 # the pool reset set, the three task sets, the template and clone target override hashes, the prepared
-# template hash, the two undo sets, the queue's demand and wanted hashes. ARGV: pool, the VM hash prefix.
+# template hash, the two undo sets, the queue's demand and wanted hashes, its served zset. ARGV: pool, the
+# VM hash prefix.
 # -> {members of each set..., active hash flat, size override or false, reset claimed, tasks waiting,
 #     {vm, hash flat, vm, hash flat, ...}, template override, clone target override, prepared, undone,
-#     demand, wanted}
+#     demand, wanted, served requests not yet answered}
 _READ = """
 local out = {}
 for i = 1, 6 do out[i] = redis.call('SMEMBERS', KEYS[i]) end
@@ -47,6 +48,7 @@ out[14] = redis.call('HGET', KEYS[15], ARGV[1])
 out[15] = redis.call('SREM', KEYS[16], ARGV[1]) + redis.call('SREM', KEYS[17], ARGV[1])
 out[16] = redis.call('HGET', KEYS[18], ARGV[1])
 out[17] = redis.call('HGET', KEYS[19], ARGV[1])
+out[18] = redis.call('ZCARD', KEYS[20])
 return out
 """
 
@@ -68,6 +70,7 @@ class PassView:
         undone: an undo of a size or template override was waiting, and is now claimed.
         demand: VMs waiting checkouts want of this pool (as their first candidate): it clones for them.
         wanted: waiting picks that list this pool as any candidate (a dispatch may have work).
+        unanswered: served waiting checkouts (of any pool) their API worker has not answered yet.
     """
 
     snapshot: PoolSnapshot
@@ -82,6 +85,7 @@ class PassView:
     undone: bool = False
     demand: int = 0
     wanted: int = 0
+    unanswered: int = 0
 
 
 def _pairs(flat: list[Any]) -> dict[str, Any]:
@@ -113,6 +117,7 @@ class Passes:
                 keys.UNDO_TEMPLATE_OVERRIDE,
                 keys.QUEUE_DEMAND,
                 keys.QUEUE_WANTED,
+                keys.QUEUE_SERVED,
             ],
             args=[pool, keys.vm_hash("")],
         )
@@ -131,4 +136,5 @@ class Passes:
             undone=bool(reply[14]),
             demand=max(0, int(reply[15] or 0)),
             wanted=max(0, int(reply[16] or 0)),
+            unanswered=int(reply[17] or 0),
         )

@@ -69,6 +69,26 @@ local function count_picks(picks, sign, demand, wanted)
 end
 """
 
+# The VMs served to a request whose client is gone go back to ready (those still running for it).
+# o: {vm, ready, running, migrating, active (prefixes), held, counts}. Needs RELEASE_TENANT. -> VMs back
+_GIVE_BACK_LUA = """
+local function give_back(vms, o)
+  local back = 0
+  for line in string.gmatch(vms or '', '[^\\n]+') do
+    local _, pool, vm = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t(.*)$')
+    if redis.call('SREM', o.running .. pool, vm) == 1 then
+      redis.call('SREM', o.migrating .. pool, vm)
+      redis.call('HDEL', o.active .. pool, vm)
+      release_tenant(vm, o.held, o.counts)
+      redis.call('HDEL', o.vm .. vm, 'checkout', 'token:token', 'token:user', 'lifetime')
+      redis.call('SADD', o.ready .. pool, vm)
+      back = back + 1
+    end
+  end
+  return back
+end
+"""
+
 # KEYS: queue, demand, wanted, request hash. ARGV: id, priority, picks, tenant, token, user, lifetime,
 # wait ms, worker, pool channel prefix. -> 1, or 0 when the id is taken. Times are Redis's (hosts' clocks
 # need not agree): score = priority * 10^13 + now ms, deadline = now + wait. The hash has no TTL while
@@ -99,7 +119,7 @@ return 1
 """
 )
 
-# KEYS: queue, demand, wanted, tenant counts, tenant held, tenant passes, virtual time.
+# KEYS: queue, demand, wanted, tenant counts, tenant held, tenant passes, virtual time, served.
 # ARGV: now (checkout text), sweep ('1': look at every request even when no pool has a ready VM, to drop
 #       the dead ones), request prefix, vm prefix, ready prefix, running prefix, migrating
 #       prefix, active prefix, pool channel prefix, queue channel, worker prefix, drop grace ms,
@@ -108,10 +128,12 @@ return 1
 _DISPATCH = (
     _PICKS_LUA
     + HAND_OUT
+    + RELEASE_TENANT
+    + _GIVE_BACK_LUA
     + """
 redis.replicate_commands()
 local Q, DEMAND, WANTED, COUNTS, HELD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local PASS, VTIME = KEYS[6], KEYS[7]
+local PASS, VTIME, SERVED = KEYS[6], KEYS[7], KEYS[8]
 local now, sweep = ARGV[1], ARGV[2] == '1'
 local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -124,6 +146,23 @@ for i = 0, tonumber(ARGV[14]) - 1 do
   local name = ARGV[15 + 3 * i]
   weights[name] = tonumber(ARGV[16 + 3 * i])
   quotas[name] = tonumber(ARGV[17 + 3 * i])
+end
+
+-- requests served more than 5 s ago and not yet answered: if their API worker is gone, so is their
+-- client, and their VMs go back to ready (an API worker answers at once, or gives them back itself)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', SERVED, '-inf', now_ms - 5000, 'LIMIT', 0, 100)) do
+  local f = redis.call('HMGET', RQ .. id, 'status', 'worker', 'vms', 'served')
+  if f[1] ~= 'served' then
+    redis.call('ZREM', SERVED, id)
+  elseif redis.call('EXISTS', WORKER .. f[2]) == 0 then
+    give_back(f[3], {vm = VM, ready = READY, running = RUNNING, migrating = MIGRATING, active = ACTIVE,
+      held = HELD, counts = COUNTS})
+    redis.call('HSET', RQ .. id, 'status', 'gone')
+    redis.call('EXPIRE', RQ .. id, 300)
+    redis.call('ZREM', SERVED, id)
+  elseif now_ms - tonumber(f[4] or '0') > 600000 then
+    redis.call('ZREM', SERVED, id)  -- its worker lives: it answered long ago and could not say so
+  end
 end
 
 if redis.call('ZCARD', Q) == 0 then return {} end
@@ -321,6 +360,7 @@ for _, b in ipairs(band_list) do
       redis.call('HSET', h, 'status', 'served', 'vms', vms, 'served', now_ms)
       redis.call('EXPIRE', h, 300)
       redis.call('ZREM', Q, req.id)
+      redis.call('ZADD', SERVED, now_ms, req.id)
       count_picks(req.picks, -1, DEMAND, WANTED)
       served[#served + 1] = req.id
       served[#served + 1] = vms
@@ -339,13 +379,14 @@ return served
 """
 )
 
-# KEYS: queue, demand, wanted, tenant counts, tenant held, request hash. ARGV: id, give_back ('1': the
+# KEYS: queue, demand, wanted, tenant counts, tenant held, request hash, served. ARGV: id, give_back ('1': the
 # client is gone, so VMs already served go back to ready), vm prefix, ready prefix, running prefix,
 # migrating prefix, active prefix.
 # -> {'gone', position} (was waiting), {'served', vms} (served and kept), {'returned', n}, {'unknown'}
 _CANCEL = (
     _PICKS_LUA
     + RELEASE_TENANT
+    + _GIVE_BACK_LUA
     + """
 local h = KEYS[6]
 local f = redis.call('HMGET', h, 'status', 'picks', 'vms')
@@ -357,22 +398,11 @@ if f[1] == 'waiting' then
   redis.call('EXPIRE', h, 300)
   return {'gone', rank and rank + 1 or 0}
 end
-if f[1] == 'served' and ARGV[2] ~= '1' then
-  return {'served', f[3]}
-end
 if f[1] == 'served' then
-  local back = 0
-  for line in string.gmatch(f[3], '[^\\n]+') do
-    local _, pool, vm = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t(.*)$')
-    if redis.call('SREM', ARGV[5] .. pool, vm) == 1 then
-      redis.call('SREM', ARGV[6] .. pool, vm)
-      redis.call('HDEL', ARGV[7] .. pool, vm)
-      release_tenant(vm, KEYS[5], KEYS[4])
-      redis.call('HDEL', ARGV[3] .. vm, 'checkout', 'token:token', 'token:user', 'lifetime')
-      redis.call('SADD', ARGV[4] .. pool, vm)
-      back = back + 1
-    end
-  end
+  redis.call('ZREM', KEYS[7], ARGV[1])  -- answered now, one way or the other
+  if ARGV[2] ~= '1' then return {'served', f[3]} end
+  local back = give_back(f[3], {vm = ARGV[3], ready = ARGV[4], running = ARGV[5], migrating = ARGV[6],
+    active = ARGV[7], held = KEYS[5], counts = KEYS[4]})
   redis.call('HSET', h, 'status', 'gone')
   return {'returned', back}
 end
@@ -513,6 +543,7 @@ class Queues:
                 keys.TENANT_RUNNING,
                 keys.TENANT_HELD,
                 keys.queue_request(request_id),
+                keys.QUEUE_SERVED,
             ],
             [
                 request_id,
@@ -549,7 +580,17 @@ class Queues:
         }
 
     @translated
-    def beat(self, worker: str, ttl_seconds: int = 15) -> None:
+    def delivered(self, request_id: str) -> None:
+        """The API answers a served request now: no sweep gives its VMs back (see ``_DISPATCH``)."""
+        self._redis.zrem(keys.QUEUE_SERVED, request_id)
+
+    @translated
+    def forget_worker(self, worker: str) -> None:
+        """This API worker stops: its liveness key goes at once, so what it leaves behind is dropped."""
+        self._redis.delete(keys.queue_worker(worker))
+
+    @translated
+    def beat(self, worker: str, ttl_seconds: int = 6) -> None:
         """This API worker is alive: its waiting requests stay in the queue (see the module docstring)."""
         self._redis.set(keys.queue_worker(worker), "1", ex=ttl_seconds)
 
@@ -644,6 +685,7 @@ class Queues:
             keys.TENANT_HELD,
             keys.TENANT_PASS,
             keys.QUEUE_VTIME,
+            keys.QUEUE_SERVED,
         ]
 
     @staticmethod
