@@ -13,8 +13,6 @@ import contextlib
 import functools
 import http.client
 import json
-import os
-import signal
 import socket
 import threading
 import time
@@ -29,12 +27,12 @@ import attrs
 import pytest
 import redis as redis_lib
 
-from tests.acceptance.conftest import Service, child_pids
+from tests.acceptance.conftest import Service
 from tests.conftest import TIMEOUT_SCALE, wait_for
 from tests.support.waiting import poll
 from vmpooler import keys
-from vmpooler.store import Store
-from vmpooler.store.queue import QueueSettings
+from vmpooler.store import Pick, Store
+from vmpooler.store.queue import QueueRequest, QueueSettings
 
 pytestmark = pytest.mark.acceptance
 
@@ -517,31 +515,38 @@ def test_200_concurrent_waiting_checkouts_each_get_a_vm_of_their_own(
     assert took < 45, f"200 waiters took {took:.1f} s"
 
 
-def test_a_vm_served_to_an_api_worker_that_died_before_answering_goes_back_to_ready(
+def test_a_vm_served_to_an_api_worker_that_died_before_answering_goes_back(
     start_service_yaml: Callable[..., Service], redis_url: str, redis: redis_lib.Redis, tmp_path: Path
 ) -> None:
-    """Both API workers freeze with a request waiting; a VM is dispatched to it; they are killed. The
-    manager's sweep gives the VM back once the dead worker's liveness key is gone: not lost."""
-    service = start_service_yaml(config_text(redis_url, tmp_path, API_ONLY_POOLS))
-    ghost = raw_waiter(service, checkout_path("q", wait=60, tenant="ghost", request_id="frozen-req-1"))
+    """A request recorded by an API worker that dies before answering: the manager clones for it, serves
+    it, and once the worker's liveness key is gone its sweep takes the VM back from the dead request."""
+    service = start_service_yaml(config_text(redis_url, tmp_path, [{"name": "q", "size": 0, "max_size": 1}]))
+    store = Store.from_url(redis_url)
     try:
-        wait_for(lambda: all_waiting(service, ["frozen-req-1"]), 5, "the request waiting")
-        workers = [pid for name, pid in child_pids(service).items() if name.startswith("api-")]
-        for pid in workers:
-            os.kill(pid, signal.SIGSTOP)
-        redis.sadd(keys.ready_set("q"), "vmq0001")
-        store = Store.from_url(redis_url)
-        try:  # the dispatch a manager runs when a VM turns ready (its own pass may have run it first)
-            store.queue.dispatch(QueueSettings(), now="2026-11-30 12:00:00 +0000")
-        finally:
-            store.close()
-        assert redis.hget(keys.queue_request("frozen-req-1"), "status") == "served"
-        assert redis.smembers(keys.running_set("q")) == {"vmq0001"}
-        for pid in workers:
-            os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: redis.smembers(keys.ready_set("q")) == {"vmq0001"}, 40, "the VM back in ready")
-        assert redis.smembers(keys.running_set("q")) == set()
-        assert redis.hget(keys.queue_request("frozen-req-1"), "status") == "gone"
+        store.queue.beat("doomed-worker", ttl_seconds=6)  # its last beat
+        request = QueueRequest(
+            request_id="doomed-req-1",
+            picks=(Pick("q", ("q",)),),
+            tenant="ghost",
+            wait_seconds=60,
+            worker="doomed-worker",
+        )
+        assert store.queue.enqueue(request, QueueSettings(), now="2026-11-30 12:00:00 +0000") is None
+        wait_for(
+            lambda: redis.hget(keys.queue_request("doomed-req-1"), "status") == "served",
+            20,
+            "the manager cloning for the request and serving it",
+        )
+        [vm] = redis.smembers(keys.running_set("q"))
+        assert redis.zscore(keys.QUEUE_SERVED, "doomed-req-1") is not None  # nobody answered it
+        wait_for(
+            lambda: redis.hget(keys.queue_request("doomed-req-1"), "status") == "gone",
+            40,
+            "the sweep taking the VM back",
+        )
+        assert vm not in redis.smembers(keys.running_set("q"))
         assert "ghost" not in tenant_counts(redis)
+        assert redis.zcard(keys.QUEUE_SERVED) == 0
+        assert service.alive()
     finally:
-        ghost.close()
+        store.close()
