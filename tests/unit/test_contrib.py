@@ -67,6 +67,11 @@ def test_the_dashboard_shows_what_operators_ask_for() -> None:
         *("vmpooler_clone_bucket", "vmpooler_time_to_ready_state_bucket", "vmpooler_errors_total"),
         *("vmpooler_circuit_breaker_state", "vmpooler_dlq_entries", "vmpooler_http_requests_total"),
         "vmpooler_http_request_duration_seconds_bucket",
+        *(
+            "vmpooler_queue_depth",
+            "vmpooler_queue_oldest_wait_seconds",
+            "vmpooler_checkout_wait_seconds_bucket",
+        ),
     } <= used
 
 
@@ -83,3 +88,4 @@ def test_the_alerts_cover_an_empty_pool_an_open_breaker_and_a_stuck_clone_queue(
     assert "vmpooler_circuit_breaker_state == 1" in exprs["VmpoolerCircuitBreakerOpen"]
     assert "vmpooler_pending_stuck > 0" in exprs["VmpoolerPendingStuck"]
     assert "vmpooler_pending_oldest_seconds" in exprs["VmpoolerPendingTooOld"]
+    assert "vmpooler_queue_oldest_wait_seconds" in exprs["VmpoolerCheckoutsWaitLong"]
