@@ -21,9 +21,11 @@ __all__ = [
     "PROVISIONING_PROCESSING",
     "PROVISIONING_REQUEST",
     "QUEUE",
+    "QUEUE_BY_TENANT",
     "QUEUE_CHANNEL",
     "QUEUE_DEMAND",
     "QUEUE_SERVED",
+    "QUEUE_TENANTS",
     "QUEUE_VTIME",
     "QUEUE_WANTED",
     "TASKS_CLONE",
@@ -105,6 +107,8 @@ QUEUE_CHANNEL = _P + "queue__events"
 TENANT_RUNNING = _P + "tenant_running"
 TENANT_HELD = _P + "tenant_held"  # running VM -> the tenant it is counted for
 TENANT_PASS = _P + "tenant_pass"  # tenant -> VMs served by the queue / weight (stride scheduling)
+QUEUE_BY_TENANT = _P + "queue__tenant__"  # + "<priority>__<tenant>": zset of that tenant's waiting ids
+QUEUE_TENANTS = _P + "queue__tenants__"  # + "<priority>": set of the tenants with requests waiting there
 QUEUE_SERVED = _P + "queue__served"  # served requests not yet answered, by time served (ms)
 QUEUE_VTIME = _P + "queue__vtime"  # the lowest pass of the tenants last seen waiting: where newcomers start
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -682,3 +683,33 @@ def test_a_stopping_worker_gives_back_its_waiters_places_and_vms(store, redis):
         assert not redis.exists(keys.queue_worker(WORKER))
     finally:
         waiters.stop()
+
+
+def test_the_index_by_priority_and_tenant_follows_the_queue(store, redis):
+    def index() -> dict[str, Any]:
+        found = {}
+        for key in redis.scan_iter(match=f"{keys.QUEUE_BY_TENANT}*"):
+            found[key] = redis.zrange(key, 0, -1)
+        for key in redis.scan_iter(match=f"{keys.QUEUE_TENANTS}*"):
+            found[key] = sorted(redis.smembers(key))
+        return found
+
+    wait(store, rq("a1", "a", tenant="t"), rq("a2", "a", tenant="u", priority=1), rq("b1", "b", tenant="t"))
+    wait(store, rq("dead", "a", tenant="v", worker="gone-worker"))
+    assert index() == {
+        f"{keys.QUEUE_BY_TENANT}2__t": ["a1", "b1"],
+        f"{keys.QUEUE_BY_TENANT}1__u": ["a2"],
+        f"{keys.QUEUE_BY_TENANT}2__v": ["dead"],
+        f"{keys.QUEUE_TENANTS}2": ["t", "v"],
+        f"{keys.QUEUE_TENANTS}1": ["u"],
+    }
+    ready(redis, "a", "v1")
+    assert store.queue.dispatch(NO_LIMITS, now=NOW) == ["a2"]  # priority 1 (it read no further)
+    assert status(store, "dead") == "waiting"
+    assert store.queue.dispatch(NO_LIMITS, now=NOW, sweep=True) == []  # a sweep reads every request
+    assert status(store, "dead") == "gone"
+    store.queue.cancel("b1", NO_LIMITS, now=NOW, give_back=False)
+    assert index() == {f"{keys.QUEUE_BY_TENANT}2__t": ["a1"], f"{keys.QUEUE_TENANTS}2": ["t"]}
+    ready(redis, "a", "v2")
+    assert store.queue.dispatch(NO_LIMITS, now=NOW) == ["a1"]
+    assert index() == {} and redis.zcard(keys.QUEUE) == 0 and store.queue.demand() == {}

@@ -99,7 +99,8 @@ def test_every_exported_name_is_used_by_a_test_here() -> None:
         "TEMPLATE_DELTAS", "UNDO_SIZE_OVERRIDE", "UNDO_TEMPLATE_OVERRIDE", "odrequest", "odrequest_vms",
         "ONDEMAND_LEASES", "ONDEMAND_WAITING", "CIRCUIT_BREAKERS", "dlq", "checkout_claim", "ratelimit",
         "QUEUE", "QUEUE_CHANNEL", "QUEUE_DEMAND", "QUEUE_WANTED", "TENANT_RUNNING", "TENANT_HELD",
-        "TENANT_PASS", "QUEUE_VTIME", "QUEUE_SERVED", "queue_request", "queue_worker",
+        "TENANT_PASS", "QUEUE_VTIME", "QUEUE_SERVED",
+        "QUEUE_BY_TENANT", "QUEUE_TENANTS", "queue_request", "queue_worker",
     }  # fmt: skip
     assert exported == tested
 

@@ -89,6 +89,22 @@ local function give_back(vms, o)
 end
 """
 
+# The index of waiting requests by priority and tenant, so that a dispatch reads the heads of the
+# tenants instead of the whole queue: a zset of ids per (priority, tenant), a set of tenants per priority.
+# tp, sp: the two key prefixes (keys.QUEUE_BY_TENANT, keys.QUEUE_TENANTS).
+_INDEX_LUA = """
+local function index_add(tp, sp, band, tenant, id, score)
+  redis.call('ZADD', tp .. band .. '__' .. tenant, score, id)
+  redis.call('SADD', sp .. band, tenant)
+end
+
+local function index_remove(tp, sp, band, tenant, id)
+  local z = tp .. band .. '__' .. tenant
+  redis.call('ZREM', z, id)
+  if redis.call('ZCARD', z) == 0 then redis.call('SREM', sp .. band, tenant) end
+end
+"""
+
 # KEYS: queue, demand, wanted, request hash. ARGV: id, priority, picks, tenant, token, user, lifetime,
 # wait ms, worker, pool channel prefix. -> 1, or 0 when the id is taken. Times are Redis's (hosts' clocks
 # need not agree): score = priority * 10^13 + now ms, deadline = now + wait. The hash has no TTL while
@@ -96,6 +112,7 @@ end
 # Publishes a 'demand' event on the channel of each pool the request wants first.
 _ENQUEUE = (
     _PICKS_LUA
+    + _INDEX_LUA
     + """
 redis.replicate_commands()
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
@@ -105,6 +122,7 @@ redis.call('HSET', KEYS[4], 'picks', ARGV[3], 'tenant', ARGV[4], 'priority', ARG
   'user', ARGV[6], 'lifetime', ARGV[7], 'deadline', now_ms + tonumber(ARGV[8]), 'worker', ARGV[9],
   'enqueued', now_ms, 'status', 'waiting')
 redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) * 1e13 + now_ms, ARGV[1])
+index_add(ARGV[11], ARGV[12], ARGV[2], ARGV[4], ARGV[1], tonumber(ARGV[2]) * 1e13 + now_ms)
 local picks = parse_picks(ARGV[3])
 count_picks(picks, 1, KEYS[2], KEYS[3])
 local told = {}
@@ -122,11 +140,12 @@ return 1
 # KEYS: queue, demand, wanted, tenant counts, tenant held, tenant passes, virtual time, served.
 # ARGV: now (checkout text), sweep ('1': look at every request even when no pool has a ready VM, to drop
 #       the dead ones), request prefix, vm prefix, ready prefix, running prefix, migrating
-#       prefix, active prefix, pool channel prefix, queue channel, worker prefix, drop grace ms,
-#       default quota ('' none), ntenants, ntenants * (name, weight, quota or '').
+#       prefix, active prefix, pool channel prefix, queue channel, worker prefix, drop grace ms, index
+#       prefixes (2), default quota ('' none), ntenants, ntenants * (name, weight, quota or '').
 # -> {id, vms, id, vms, ...} of the requests served ("requested\tpool\tvm" lines).
 _DISPATCH = (
     _PICKS_LUA
+    + _INDEX_LUA
     + HAND_OUT
     + RELEASE_TENANT
     + _GIVE_BACK_LUA
@@ -140,12 +159,13 @@ local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local RQ, VM, READY, RUNNING, MIGRATING, ACTIVE, CHANNEL, QCHANNEL, WORKER =
   ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local grace = tonumber(ARGV[12])
-local default_quota = tonumber(ARGV[13])
+local TP, SP = ARGV[13], ARGV[14]
+local default_quota = tonumber(ARGV[15])
 local weights, quotas = {}, {}
-for i = 0, tonumber(ARGV[14]) - 1 do
-  local name = ARGV[15 + 3 * i]
-  weights[name] = tonumber(ARGV[16 + 3 * i])
-  quotas[name] = tonumber(ARGV[17 + 3 * i])
+for i = 0, tonumber(ARGV[16]) - 1 do
+  local name = ARGV[17 + 3 * i]
+  weights[name] = tonumber(ARGV[18 + 3 * i])
+  quotas[name] = tonumber(ARGV[19 + 3 * i])
 end
 
 -- requests served more than 5 s ago and not yet answered: if their API worker is gone, so is their
@@ -188,8 +208,9 @@ for i = 1, #wanted, 2 do
 end
 if not work and not sweep then return {} end
 
-local function drop(id, picks)
+local function drop(id, picks, band, tenant)
   redis.call('ZREM', Q, id)
+  index_remove(TP, SP, band, tenant, id)
   if picks then count_picks(picks, -1, DEMAND, WANTED) end
   if redis.call('EXISTS', RQ .. id) == 1 then
     redis.call('HSET', RQ .. id, 'status', 'gone')
@@ -197,51 +218,95 @@ local function drop(id, picks)
   end
 end
 
--- the requests that touch a pool with a ready VM, by band, then tenant (FIFO)
+-- a request as the scan keeps it: nil when it is dropped (its worker is gone, its deadline long past)
+-- or touches no pool with a ready VM (it cannot be served now and holds nothing back)
 local live = {}
-local bands, band_list = {}, {}
-local entries = redis.call('ZRANGE', Q, 0, -1, 'WITHSCORES')
-for i = 1, #entries, 2 do
-  local id, score = entries[i], tonumber(entries[i + 1])
-  local f = redis.call('HMGET', RQ .. id, 'picks', 'tenant', 'worker', 'deadline')
+local function look(id, score, band, tenant)
+  local f = redis.call('HMGET', RQ .. id, 'picks', 'worker', 'deadline')
   if not f[1] then
-    redis.call('ZREM', Q, id)  -- its hash expired: nothing left to count down
-  else
-    local picks = parse_picks(f[1])
-    local alive = live[f[3]]
-    if alive == nil then
-      alive = redis.call('EXISTS', WORKER .. f[3]) == 1
-      live[f[3]] = alive
+    redis.call('ZREM', Q, id)  -- its hash is gone: nothing left to count down
+    index_remove(TP, SP, band, tenant, id)
+    return nil, true
+  end
+  local picks = parse_picks(f[1])
+  local alive = live[f[2]]
+  if alive == nil then
+    alive = redis.call('EXISTS', WORKER .. f[2]) == 1
+    live[f[2]] = alive
+  end
+  if not alive or now_ms > tonumber(f[3]) + grace then
+    drop(id, picks, band, tenant)
+    return nil, true
+  end
+  for _, pick in ipairs(picks) do
+    for _, pool in ipairs(pick.pools) do
+      if avail_of(pool) > 0 then return {id = id, score = score, picks = picks}, false end
     end
-    if not alive or now_ms > tonumber(f[4]) + grace then
-      drop(id, picks)
-    else
-      local relevant = false
-      for _, pick in ipairs(picks) do
-        for _, pool in ipairs(pick.pools) do
-          if avail_of(pool) > 0 then relevant = true end
-        end
-      end
-      if relevant then
-        local b = math.floor(score / 1e13)
-        local band = bands[b]
-        if band == nil then
-          band = {tenants = {}, order = {}}
-          bands[b] = band
-          band_list[#band_list + 1] = b
-        end
-        local t = band.tenants[f[2]]
-        if t == nil then
-          t = {name = f[2], reqs = {}, next = 1}
-          band.tenants[f[2]] = t
-          band.order[#band.order + 1] = t
-        end
-        t.reqs[#t.reqs + 1] = {id = id, score = score, picks = picks}
-      end
+  end
+  return nil, false
+end
+
+-- by band, the tenants with requests waiting; a tenant's requests are read in order, a few at a time,
+-- as far as the dispatch needs (its index); a sweep reads the whole queue instead, to drop the dead
+local bands, band_list = {}, {}
+local function band_of(b)
+  local band = bands[b]
+  if band == nil then
+    band = {tenants = {}, order = {}}
+    bands[b] = band
+    band_list[#band_list + 1] = b
+  end
+  return band
+end
+local function tenant_of(band, b, name)
+  local t = band.tenants[name]
+  if t == nil then
+    t = {name = name, reqs = {}, next = 1, band = b, offset = 0}
+    band.tenants[name] = t
+    band.order[#band.order + 1] = t
+  end
+  return t
+end
+if sweep then
+  local entries = redis.call('ZRANGE', Q, 0, -1, 'WITHSCORES')
+  for i = 1, #entries, 2 do
+    local id, score = entries[i], tonumber(entries[i + 1])
+    local b = math.floor(score / 1e13)
+    local tenant = redis.call('HGET', RQ .. id, 'tenant') or ''
+    local req = look(id, score, b, tenant)
+    if req then
+      local t = tenant_of(band_of(b), b, tenant)
+      t.reqs[#t.reqs + 1] = req
     end
+  end
+  for _, band in pairs(bands) do
+    for _, t in ipairs(band.order) do t.done_reading = true end
+  end
+else
+  for b = 1, 3 do
+    for _, name in ipairs(redis.call('SMEMBERS', SP .. b)) do tenant_of(band_of(b), b, name) end
   end
 end
 table.sort(band_list)
+
+-- the tenant's next request that a ready VM could serve, reading its index further when needed
+local function head_of(t)
+  while t.reqs[t.next] == nil and not t.done_reading do
+    local z = TP .. t.band .. '__' .. t.name
+    local page = redis.call('ZRANGE', z, t.offset, t.offset + 15, 'WITHSCORES')
+    if #page == 0 then
+      t.done_reading = true
+    else
+      for i = 1, #page, 2 do
+        local req, removed = look(page[i], tonumber(page[i + 1]), t.band, t.name)
+        if removed then t.offset = t.offset - 1 end
+        if req then t.reqs[#t.reqs + 1] = req end
+      end
+      t.offset = t.offset + #page / 2
+    end
+  end
+  return t.reqs[t.next]
+end
 
 local running = {}
 local function running_of(tenant)
@@ -308,12 +373,12 @@ for _, b in ipairs(band_list) do
   while open_pools() do
     local best, best_key = nil, nil
     for _, t in ipairs(band.order) do
-      local head = t.reqs[t.next]
+      local head = (not t.skipped) and head_of(t) or nil
       if head then
         local quota = quotas[t.name]
         if quota == nil and t.name ~= '' then quota = default_quota end
         if quota ~= nil and running_of(t.name) + #head.picks > quota then
-          t.next = #t.reqs + 1  -- at its quota: waits, blocks nobody
+          t.skipped = true  -- at its quota: waits, blocks nobody
         else
           -- fewest running VMs for the weight, then the lowest pass, then the oldest request
           local key = {running_of(t.name) / (weights[t.name] or 1), t.pass, head.score}
@@ -360,6 +425,8 @@ for _, b in ipairs(band_list) do
       redis.call('HSET', h, 'status', 'served', 'vms', vms, 'served', now_ms)
       redis.call('EXPIRE', h, 300)
       redis.call('ZREM', Q, req.id)
+      index_remove(TP, SP, best.band, best.name, req.id)
+      best.offset = best.offset - 1
       redis.call('ZADD', SERVED, now_ms, req.id)
       count_picks(req.picks, -1, DEMAND, WANTED)
       served[#served + 1] = req.id
@@ -381,18 +448,20 @@ return served
 
 # KEYS: queue, demand, wanted, tenant counts, tenant held, request hash, served. ARGV: id, give_back ('1': the
 # client is gone, so VMs already served go back to ready), vm prefix, ready prefix, running prefix,
-# migrating prefix, active prefix.
+# migrating prefix, active prefix, index prefixes (2).
 # -> {'gone', position} (was waiting), {'served', vms} (served and kept), {'returned', n}, {'unknown'}
 _CANCEL = (
     _PICKS_LUA
+    + _INDEX_LUA
     + RELEASE_TENANT
     + _GIVE_BACK_LUA
     + """
 local h = KEYS[6]
-local f = redis.call('HMGET', h, 'status', 'picks', 'vms')
+local f = redis.call('HMGET', h, 'status', 'picks', 'vms', 'priority', 'tenant')
 if f[1] == 'waiting' then
   local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
   redis.call('ZREM', KEYS[1], ARGV[1])
+  index_remove(ARGV[8], ARGV[9], f[4], f[5] or '', ARGV[1])
   count_picks(parse_picks(f[2]), -1, KEYS[2], KEYS[3])
   redis.call('HSET', h, 'status', 'gone')
   redis.call('EXPIRE', h, 300)
@@ -517,6 +586,8 @@ class Queues:
                 int(request.wait_seconds * 1000),
                 request.worker,
                 keys.events_channel(""),
+                keys.QUEUE_BY_TENANT,
+                keys.QUEUE_TENANTS,
             ],
             settings,
             now,
@@ -553,6 +624,8 @@ class Queues:
                 keys.running_set(""),
                 keys.migrating_set(""),
                 keys.active_hash(""),
+                keys.QUEUE_BY_TENANT,
+                keys.QUEUE_TENANTS,
             ],
             settings,
             now,
@@ -703,6 +776,8 @@ class Queues:
             keys.QUEUE_CHANNEL,
             keys.queue_worker(""),
             _DROP_GRACE_MS,
+            keys.QUEUE_BY_TENANT,
+            keys.QUEUE_TENANTS,
             *settings.argv(),
         ]
 
