@@ -523,7 +523,7 @@ def test_a_vm_served_to_an_api_worker_that_died_before_answering_goes_back(
     service = start_service_yaml(config_text(redis_url, tmp_path, [{"name": "q", "size": 0, "max_size": 1}]))
     store = Store.from_url(redis_url)
     try:
-        store.queue.beat("doomed-worker", ttl_seconds=6)  # its last beat
+        store.queue.beat("doomed-worker", ttl_seconds=6)
         request = QueueRequest(
             request_id="doomed-req-1",
             picks=(Pick("q", ("q",)),),
@@ -532,11 +532,12 @@ def test_a_vm_served_to_an_api_worker_that_died_before_answering_goes_back(
             worker="doomed-worker",
         )
         assert store.queue.enqueue(request, QueueSettings(), now="2026-11-30 12:00:00 +0000") is None
-        wait_for(
-            lambda: redis.hget(keys.queue_request("doomed-req-1"), "status") == "served",
-            20,
-            "the manager cloning for the request and serving it",
-        )
+
+        def served() -> bool:  # the worker lives (beats) until its request is served, then dies
+            store.queue.beat("doomed-worker", ttl_seconds=6)
+            return redis.hget(keys.queue_request("doomed-req-1"), "status") == "served"
+
+        wait_for(served, 30, "the manager cloning for the request and serving it")
         [vm] = redis.smembers(keys.running_set("q"))
         assert redis.zscore(keys.QUEUE_SERVED, "doomed-req-1") is not None  # nobody answered it
         wait_for(
