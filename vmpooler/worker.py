@@ -23,7 +23,7 @@ from vmpooler.actors.context import PoolContext
 from vmpooler.actors.dispatch import Dispatcher
 from vmpooler.actors.provider import ProviderActor
 from vmpooler.actors.ticker import Ticker
-from vmpooler.bus import decode
+from vmpooler.bus import ConfigChanged, decode
 from vmpooler.config import Config, load_config
 from vmpooler.errors import ConfigError, ProviderError, ProviderUnavailable, StoreError
 from vmpooler.log import setup_logging
@@ -262,19 +262,28 @@ def prepare_provider(config: Config, name: str, provider: Provider) -> None:
 
 
 def _subscribe(store: Store, pools: list[str], actor: Any, stopping: threading.Event) -> None:
-    """Forward the API's pub/sub events to the ProviderActor; reconnect with back-off when Redis drops."""
+    """Forward the API's pub/sub events to the ProviderActor; reconnect with back-off when Redis drops.
+
+    Events published while no subscription was in force (before the first, during a reconnect) are lost;
+    each pool runs a pass as soon as the subscription is in force, so what they announced (a waiting
+    checkout's demand, a queued task) is picked up from Redis at once instead of on the next loop."""
     backoff = 0.5
     while not stopping.is_set():
         pubsub = None
         try:
             pubsub = store.pools.events_pubsub(pools)
             backoff = 0.5
+            caught_up = False
             while not stopping.is_set():
                 message = pubsub.get_message(timeout=0.25)
                 if message and message.get("type") == "message":
                     event = decode(message["data"])
                     if event is not None:
                         actor.route(event)
+                if not caught_up:  # subscribed now: what was published before is in Redis, read by a pass
+                    caught_up = True
+                    for pool in pools:
+                        actor.route(ConfigChanged(pool=pool))
         except pykka.ActorDeadError:
             return
         except Exception as exc:
