@@ -158,16 +158,19 @@ def _client_proc(port: int, seconds: float, start_at: float, out: multiprocessin
         time.sleep(0.001)
     done = 0
     end = start_at + seconds
+    timings: list[list[float]] = [[], [], []]
     while time.time() < end:
-        done += client.cycle()
-    out.put(done)
+        done += client.cycle(timings)
+    out.put((done, [t for kind in timings for t in kind]))
 
 
-def throughput(
-    port: int, clients: int, seconds: float, pids: tuple[int, int | None]
-) -> tuple[float, float, float]:
-    """Requests/s, and CPU µs per request of the API processes and of redis-server (``pids``; None: no
-    redis, as for the ceiling)."""
+Rate = tuple[float, float, float, float]
+"""Requests/s, API CPU µs/request, redis CPU µs/request, p99 latency (ms) of one throughput run."""
+
+
+def throughput(port: int, clients: int, seconds: float, pids: tuple[int, int | None]) -> Rate:
+    """Requests/s, CPU µs per request of the API processes and of redis-server (``pids``; None: no
+    redis, as for the ceiling), and the p99 latency of every request the clients made meanwhile."""
     queue: multiprocessing.Queue = multiprocessing.Queue()
     start_at = time.time() + 1.0
     procs = [
@@ -178,12 +181,14 @@ def throughput(
         proc.start()
     time.sleep(max(0.0, start_at - time.time()))
     before = [cpu_seconds(pid) if pid else 0.0 for pid in pids]
-    total = sum(queue.get(timeout=seconds + 60) for _ in procs)
+    results = [queue.get(timeout=seconds + 60) for _ in procs]
     after = [cpu_seconds(pid) if pid else 0.0 for pid in pids]
+    total = sum(done for done, _latencies in results)
+    latencies = [t for _done, each in results for t in each]
     for proc in procs:
         proc.join()
     api_cpu, redis_cpu = (1e6 * (b - a) / total for a, b in zip(before, after, strict=True))
-    return total / seconds, api_cpu, redis_cpu
+    return total / seconds, api_cpu, redis_cpu, pct(latencies, 0.99) * 1000
 
 
 def run(
@@ -192,7 +197,7 @@ def run(
     redis_proc: subprocess.Popen[bytes],
     redis_port: int,
     statsd_port: int | None = None,
-) -> tuple[list[list[float]], dict[int, tuple[float, float, float]]]:
+) -> tuple[list[list[float]], dict[int, Rate]]:
     """Start ``vmpooler api`` on the private Redis, then time the sequential and concurrent runs."""
     api_port = free_port()
     config = workdir / "vmpooler.yaml"
@@ -239,7 +244,7 @@ def run(
 
 def measure(
     args: argparse.Namespace, port: int, pids: tuple[int, int | None]
-) -> tuple[list[list[float]], dict[int, tuple[float, float, float]]]:
+) -> tuple[list[list[float]], dict[int, Rate]]:
     """The sequential timings and the throughput runs against the API on ``port``."""
     wait_http(port)
     seq = Client(port)
@@ -254,7 +259,7 @@ def measure(
 
 def run_ceiling(
     args: argparse.Namespace,
-) -> tuple[list[list[float]], dict[int, tuple[float, float, float]]]:
+) -> tuple[list[list[float]], dict[int, Rate]]:
     """The same measurements against ``scripts/ceiling_api.py`` (the stack alone, canned answers)."""
     port = free_port()
     env = {**os.environ, "VMPOOLER_API_THREADS": os.environ.get("VMPOOLER_API_THREADS", "8")}
@@ -325,8 +330,8 @@ def main() -> int:
         )
         print("\nours / ceiling\n")
         print("| clients | throughput | server CPU µs/request (ours / ceiling) |\n|---|---|---|")
-        for n, (rate, api_cpu, redis_cpu) in rates.items():
-            top, top_cpu, _ = ceiling[1][n]
+        for n, (rate, api_cpu, redis_cpu, _p99) in rates.items():
+            top, top_cpu, _, _ = ceiling[1][n]
             print(f"| {n} | {rate / top:.2f} | {api_cpu + redis_cpu:.0f} / {top_cpu:.0f} |")
     return 0
 
@@ -335,7 +340,7 @@ def print_tables(
     title: str,
     args: argparse.Namespace,
     timings: list[list[float]],
-    rates: dict[int, tuple[float, float, float]],
+    rates: dict[int, Rate],
 ) -> None:
     print(f"\n## {title}\n\nsequential, {args.cycles} cycles (ms)\n")
     print("| request | median | p99 |\n|---|---|---|")
@@ -346,9 +351,11 @@ def print_tables(
     ):
         print(f"| {name} | {statistics.median(values) * 1000:.2f} | {pct(values, 0.99) * 1000:.2f} |")
     print(f"\nthroughput of the cycle mix, {args.seconds:.0f} s per run\n")
-    print("| clients | requests/s | API CPU µs/request | redis CPU µs/request |\n|---|---|---|---|")
-    for n, (rate, api_cpu, redis_cpu) in rates.items():
-        print(f"| {n} | {rate:.0f} | {api_cpu:.0f} | {redis_cpu:.0f} |")
+    print(
+        "| clients | requests/s | p99 ms | API CPU µs/request | redis CPU µs/request |\n|---|---|---|---|---|"
+    )
+    for n, (rate, api_cpu, redis_cpu, p99) in rates.items():
+        print(f"| {n} | {rate:.0f} | {p99:.1f} | {api_cpu:.0f} | {redis_cpu:.0f} |")
 
 
 if __name__ == "__main__":
