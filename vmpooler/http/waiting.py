@@ -11,10 +11,10 @@ throughput: docs/performance.md). One watcher thread per worker, started with th
   ``waitress.client_disconnected``, with ``channel_request_lookahead`` on);
 * every 2 s, reads the status of every waiter in one round trip (a message lost while the
   subscription reconnected costs at most that);
-* every 2 s, renews this worker's liveness key (``Queues.beat``, 6 s): a dispatch drops the waiting
-  requests of a worker that stopped beating, and gives back the VMs of those it served that the worker
-  never answered, so the waiters of a crashed worker keep no VM. A worker that stops gives its waiters'
-  places and VMs back itself (``abandon``).
+* every 2 s while it holds waiters, renews this worker's liveness key (``Queues.beat``, 6 s): a
+  dispatch drops the waiting requests of a worker that stopped beating, and gives back the VMs of those
+  it served that the worker never answered, so the waiters of a crashed worker keep no VM. A worker
+  that stops gives its waiters' places and VMs back itself (``abandon``).
 """
 
 from __future__ import annotations
@@ -207,6 +207,8 @@ class Waiters:
         self._wake(list(served))
 
     def _beat(self) -> None:
+        if not self._waiters:  # nothing of ours waits in Redis: no key to keep alive (ensure_alive
+            return  # renews it before the next request is recorded)
         try:
             self._store.queue.beat(self.worker)
         except StoreError as exc:
