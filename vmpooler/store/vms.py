@@ -8,8 +8,11 @@ before the VM has an actor), so no VM is ever in two sets.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -244,6 +247,51 @@ return 1
 )
 
 
+class _CancelRetries:
+    """Cancels of late checkouts that could not reach Redis, retried every half second by one daemon
+    thread (started with the first) until Redis answers, for as long as the checkout's record lives."""
+
+    _EVERY = 0.5
+    _FOR = 290.0  # the record lives 300 s: after that a cancel could not tell what the checkout took
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[float, Callable[[], object]]] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, cancel: Callable[[], object]) -> None:
+        with self._lock:
+            self._pending.append((time.monotonic() + self._FOR, cancel))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="checkout-cancels")
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._EVERY)
+            with self._lock:
+                pending, self._pending = self._pending, []
+            kept = []
+            for until, cancel in pending:
+                try:
+                    back = cancel()
+                except redis_lib.RedisError:
+                    if time.monotonic() < until:
+                        kept.append((until, cancel))
+                    else:
+                        log.error("gave up cancelling a late checkout: its VMs may stay running")
+                    continue
+                if back:
+                    log.warning(
+                        "a late checkout was undone once redis answered: %s VM(s) back to ready", back
+                    )
+            with self._lock:
+                self._pending.extend(kept)
+                if not self._pending:
+                    self._thread = None
+                    return
+
+
 @attrs.frozen
 class Pick:
     """One VM wanted by a checkout: the name as requested and the pools to try, in order."""
@@ -318,6 +366,7 @@ class VMs:
         kwargs = client.connection_pool.connection_kwargs
         self._reply_timeout = float(kwargs.get("socket_timeout") or 10.0)
         self._clock = RedisClock()
+        self._retries = _CancelRetries()
 
     # -- the API's transitions: checkout and return ---------------------------------------------------
 
@@ -394,13 +443,18 @@ class VMs:
         """The checkout's reply did not come in time: undo it if it ran, forbid it if it has not.
 
         A reply can be late with Redis fine (this process stalled) or Redis frozen; either way the
-        client is answered 503, so the checkout must not stand. The cancel waits up to 2 s more; if it
-        cannot reach Redis either, the checkout's deadline in Redis's clock still stops a late run.
+        client is answered 503, so the checkout must not stand. A checkout sent after Redis froze is
+        stopped by its deadline in Redis's clock; one Redis ran just before it froze (its reply held
+        back) is undone by this cancel, which is retried in the background until Redis answers it
+        (``_CancelRetries``; the checkout's record lives 5 minutes).
         """
         try:
             back = self._cancel(keys=[claim, *script_keys], args=[keys.vm_hash("")])
         except redis_lib.RedisError as exc:
-            log.warning("could not cancel a checkout whose reply was late: %s", exc)
+            log.warning("could not cancel a checkout whose reply was late (%s): retrying", exc)
+            self._retries.add(
+                functools.partial(self._cancel, keys=[claim, *script_keys], args=[keys.vm_hash("")])
+            )
             return
         if back:
             log.warning("a checkout whose reply came too late was undone: %d VM(s) back to ready", back)
