@@ -36,11 +36,9 @@ import json
 import math
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -51,7 +49,7 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchlib import free_port, pct, redis_server, start_group, stop_group  # noqa: E402
+from benchlib import bench_workdir, free_port, pct, redis_server, start_group, stop_group  # noqa: E402
 
 from vmpooler import keys  # noqa: E402
 
@@ -448,21 +446,14 @@ def main() -> int:
     parser.add_argument("--keep-workdir", action="store_true", help="keep the temp dir (config, logs)")
     args = parser.parse_args()
     sys.setswitchinterval(0.0005)  # 100 client threads: as the API workers, for fair 201 timings
-    workdir = Path(tempfile.mkdtemp(prefix="vmpooler-bench-"))
     results = []
-    try:
-        with redis_server(workdir) as (_, redis_port):
-            client = redis.Redis(port=redis_port, decode_responses=True)
-            for run in range(1, args.runs + 1):
-                result = one_run(client, redis_port, workdir, run, args)
-                print(f"  run {run}: all ready after {result['measured']:.2f} s", file=sys.stderr)
-                results.append(result)
-            client.close()
-    finally:
-        if args.keep_workdir:
-            print(f"kept {workdir} (config and logs)", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with bench_workdir(args.keep_workdir) as workdir, redis_server(workdir) as (_, redis_port):
+        client = redis.Redis(port=redis_port, decode_responses=True)
+        for run in range(1, args.runs + 1):
+            result = one_run(client, redis_port, workdir, run, args)
+            print(f"  run {run}: all ready after {result['measured']:.2f} s", file=sys.stderr)
+            results.append(result)
+        client.close()
     return report(results, args)
 
 

@@ -40,12 +40,10 @@ import itertools
 import json
 import math
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -56,7 +54,7 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchlib import free_port, pct, redis_server, start_group, stop_group  # noqa: E402
+from benchlib import bench_workdir, free_port, pct, redis_server, start_group, stop_group  # noqa: E402
 
 from vmpooler import keys  # noqa: E402
 from vmpooler.config import load_config  # noqa: E402
@@ -645,17 +643,12 @@ def main() -> int:
     sys.setswitchinterval(0.0005)  # as the API workers: 1,000 client threads, prompt hand-overs
     # SIGTERM ends the run as Ctrl-C does: the finally blocks stop the service and redis-server.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    workdir = Path(tempfile.mkdtemp(prefix="vmpooler-bench-"))
     try:
-        result = run(args, workdir)
+        with bench_workdir(args.keep_workdir) as workdir:
+            result = run(args, workdir)
     except KeyboardInterrupt:
         print("interrupted: the service and redis-server are stopped", file=sys.stderr)
         return 130
-    finally:
-        if args.keep_workdir:
-            print(f"kept {workdir} (config and log)", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
     return report(result, args)
 
 

@@ -8,13 +8,29 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 
-__all__ = ["free_port", "pct", "redis_server", "start_group", "stop_group"]
+__all__ = ["bench_workdir", "free_port", "pct", "redis_server", "start_group", "stop_group"]
+
+
+@contextlib.contextmanager
+def bench_workdir(keep: bool) -> Iterator[Path]:
+    """A fresh temp dir for one benchmark's config and logs: removed at the end, or kept and named
+    (``--keep-workdir``)."""
+    workdir = Path(tempfile.mkdtemp(prefix="vmpooler-bench-"))
+    try:
+        yield workdir
+    finally:
+        if keep:
+            print(f"kept {workdir} (config and logs)", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def free_port() -> int:
