@@ -33,7 +33,7 @@ import attrs
 from vmpooler import keys
 from vmpooler.store.connection import translated
 from vmpooler.store.vms import Allocation, Pick
-from vmpooler.store.writes import HAND_OUT, RELEASE_TENANT
+from vmpooler.store.writes import HAND_OUT, RELEASE_TENANT, TAKE_BACK
 
 if TYPE_CHECKING:
     from vmpooler.config import Config
@@ -70,20 +70,16 @@ end
 """
 
 # The VMs served to a request whose client is gone go back to ready (those still running for it).
-# o: {vm, ready, running, migrating, active (prefixes), held, counts}. Needs RELEASE_TENANT. -> VMs back
+# o: {vm, ready, running, migrating, active (prefixes), held, counts}. Needs RELEASE_TENANT and TAKE_BACK.
+# -> VMs back
 _GIVE_BACK_LUA = """
 local function give_back(vms, o)
   local back = 0
   for line in string.gmatch(vms or '', '[^\\n]+') do
     local _, pool, vm = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t(.*)$')
-    if redis.call('SREM', o.running .. pool, vm) == 1 then
-      redis.call('SREM', o.migrating .. pool, vm)
-      redis.call('HDEL', o.active .. pool, vm)
-      release_tenant(vm, o.held, o.counts)
-      redis.call('HDEL', o.vm .. vm, 'checkout', 'token:token', 'token:user', 'lifetime')
-      redis.call('SADD', o.ready .. pool, vm)
-      back = back + 1
-    end
+    back = back + take_back(vm, {ready = o.ready .. pool, running = o.running .. pool,
+      migrating = o.migrating .. pool, active = o.active .. pool, hash = o.vm .. vm, held = o.held,
+      counts = o.counts})
   end
   return back
 end
@@ -148,6 +144,7 @@ _DISPATCH = (
     + _INDEX_LUA
     + HAND_OUT
     + RELEASE_TENANT
+    + TAKE_BACK
     + _GIVE_BACK_LUA
     + """
 redis.replicate_commands()
@@ -454,6 +451,7 @@ _CANCEL = (
     _PICKS_LUA
     + _INDEX_LUA
     + RELEASE_TENANT
+    + TAKE_BACK
     + _GIVE_BACK_LUA
     + """
 local h = KEYS[6]

@@ -23,14 +23,14 @@ from vmpooler import bus, keys
 from vmpooler.errors import OverQuota, PoolEmpty, StoreUnavailable
 from vmpooler.model import VMState, check_transition
 from vmpooler.store.connection import RedisClock, translated
-from vmpooler.store.writes import HAND_OUT, RELEASE_TENANT, WRITE_OTHERS, append_writes
+from vmpooler.store.writes import HAND_OUT, RELEASE_TENANT, TAKE_BACK, WRITE_OTHERS, append_writes
 
 log = logging.getLogger(__name__)
 
 __all__ = ["After", "Allocation", "Pick", "PoolSnapshot", "VMs"]
 
 After = Callable[[Any], None]
-"""Adds commands to a MULTI pipeline after a transition's script (``VMs.return_vm``, ``become_ready``)."""
+"""Adds commands to a MULTI pipeline after a transition's script (``VMs.become_ready``)."""
 
 # The sets a VM can be in, in the order the manager looks at them (``VMState``'s order).
 _STATES = tuple(VMState)
@@ -118,6 +118,7 @@ return result
 # 'cancelled' and it never will.
 _CANCEL = (
     RELEASE_TENANT
+    + TAKE_BACK
     + """
 local record = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], 'cancelled', 'EX', 300)
@@ -126,14 +127,8 @@ local back = 0
 for entry in string.gmatch(record, '[^,]+') do
   local idx, vm = string.match(entry, '^(%d+):(.+)$')
   local base = 1 + 4 * (tonumber(idx) - 1)
-  if redis.call('SREM', KEYS[base + 2], vm) == 1 then
-    redis.call('SREM', KEYS[base + 3], vm)
-    redis.call('HDEL', KEYS[base + 4], vm)
-    release_tenant(vm, KEYS[#KEYS], KEYS[#KEYS - 1])
-    redis.call('HDEL', ARGV[1] .. vm, 'checkout', 'token:token', 'token:user', 'lifetime')
-    redis.call('SADD', KEYS[base + 1], vm)
-    back = back + 1
-  end
+  back = back + take_back(vm, {ready = KEYS[base + 1], running = KEYS[base + 2], migrating = KEYS[base + 3],
+    active = KEYS[base + 4], hash = ARGV[1] .. vm, held = KEYS[#KEYS], counts = KEYS[#KEYS - 1]})
 end
 return back
 """

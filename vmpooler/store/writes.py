@@ -8,6 +8,8 @@ value)`` triples, the keys appended to its KEYS by :func:`append_writes`, and ca
 ``HAND_OUT``: ready → running for an owner, as both the immediate checkout and the queue's dispatch do.
 ``RELEASE_TENANT``: the tenant's count of running VMs goes down once when a VM leaves running (return,
 expiry, destroy, an undone checkout); ``keys.TENANT_HELD`` (VM → tenant) says whether it is still counted.
+``TAKE_BACK`` (with ``RELEASE_TENANT``): ``HAND_OUT`` undone, running → ready, for a checkout whose client
+never got the answer (a late reply, a waiting client gone).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["HAND_OUT", "RELEASE_TENANT", "WRITE_OTHERS", "append_writes"]
+__all__ = ["HAND_OUT", "RELEASE_TENANT", "TAKE_BACK", "WRITE_OTHERS", "append_writes"]
 
 WRITE_OTHERS = """
 local function write_others(first)
@@ -56,6 +58,19 @@ local function release_tenant(vm, held, counts)
       redis.call('HDEL', counts, tenant)
     end
   end
+end
+"""
+
+# o: {ready, running, migrating, active, hash, held, counts}. -> 1 if the VM was running (now ready), else 0.
+TAKE_BACK = """
+local function take_back(vm, o)
+  if redis.call('SREM', o.running, vm) == 0 then return 0 end
+  redis.call('SREM', o.migrating, vm)
+  redis.call('HDEL', o.active, vm)
+  release_tenant(vm, o.held, o.counts)
+  redis.call('HDEL', o.hash, 'checkout', 'token:token', 'token:user', 'lifetime')
+  redis.call('SADD', o.ready, vm)
+  return 1
 end
 """
 
