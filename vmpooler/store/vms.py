@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import redis as redis_lib
 
-from vmpooler import bus, keys
+from vmpooler import keys
 from vmpooler.errors import OverQuota, PoolEmpty, StoreUnavailable
 from vmpooler.model import VMState, check_transition
 from vmpooler.store.connection import RedisClock, translated
@@ -134,35 +134,25 @@ return back
 """
 )
 
-# KEYS: running, completed, tenant held, tenant counts, the queue. ARGV: vm, channel, event JSON.
-# -> {1 if moved, 1 if checkouts wait (a dispatch may serve one whose tenant's quota this freed)}
+# KEYS: vm hash, tenant held, tenant counts, the queue. ARGV: vm, running prefix, completed prefix,
+# channel prefix, pool ('': the one its hash names, ``pool`` else ``template``, as the original reads it).
+# running → completed, the tenant's count released, a ``return`` event (``bus.Returned``):
+# -> {0} no such VM (only looked up without a pool); {1, pool, checkouts wait, hash flat} returned;
+#    {2, pool, hash flat} not running; {3, hash flat} its hash names no pool (the caller looks for it).
 _RETURN = (
     RELEASE_TENANT
     + """
-if redis.call('SMOVE', KEYS[1], KEYS[2], ARGV[1]) == 1 then
-  release_tenant(ARGV[1], KEYS[3], KEYS[4])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return {1, redis.call('EXISTS', KEYS[5])}
+local pool, data = ARGV[5], {}
+if pool == '' then
+  data = redis.call('HGETALL', KEYS[1])
+  if #data == 0 then return {0} end
+  local template
+  for i = 1, #data, 2 do
+    if data[i] == 'pool' then pool = data[i + 1] elseif data[i] == 'template' then template = data[i + 1] end
+  end
+  if pool == '' then pool = template or '' end
+  if pool == '' then return {3, data} end
 end
-return {0, 0}
-"""
-)
-
-# KEYS: vm hash, tenant held, tenant counts, the queue. ARGV: vm, running prefix, completed prefix,
-# channel prefix. The return of a VM known only by name, in one round trip (``VMs.return_named``):
-# -> {0} no such VM; {1, pool, waiting, hash flat} returned; {2, pool, hash flat} not running;
-#    {3, hash flat} its hash names no pool (the caller looks for it).
-_RETURN_NAMED = (
-    RELEASE_TENANT
-    + """
-local data = redis.call('HGETALL', KEYS[1])
-if #data == 0 then return {0} end
-local pool, template
-for i = 1, #data, 2 do
-  if data[i] == 'pool' then pool = data[i + 1] elseif data[i] == 'template' then template = data[i + 1] end
-end
-if pool == nil or pool == '' then pool = template end
-if pool == nil or pool == '' then return {3, data} end
 if redis.call('SMOVE', ARGV[2] .. pool, ARGV[3] .. pool, ARGV[1]) == 0 then return {2, pool, data} end
 release_tenant(ARGV[1], KEYS[2], KEYS[3])
 redis.call('PUBLISH', ARGV[4] .. pool, cjson.encode({event = 'return', pool = pool, vm = ARGV[1]}))
@@ -353,7 +343,6 @@ class VMs:
         self._checkout = client.register_script(_CHECKOUT)
         self._cancel = client.register_script(_CANCEL)
         self._return = client.register_script(_RETURN)
-        self._return_named = client.register_script(_RETURN_NAMED)
         self._create_pending = client.register_script(_CREATE_PENDING)
         self._move = client.register_script(_MOVE)
         self._ready = client.register_script(_READY)
@@ -456,7 +445,7 @@ class VMs:
 
     @translated
     def return_vm(self, vm: str, pool: str, *, then: Callable[[], object] | None = None) -> bool:
-        """Move a running VM to completed and publish a ``return`` event, in one round trip.
+        """Move a running VM of ``pool`` to completed and publish a ``return`` event, in one round trip.
 
         Args:
             then: called after the return when checkouts wait (a queue dispatch: the tenant may have
@@ -465,38 +454,29 @@ class VMs:
         Returns:
             False if the VM was not running (nothing changed).
         """
-        check_transition(VMState.RUNNING, VMState.COMPLETED)
-        event = bus.encode(bus.Returned(pool=pool, vm=vm))
-        moved, waiting = self._return(
-            keys=[
-                keys.running_set(pool),
-                keys.completed_set(pool),
-                keys.TENANT_HELD,
-                keys.TENANT_RUNNING,
-                keys.QUEUE,
-            ],
-            args=[vm, keys.events_channel(pool), event],
-        )
-        if moved and waiting and then is not None:
-            then()
-        return bool(moved)
+        return self._return_one(vm, pool, then)[0] == "returned"
 
     @translated
     def return_named(
         self, vm: str, *, then: Callable[[], object] | None = None
     ) -> tuple[str, str | None, dict[str, str]]:
         """Return ``vm`` by its name alone, in one round trip: its hash names its pool (``pool``, else
-        ``template``, as the original reads them). For callers with no owner to check (no ``:auth:``).
+        ``template``, as the original reads them); ``then`` as for :meth:`return_vm`.
 
         Returns:
             ``(outcome, pool, the VM's hash as it was)``: ``"returned"``; ``"missing"`` (no such VM);
             ``"not-running"``; ``"no-pool"`` (its hash names no pool: use ``running_pool_of`` and
-            ``return_vm``). ``then`` is called after a return while checkouts wait.
+            ``return_vm``).
         """
+        return self._return_one(vm, "", then)
+
+    def _return_one(
+        self, vm: str, pool: str, then: Callable[[], object] | None
+    ) -> tuple[str, str | None, dict[str, str]]:
         check_transition(VMState.RUNNING, VMState.COMPLETED)
-        reply = self._return_named(
+        reply = self._return(
             keys=[keys.vm_hash(vm), keys.TENANT_HELD, keys.TENANT_RUNNING, keys.QUEUE],
-            args=[vm, keys.running_set(""), keys.completed_set(""), keys.events_channel("")],
+            args=[vm, keys.running_set(""), keys.completed_set(""), keys.events_channel(""), pool],
         )
         kind = int(reply[0])
         if kind == 0:

@@ -162,24 +162,16 @@ class VMItem:
         def dispatch() -> None:  # checkouts wait: the tenant whose VM this was may have room now
             ctx.store.queue.dispatch(ctx.queue_settings, now=ctx.now())
 
-        if not ctx.auth_enabled:  # no owner to check: the lookup and the return are one round trip
-            vm = validate.hostname(name) if ctx.version >= 3 else name.split(".", 1)[0]
-            outcome, pool, data = (
-                ctx.store.vms.return_named(vm, then=dispatch) if vm else ("missing", None, {})
-            )
-            if outcome == "no-pool":
-                pool = ctx.store.vms.running_pool_of(vm, (p.name for p in ctx.config.pools))
-                outcome = "returned" if pool and ctx.store.vms.return_vm(vm, pool, then=dispatch) else outcome
-        else:
+        if ctx.auth_enabled:  # the owner is checked first: a look-up, then the return
             vm, data = _existing_vm(ctx, name)
             _owner_only(ctx, req, vm, data, required=False)
-            pool = (
-                data.get("pool")
-                or data.get("template")
-                or ctx.store.vms.running_pool_of(vm, (p.name for p in ctx.config.pools))
-            )
-            outcome = "returned" if pool and ctx.store.vms.return_vm(vm, pool, then=dispatch) else "missing"
-        if outcome == "missing" and not data:  # an unknown VM counts as no failed delete (the original's)
+        else:  # no owner to check: the look-up and the return are one round trip
+            vm = validate.hostname(name) if ctx.version >= 3 else name.split(".", 1)[0]
+        outcome, pool, data = ctx.store.vms.return_named(vm, then=dispatch) if vm else ("missing", None, {})
+        if outcome == "no-pool":
+            pool = ctx.store.vms.running_pool_of(vm, (p.name for p in ctx.config.pools))
+            outcome = "returned" if pool and ctx.store.vms.return_vm(vm, pool, then=dispatch) else outcome
+        if outcome == "missing":  # an unknown VM counts as no failed delete (the original's)
             raise ApiError(404)
         if outcome == "returned" and pool:
             metrics.DELETE_SUCCESS.inc()
