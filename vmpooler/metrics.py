@@ -243,6 +243,7 @@ HTTP_DURATION = Histogram(
 )
 
 # Manager side.
+_PROVIDER_CALL_BUCKETS = (10, 20, 30, 40, 50, 60, 120, 180, 240, 300, 600)  # seconds: clones and destroys
 READY = Mirrored(Gauge("vmpooler_ready", "Ready VMs", ["poolname"], multiprocess_mode="livemax"), "ready.{}")
 RUNNING = Mirrored(
     Gauge("vmpooler_running", "Running VMs", ["poolname"], multiprocess_mode="livemax"), "running.{}"
@@ -252,7 +253,7 @@ CLONE = Mirrored(
         "vmpooler_clone",
         "Seconds a clone took",
         ["poolname"],
-        buckets=(10, 20, 30, 40, 50, 60, 120, 180, 240, 300, 600),
+        buckets=_PROVIDER_CALL_BUCKETS,
     ),
     "vmpooler_clone.{}",
     kind=GAUGE,
@@ -262,7 +263,7 @@ DESTROY = Mirrored(
         "vmpooler_destroy",
         "Seconds a destroy took",
         ["poolname"],
-        buckets=(10, 20, 30, 40, 50, 60, 120, 180, 240, 300, 600),
+        buckets=_PROVIDER_CALL_BUCKETS,
     ),
     "vmpooler_destroy.{}",
     kind=GAUGE,

@@ -108,12 +108,6 @@ def checkout_options(ctx: ApiContext, req: falcon.Request, body: Mapping[str, An
     )
 
 
-def _tenant_of(ctx: ApiContext, owner: Owner | None, options: CheckoutOptions) -> str:
-    if owner is not None:
-        return owner.user
-    return options.tenant or ""
-
-
 def _quota_error(tenant: str, quota: int, wanted: int) -> ApiError:
     return ApiError(
         403,
@@ -138,7 +132,7 @@ def hand_out(
             this worker holds as many waiters as it may.
     """
     settings = ctx.queue_settings
-    tenant = _tenant_of(ctx, owner, options)
+    tenant = owner.user if owner is not None else options.tenant or ""
     quota = settings.quota_of(tenant)
     allow_priority(ctx, owner, options.priority)
     lifetime = (ctx.config.globals.vm_lifetime_auth or None) if owner else None

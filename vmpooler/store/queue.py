@@ -688,7 +688,7 @@ class Queues:
 
     def dispatch_after(self, pipe: Any, settings: QueueSettings, *, now: str) -> None:
         """Add a dispatch to ``pipe`` (a MULTI), after the step that may let a waiting request go."""
-        self._add_dispatch(pipe, settings, now=now)
+        self._dispatch(keys=self._dispatch_keys(), args=self._dispatch_args(settings, now), client=pipe)
 
     @translated
     def demand(self) -> dict[str, int]:
@@ -785,12 +785,9 @@ class Queues:
         """``script`` and a dispatch in one MULTI: (the script's reply, the dispatch's)."""
         with self._redis.pipeline(transaction=True) as pipe:
             script(keys=script_keys, args=argv, client=pipe)
-            self._add_dispatch(pipe, settings, now=now)
+            self.dispatch_after(pipe, settings, now=now)
             reply, served = pipe.execute()
         return reply, served
-
-    def _add_dispatch(self, pipe: Any, settings: QueueSettings, *, now: str) -> None:
-        self._dispatch(keys=self._dispatch_keys(), args=self._dispatch_args(settings, now), client=pipe)
 
     @staticmethod
     def _own(served: list[str], request_id: str) -> list[Allocation] | None:
