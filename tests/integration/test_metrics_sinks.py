@@ -108,28 +108,27 @@ class Listener:
         self.sock.close()
 
 
-@pytest.fixture
-def statsd() -> Iterator[Listener]:
-    """A UDP listener that is this process's statsd server (prefix ``vmp``) for the test."""
-    listener = Listener(socket.SOCK_DGRAM)
+def _sink_server(section: str, kind: int) -> Iterator[Listener]:
+    """A listener that is this process's ``section`` (statsd, graphite) server, prefix ``vmp``."""
+    listener = Listener(kind)
     metrics.configure_sink(
-        load_config_text(f":statsd:\n  server: 127.0.0.1\n  port: {listener.port}\n  prefix: vmp\n")
+        load_config_text(f":{section}:\n  server: 127.0.0.1\n  port: {listener.port}\n  prefix: vmp\n")
     )
     yield listener
     metrics.configure_sink(None)
     listener.close()
+
+
+@pytest.fixture
+def statsd() -> Iterator[Listener]:
+    """A UDP listener that is this process's statsd server (prefix ``vmp``) for the test."""
+    yield from _sink_server("statsd", socket.SOCK_DGRAM)
 
 
 @pytest.fixture
 def graphite() -> Iterator[Listener]:
     """A TCP listener that is this process's graphite server (prefix ``vmp``) for the test."""
-    listener = Listener(socket.SOCK_STREAM)
-    metrics.configure_sink(
-        load_config_text(f":graphite:\n  server: 127.0.0.1\n  port: {listener.port}\n  prefix: vmp\n")
-    )
-    yield listener
-    metrics.configure_sink(None)
-    listener.close()
+    yield from _sink_server("graphite", socket.SOCK_STREAM)
 
 
 @pytest.fixture
