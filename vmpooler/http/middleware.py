@@ -68,6 +68,9 @@ class RequestMetrics:
 
     def __init__(self, *, log_requests: bool = False) -> None:
         self._log_requests = log_requests
+        # the labelled children by (code, method, path): prometheus-client's labels() takes a lock and
+        # builds its key on every call; its children live as long as the process, and so do these
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -79,8 +82,15 @@ class RequestMetrics:
         elapsed = time.perf_counter() - getattr(req.context, "started", time.perf_counter())
         code = resp.status.split(" ", 1)[0] if isinstance(resp.status, str) else str(resp.status)
         method = req.method.lower()
-        metrics.HTTP_REQUESTS.labels(code, method, path).inc()
-        metrics.HTTP_DURATION.labels(method, path).observe(elapsed)
+        children = self._children.get((code, method, path))
+        if children is None:
+            children = (
+                metrics.HTTP_REQUESTS.labels(code, method, path),
+                metrics.HTTP_DURATION.labels(method, path),
+            )
+            self._children[code, method, path] = children
+        children[0].inc()
+        children[1].observe(elapsed)
         if self._log_requests:
             log.info("%s %s %s %.1fms", req.method, redact_path(req.relative_uri), code, elapsed * 1000)
 

@@ -114,6 +114,7 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         args.redis_url,
         max_connections=max(args.threads + 2, config.redis.connection_pool_size) + 2,  # + the queue watcher
         socket_timeout=config.redis.api_timeout,
+        lean=True,
     )
     if not config.pools_given:
         config = with_published_pools(config, store, heartbeat)

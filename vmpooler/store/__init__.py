@@ -83,11 +83,21 @@ class Store:
 
     @classmethod
     def from_url(
-        cls, url: str, *, max_connections: int = 10, pool_timeout: float = 5.0, socket_timeout: float = 10.0
+        cls,
+        url: str,
+        *,
+        max_connections: int = 10,
+        pool_timeout: float = 5.0,
+        socket_timeout: float = 10.0,
+        lean: bool = False,
     ) -> Store:
         return cls(
             connect(
-                url, max_connections=max_connections, pool_timeout=pool_timeout, socket_timeout=socket_timeout
+                url,
+                max_connections=max_connections,
+                pool_timeout=pool_timeout,
+                socket_timeout=socket_timeout,
+                lean=lean,
             )
         )
 

@@ -125,7 +125,7 @@ def make_api(redis_url: str) -> Iterator[Callable[..., Api]]:
         url: str | None = None,
     ) -> Api:
         config = attrs.evolve(load_config_text(config_text, env=env or {}), loaded_at=NOW - UPTIME)
-        store = Store.from_url(url or redis_url)
+        store = Store.from_url(url or redis_url, lean=True)  # as the API worker opens it (serve.py)
         stores.append(store)
         clock = Clock()
         return Api(create_app(config, store, clock=clock, rng=random.Random(seed)), clock, config)
