@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import textwrap
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from vmpooler.config.env import ENV_OVERRIDES
 from vmpooler.config.sources import deep_merge
 from vmpooler.errors import ConfigError
 from vmpooler.providers.dummy import DummySettings
+from vmpooler.store.connection import parse_sentinel_url
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "config"
 EXAMPLE = Path(__file__).parents[2] / "config" / "vmpooler.example.yaml"
@@ -430,6 +432,59 @@ def test_env_redis() -> None:
     assert config.redis.client_url == "rediss://r2:6390/3"
     assert load(":redis:\n  server: embedded\n").redis.embedded
     assert load(":redis:\n  data_ttl: 1\n").redis.embedded
+
+
+def test_sentinels_name_the_primary_through_a_sentinel_url() -> None:
+    config = load(
+        """
+        :redis:
+          sentinels: ['10.0.0.1:26379', '[::1]:26380']
+          master_name: 'pool primary'
+          password: 'p@ss'
+          sentinel_password: 's+cret'
+          db: 2
+        """
+    )
+    assert not config.redis.embedded
+    assert config.redis.client_url == (
+        "redis+sentinel://:p%40ss@10.0.0.1:26379,[::1]:26380/pool%20primary/2?sentinel_password=s%2Bcret"
+    )
+    assert "s+cret" not in repr(config.redis)  # a secret, as the password is
+    parsed = parse_sentinel_url(config.redis.client_url)
+    assert parsed == {
+        "sentinels": [("10.0.0.1", 26379), ("::1", 26380)],
+        "master_name": "pool primary",
+        "db": 2,
+        "username": None,
+        "password": "p@ss",
+        "sentinel_password": "s+cret",
+    }
+    env = load("", REDIS_SENTINELS="h1:1, h2:2", REDIS_MASTER_NAME="m", REDIS_SENTINEL_PASSWORD="x")
+    assert env.redis.client_url == "redis+sentinel://h1:1,h2:2/m/0?sentinel_password=x"
+    url = load(":redis:\n  url: 'redis+sentinel://h:1/m/0'\n").redis.client_url
+    assert url == "redis+sentinel://h:1/m/0"
+
+
+@pytest.mark.parametrize(
+    ("redis", "problem"),
+    [
+        ("sentinels: ['h:1']", ":redis:.master_name: must name the primary the sentinels monitor"),
+        ("sentinels: ['h']\n  master_name: m", ":redis:.sentinels: each sentinel must be host:port, got 'h'"),
+        ("sentinels: ['h:99999']\n  master_name: m", "each sentinel must be host:port, got 'h:99999'"),
+        (
+            "sentinels: ['h:1']\n  master_name: m\n  server: r",
+            ":redis:.server: cannot be given with sentinels",
+        ),
+        (
+            "sentinels: ['h:1']\n  master_name: m\n  url: 'redis://r'",
+            ":redis:.url: cannot be given with sentinels",
+        ),
+        ("url: 'http://r'", ":redis:.url: must start with redis://, rediss://, unix:// or redis+sentinel://"),
+    ],
+)
+def test_bad_sentinel_settings_fail_with_the_key(redis: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config_text(f":redis:\n  {redis}\n", env={})
 
 
 def test_env_metrics_auth_and_misc() -> None:

@@ -122,8 +122,15 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     *_rows(
         "redis",
         _S,
-        [("REDIS_SERVER", "server"), ("REDIS_PASSWORD", "password"), ("VMPOOLER_REDIS_URL", "url")],
+        [
+            ("REDIS_SERVER", "server"),
+            ("REDIS_PASSWORD", "password"),
+            ("VMPOOLER_REDIS_URL", "url"),
+            ("REDIS_MASTER_NAME", "master_name"),
+            ("REDIS_SENTINEL_PASSWORD", "sentinel_password"),
+        ],
     ),
+    *_rows("redis", Kind.STR_LIST, [("REDIS_SENTINELS", "sentinels")]),
     *_rows(
         "redis",
         _I,

@@ -183,24 +183,39 @@ class RedisConfig:
     reconnect_attempts: int = setting(10, _I, 0)
     api_timeout: float = setting(0.5, _N, 0.01)  # ours: seconds an API request waits for one reply
     embedded_dir: str = setting(".vmpooler/redis", _S)
+    # ours: the primary is found through Redis Sentinel (host:port of each sentinel, the name they
+    # monitor it under, their own password); password/username/db still apply to the primary
+    sentinels: tuple[str, ...] = setting((), _L)
+    master_name: str | None = setting(None, _S)
+    sentinel_password: str | None = setting(None, _S, secret=True)
     embedded: bool = attrs.field()
 
     @embedded.default
     def _no_server(self) -> bool:
-        return not self.url and self.server in (None, "", "embedded")
+        return not self.url and not self.sentinels and self.server in (None, "", "embedded")
 
     @property
     def client_url(self) -> str | None:
-        """A ``redis://`` (or the given ``rediss://``/``unix://``) URL; None when embedded."""
+        """A ``redis://`` (or the given ``rediss://``/``unix://``) URL, or ``redis+sentinel://`` with
+        sentinels (``vmpooler.store.connection``); None when embedded."""
         if self.url:
             return self.url
-        if self.embedded or not self.server:
-            return None
         auth = quote(self.username or "", safe="")
         if self.password is not None:
             auth += ":" + quote(self.password, safe="")
+        at = auth + "@" if auth else ""
+        if self.sentinels:
+            query = (
+                f"?sentinel_password={quote(self.sentinel_password, safe='')}"
+                if self.sentinel_password
+                else ""
+            )
+            hosts = ",".join(self.sentinels)
+            return f"redis+sentinel://{at}{hosts}/{quote(self.master_name or '', safe='')}/{self.db}{query}"
+        if self.embedded or not self.server:
+            return None
         host = f"[{self.server}]" if ":" in self.server else self.server
-        return f"redis://{auth + '@' if auth else ''}{host}:{self.port}/{self.db}"
+        return f"redis://{at}{host}:{self.port}/{self.db}"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> RedisConfig:
@@ -218,8 +233,23 @@ class RedisConfig:
         if values.get("port", 1) > 65535:
             ctx.problem(reader.at("port"), f"must be a port number (1-65535), got {values.pop('port')}")
         url = values.get("url")
-        if url and not url.startswith(("redis://", "rediss://", "unix://")):
-            ctx.problem(reader.at("url"), f"must start with redis://, rediss:// or unix://, got {url!r}")
+        if url and not url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+            ctx.problem(
+                reader.at("url"),
+                f"must start with redis://, rediss://, unix:// or redis+sentinel://, got {url!r}",
+            )
+        for sentinel in values.get("sentinels", ()):
+            host, _, port = sentinel.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                ctx.problem(reader.at("sentinels"), f"each sentinel must be host:port, got {sentinel!r}")
+        if values.get("sentinels"):
+            if not values.get("master_name"):
+                ctx.problem(reader.at("master_name"), "must name the primary the sentinels monitor")
+            for other in ("server", "url"):
+                if values.get(other) not in (None, "", "embedded"):
+                    ctx.problem(
+                        reader.at(other), "cannot be given with sentinels: the sentinels name the primary"
+                    )
         mark_ignored(reader, "redis")
         reader.warn_unknown()
         if values.get("server") == "embedded":
