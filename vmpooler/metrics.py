@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -298,12 +299,25 @@ CHECK_POOL = Mirrored(
 
 
 def exposition() -> bytes:
-    """The text exposition of every metric of every process (multiprocess mode when configured)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    return generate_latest()
+    """The text exposition of every metric of every process (multiprocess mode when configured).
+
+    A child that exits (its live gauges' files removed) or starts (its files created) while the files
+    are read can make one reading fail; it is read again, up to three times in all.
+    """
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest()
+    for _ in range(2):
+        try:
+            return _read_process_files()
+        except (OSError, ValueError, struct.error) as exc:  # a file gone or half-made under the reader
+            log.debug("metrics files changed while read (%s): reading them again", exc)
+    return _read_process_files()
+
+
+def _read_process_files() -> bytes:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
 
 
 def process_exited(pid: int) -> None:
