@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -111,12 +112,13 @@ def _manager_children(config: Config, args: argparse.Namespace, redis_url: str) 
         return []
     publish_pools(config, redis_url)
     providers = sorted({pool.provider for pool in config.pools})
+    instance = secrets.token_hex(6)  # this supervisor among managers of the same id (see Ownership)
     log.info("manager: %d pool(s) on provider(s) %s", len(config.pools), ", ".join(providers) or "none")
     return [
         ChildSpec(
             name=f"provider-{name}",
             target=run_provider_worker,
-            args=(ProviderWorkerArgs(name, args.config, dict(os.environ), redis_url),),
+            args=(ProviderWorkerArgs(name, args.config, dict(os.environ), redis_url, instance),),
         )
         for name in providers
     ]

@@ -243,6 +243,22 @@ def queue_worker(worker: str) -> str:
     return f"{_P}queue__worker__{worker}"
 
 
+# Ours: several managers (``vmpooler.store.leases``). The counter hands out fencing tokens.
+LEASE_TOKEN = _P + "lease_token"
+
+
+def managers(provider: str) -> str:
+    """Ours: zset of the live managers serving provider instance ``provider``: manager id → expiry
+    (Redis's clock, ms)."""
+    return f"{_P}managers__{provider}"
+
+
+def lease(pool: str) -> str:
+    """Ours: the hash of ``pool``'s lease: ``owner`` (manager id), ``instance``, ``pid``, ``token``,
+    ``expires`` (Redis's clock, ms); the prefix with ``""``."""
+    return f"{_P}lease__{pool}"
+
+
 def dlq(queue: str) -> str:
     """Zset of the dead-letter queue ``queue`` (``clone``, ``pending``, ``ready``): ``<vm>:<epoch>:<json>``
     members scored by epoch."""

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +24,7 @@ import pykka
 from vmpooler import metrics
 from vmpooler.actors.context import PoolContext
 from vmpooler.actors.dispatch import Dispatcher
-from vmpooler.actors.provider import ProviderActor
+from vmpooler.actors.provider import Ownership, ProviderActor
 from vmpooler.actors.ticker import Ticker
 from vmpooler.bus import ConfigChanged, decode
 from vmpooler.config import Config, load_config
@@ -63,6 +66,7 @@ class ProviderWorkerArgs:
     config_path: str | None
     config_env: dict[str, str]
     redis_url: str
+    manager_instance: str | None = None  # the supervisor's random id (vmpooler.actors.provider.Ownership)
 
 
 def build_provider(config: Config, name: str) -> Provider:
@@ -141,19 +145,24 @@ def start_manager(
     rng: random.Random | None = None,
     provider: Provider | None = None,
     clock: Callable[[], float] = time.time,
+    ownership: Ownership | None = None,
 ) -> Manager:
     """Start the plugin, ticker, actors and subscriber of one provider instance.
 
     Args:
         provider: an already built plugin instance (tests); by default it is built from the config.
         clock: the wall clock the actors judge ages and lifetimes by (tests move it forward).
+        ownership: manage only the pools whose lease this manager holds (``vmpooler manager`` always
+            does); None manages every pool of the provider (tests of one process).
     """
     provider = provider or build_provider(config, provider_name)
     provider.start()
     guarded = guard(config, provider_name, provider, store)
+    # the clone slots' owner: this provider in this manager (another manager's slots are not ours)
+    owner = provider_name if ownership is None else f"{provider_name}@{ownership.manager}"
     try:
         prepare_provider(config, provider_name, guarded)
-        released = store.slots.release_owner(provider_name)
+        released = store.slots.release_owner(owner)
     except BaseException:  # the caller retries with a new instance: release this one's connections
         provider.stop()
         raise
@@ -170,7 +179,7 @@ def start_manager(
         PoolContext(
             config=config,
             pool=pool,
-            owner=provider_name,
+            owner=owner,
             provider=guarded,
             store=store,
             ticker=ticker,
@@ -181,7 +190,7 @@ def start_manager(
         )
         for pool in pools
     ]
-    actor = ProviderActor.start(provider_name, contexts, pool_threads).proxy()
+    actor = ProviderActor.start(provider_name, contexts, pool_threads, ownership).proxy()
     stopping = threading.Event()
     subscriber = threading.Thread(
         target=_subscribe,
@@ -348,7 +357,15 @@ def run_provider_worker(args: ProviderWorkerArgs, heartbeat: Heartbeat | None = 
     )
     manager = None
     try:
-        manager = start_with_retry(lambda: start_manager(config, args.provider, store), heartbeat)
+        ownership = Ownership(
+            manager=config.globals.manager_id or socket.gethostname(),
+            instance=args.manager_instance or secrets.token_hex(6),
+            pid=os.getpid(),
+            lease_seconds=config.globals.manager_lease_seconds,
+        )
+        manager = start_with_retry(
+            lambda: start_manager(config, args.provider, store, ownership=ownership), heartbeat
+        )
         log.info("provider %s running", args.provider)
         while True:
             if heartbeat is not None and manager.alive():

@@ -14,6 +14,8 @@ from __future__ import annotations
 import collections
 import http.client
 import json
+import os
+import signal
 import tempfile
 import threading
 import time
@@ -21,14 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import redis as redis_lib
 
 from tests.support.chaos.inventory import consistency_problems, quiet_inventory
-from tests.support.chaos.sets import pool_sets
+from tests.support.chaos.sets import at_size, pool_sets
 from tests.support.sentinel import SentinelCluster
 from tests.support.service import start_service
 from tests.support.waiting import poll
 
-__all__ = ["FailoverReport", "failover_under_load"]
+__all__ = ["FailoverReport", "ManagersReport", "failover_under_load", "managers_share_pools"]
 
 CONFIG = """
 :config:
@@ -188,5 +191,137 @@ def failover_under_load(
         statuses=dict(load.statuses),
         checkouts=sum(load.handed.values()),
         handed_twice=sorted(vm for vm, n in load.handed.items() if n > 1),
+        problems=problems,
+    )
+
+
+MANAGER_CONFIG = """
+:config:
+  manager_id: {manager}
+  manager_lease_seconds: {lease}
+  task_limit: 20
+:redis:
+  url: '{redis_url}'
+:providers:
+  :dummy:
+    filename: '{inventory}'
+    createvm_max_time: 0.05
+:pools:
+{pools}
+"""
+
+
+@attrs.define
+class ManagersReport:
+    """What the several-managers scenario saw. Times in seconds."""
+
+    pools: int
+    split: dict[str, int]  # manager -> pools it held with three managers
+    adoption_seconds: float  # SIGKILL of one manager -> every one of its pools held by another
+    lease_seconds: float
+    refilled_seconds: float  # SIGKILL -> every pool back at its size
+    moved_to_fourth: int  # pools that changed hands when a fourth manager joined
+    moved_elsewhere: int  # ... of those, pools that went to a manager other than the new one
+    problems: list[str]  # inventory vs Redis, once settled
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.pools} pools over 3 managers: {self.split}",
+            f"one manager SIGKILLed: its pools adopted in {self.adoption_seconds:.2f} s "
+            f"(lease {self.lease_seconds:g} s); every pool full again after {self.refilled_seconds:.2f} s",
+            f"a fourth manager joined: {self.moved_to_fourth} of {self.pools} pools moved to it "
+            f"({self.moved_to_fourth / self.pools:.0%}), {self.moved_elsewhere} elsewhere",
+            f"inventory vs Redis problems: {len(self.problems)} {self.problems[:5]}",
+        ]
+
+
+def _owners(client: Any, names: list[str]) -> dict[str, str | None]:
+    """Pool -> the manager whose lease on it is live now."""
+    now_ms = int(float(client.time()[0]) * 1000)
+    owners: dict[str, str | None] = {}
+    for name in names:
+        lease = client.hgetall(f"vmpooler__lease__{name}")
+        live = lease and int(lease.get("expires", 0)) > now_ms
+        owners[name] = lease["owner"] if live else None
+    return owners
+
+
+def managers_share_pools(redis_url: str, *, pools: int = 24, lease: float = 3.0) -> ManagersReport:
+    """Three ``vmpooler manager`` processes (ids m-0..m-2) on one Redis and one shared dummy inventory:
+    how they split the pools, how fast the others adopt a SIGKILLed one's pools, and how many pools a
+    fourth manager takes."""
+    names = [f"mp{i:02d}" for i in range(pools)]
+    sizes = {name: 1 for name in names}
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    services = []
+    with tempfile.TemporaryDirectory(prefix="vmpooler-managers-") as tmp:
+        workdir = Path(tmp)
+        inventory = workdir / "dummy.yaml"
+
+        def start(index: int) -> Any:
+            config = workdir / f"m-{index}.yaml"
+            config.write_text(
+                MANAGER_CONFIG.format(
+                    manager=f"m-{index}",
+                    lease=lease,
+                    redis_url=redis_url,
+                    inventory=inventory,
+                    pools="\n".join(
+                        f"  - {{name: {n}, template: t/{n}, size: 1, provider: dummy}}" for n in names
+                    ),
+                )
+            )
+            service = start_service(config, workdir / f"m-{index}.log", "manager", new_session=True)
+            services.append(service)
+            return service
+
+        try:
+            first = [start(i) for i in range(3)]
+            spread = poll(
+                lambda: (
+                    (o := _owners(client, names)) and None not in o.values() and len(set(o.values())) == 3
+                ),
+                60,
+            )
+            if not spread:
+                raise RuntimeError(f"the three managers did not share the pools: {_owners(client, names)}")
+            owners = _owners(client, names)
+            split = {m: sum(1 for o in owners.values() if o == m) for m in ("m-0", "m-1", "m-2")}
+            if not poll(lambda: at_size(client, sizes), 60):
+                raise RuntimeError("the pools did not fill")
+            victim = [n for n, o in owners.items() if o == "m-1"]
+            killed_at = time.monotonic()
+            os.killpg(first[1].proc.pid, signal.SIGKILL)
+            first[1].proc.wait()
+            adopted = poll(
+                lambda: all(o not in (None, "m-1") for o in _owners(client, victim).values()),
+                lease * 10,
+                interval=0.05,
+            )
+            adoption = time.monotonic() - killed_at if adopted else float("inf")
+            full = poll(lambda: at_size(client, sizes), 60, interval=0.05)
+            refilled = time.monotonic() - killed_at if full else float("inf")
+            before = _owners(client, names)
+            start(3)
+            poll(lambda: "m-3" in _owners(client, names).values(), lease * 10, interval=0.05)
+            time.sleep(lease)  # every manager has beaten at least twice since: the handover is done
+            after = _owners(client, names)
+            moved = [n for n in names if after[n] != before[n]]
+            quiet = quiet_inventory(client, sizes, [inventory], timeout=60)
+            problems = (
+                ["the pools never settled"] if quiet is None else consistency_problems(client, names, quiet)
+            )
+        finally:
+            for service in services:
+                service.stop()
+            client.close()
+    return ManagersReport(
+        pools=pools,
+        split=split,
+        adoption_seconds=adoption,
+        lease_seconds=lease,
+        refilled_seconds=refilled,
+        moved_to_fourth=sum(1 for n in moved if after[n] == "m-3"),
+        moved_elsewhere=sum(1 for n in moved if after[n] != "m-3"),
         problems=problems,
     )

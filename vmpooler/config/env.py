@@ -131,6 +131,8 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
         ],
     ),
     *_rows("redis", Kind.STR_LIST, [("REDIS_SENTINELS", "sentinels")]),
+    *_rows("config", _S, [("VMPOOLER_MANAGER_ID", "manager_id")]),
+    *_rows("config", _N, [("VMPOOLER_MANAGER_LEASE_SECONDS", "manager_lease_seconds")]),
     *_rows(
         "redis",
         _I,

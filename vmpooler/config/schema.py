@@ -123,6 +123,8 @@ class GlobalConfig:
     queue_waiters: int = setting(500, _I, 1)  # ours: waiting checkouts one API worker holds at once
     default_tenant_max_running: int | None = setting(None, _I, 0)  # ours: quota of tenants not listed
     priority_users: tuple[str, ...] = setting((), _L)  # ours: with auth, who may ask for priority 1
+    manager_id: str | None = setting(None, _S)  # ours: this manager's name among several (default: host name)
+    manager_lease_seconds: float = setting(15, _N, 1)  # ours: a dead manager's pools move after this
 
     @trusted_proxies.validator
     def _check_proxies(self, attribute: object, value: tuple[str, ...]) -> None:

@@ -13,7 +13,8 @@ registers only its own Lua scripts, and no part knows another:
 * ``store.passes`` (``passes.py``): what one pool pass reads of all these, in one script;
 * ``store.health`` (``health.py``): the providers' circuit breakers and the dead-letter queues;
 * ``store.provisioning`` (``provisioning.py``): on-demand requests, the manager's steps;
-* ``store.ratelimit`` (``ratelimit.py``): the API's rate limit counters.
+* ``store.ratelimit`` (``ratelimit.py``): the API's rate limit counters;
+* ``store.leases`` (``leases.py``): the managers' registry and the pools' leases (several managers).
 
 The API and the manager both use a ``Store`` (each with its own connection settings). Multi-key
 transitions are Lua scripts (Redis runs a script alone, so no other client ever sees half of one) or
@@ -32,6 +33,7 @@ import redis as redis_lib
 
 from vmpooler.store.connection import connect, translated
 from vmpooler.store.health import Health
+from vmpooler.store.leases import Leases
 from vmpooler.store.ondemand import OnDemand
 from vmpooler.store.passes import Passes, PassView
 from vmpooler.store.pools import Pools
@@ -80,6 +82,7 @@ class Store:
         self.provisioning = Provisioning(client)
         self.ratelimit = RateLimits(client)
         self.queue = Queues(client)
+        self.leases = Leases(client)
 
     @classmethod
     def from_url(
