@@ -55,6 +55,10 @@ class StoreUnavailable(StoreError):
     """Redis cannot be reached right now (the API answers 503)."""
 
 
+class Fenced(StoreError):
+    """A manager's write for a pool was refused: another manager holds the pool's lease now."""
+
+
 class PoolEmpty(StoreError):
     """A checkout could not be met: ``requested`` had no ready VM left."""
 

@@ -154,12 +154,11 @@ class ProviderActor(PooledActor):
                     self._log.warning("lost the lease of %s to another manager", pool)
                     self._stop_pool(pool)
                     changed = True
-            elif pool not in self._pools:
+            elif pool not in self._pools or self._tokens.get(pool) != token:
+                self._stop_pool(pool)  # a new token (the lease lapsed and was taken again): a new store
                 self._tokens[pool] = token
                 self._start_pool(pool)
                 changed = True
-            else:
-                self._tokens[pool] = token
         if changed:
             self._restart_ondemand()
             self._log.info(
@@ -236,4 +235,8 @@ class ProviderActor(PooledActor):
         )
 
     def _start_pool(self, pool: str) -> None:
-        self._pools[pool] = PoolActor.start(self._contexts[pool])
+        ctx = self._contexts[pool]
+        token = self._tokens.get(pool)
+        if token is not None:  # its actors write only while this lease is the current one
+            ctx = attrs.evolve(ctx, store=ctx.store.fenced(pool, token))
+        self._pools[pool] = PoolActor.start(ctx)

@@ -31,7 +31,9 @@ from typing import Any
 
 import redis as redis_lib
 
+from vmpooler import keys
 from vmpooler.store.connection import connect, translated
+from vmpooler.store.fencing import FencedRedis
 from vmpooler.store.health import Health
 from vmpooler.store.leases import Leases
 from vmpooler.store.ondemand import OnDemand
@@ -103,6 +105,11 @@ class Store:
                 lean=lean,
             )
         )
+
+    def fenced(self, pool: str, token: int) -> Store:
+        """A store on the same connections whose writes land only while ``pool``'s lease has ``token``
+        (``vmpooler.store.fencing``): the store of the pool's actors while this process holds it."""
+        return Store(FencedRedis(self._redis.connection_pool, keys.lease(pool), token))
 
     @property
     def client(self) -> redis_lib.Redis:

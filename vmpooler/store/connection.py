@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis as redis_lib
 import redis.sentinel
 
-from vmpooler.errors import StoreError, StoreUnavailable
+from vmpooler.errors import Fenced, StoreError, StoreUnavailable
 from vmpooler.store.lean import LeanRedis, lean_capable
 
 __all__ = ["SENTINEL_SCHEME", "RedisClock", "connect", "parse_sentinel_url", "translated"]
@@ -149,6 +149,8 @@ def translated(func: Callable[_P, _R]) -> Callable[_P, _R]:
         except redis_lib.ResponseError as exc:
             if str(exc).startswith(_REFUSED_FOR_NOW):
                 raise StoreUnavailable(f"redis unavailable: {exc}") from exc
+            if str(exc).startswith("FENCED"):  # vmpooler.store.fencing
+                raise Fenced(str(exc)) from exc
             raise StoreError(f"redis error: {exc}") from exc
         except redis_lib.RedisError as exc:
             raise StoreError(f"redis error: {exc}") from exc
