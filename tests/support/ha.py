@@ -12,6 +12,7 @@ and the new primary's sets agree (no VM leaked or lost).
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import json
 import os
@@ -31,7 +32,14 @@ from tests.support.sentinel import SentinelCluster
 from tests.support.service import start_service
 from tests.support.waiting import poll
 
-__all__ = ["FailoverReport", "ManagersReport", "failover_under_load", "managers_share_pools"]
+__all__ = [
+    "FailoverReport",
+    "FrozenReport",
+    "ManagersReport",
+    "failover_under_load",
+    "frozen_manager",
+    "managers_share_pools",
+]
 
 CONFIG = """
 :config:
@@ -323,5 +331,117 @@ def managers_share_pools(redis_url: str, *, pools: int = 24, lease: float = 3.0)
         refilled_seconds=refilled,
         moved_to_fourth=sum(1 for n in moved if after[n] == "m-3"),
         moved_elsewhere=sum(1 for n in moved if after[n] != "m-3"),
+        problems=problems,
+    )
+
+
+@attrs.define
+class FrozenReport:
+    """What the frozen-manager scenario saw."""
+
+    frozen_pools: int  # pools the frozen manager held when it was stopped
+    adoption_seconds: float  # SIGSTOP -> every one of them held by the other manager
+    lease_seconds: float
+    owners_after: dict[str, str | None]  # pool -> lease owner once the frozen one ran again a while
+    stale_tokens: list[str]  # pools the frozen one holds again with the token it had when frozen
+    most_vms: dict[str, int]  # pool -> the most VMs (pending + ready + running) seen at once, sampled
+    size: int
+    problems: list[str]  # inventory vs Redis, once settled
+
+    def lines(self) -> list[str]:
+        over = {pool: n for pool, n in self.most_vms.items() if n > self.size}
+        return [
+            f"frozen manager held {self.frozen_pools} pools; the other took them in "
+            f"{self.adoption_seconds:.2f} s (lease {self.lease_seconds:g} s)",
+            f"after SIGCONT it rejoined and holds {sum(1 for o in self.owners_after.values() if o == 'm-1')} "
+            f"pools again, {len(self.stale_tokens)} of them with its old token",
+            f"pools ever above size {self.size}: {len(over)} {over}",
+            f"inventory vs Redis problems: {len(self.problems)} {self.problems[:5]}",
+        ]
+
+
+def frozen_manager(redis_url: str, *, pools: int = 12, size: int = 2, lease: float = 3.0) -> FrozenReport:
+    """Two managers (m-0, m-1) share the pools; m-1 is frozen with SIGSTOP past its lease, the other adopts
+    its pools, then m-1 is continued. Sampled all along: no pool ever holds more VMs than its size (a
+    pool cloned for by both would)."""
+    names = [f"fz{i:02d}" for i in range(pools)]
+    sizes = {name: size for name in names}
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    most = {name: 0 for name in names}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            for name in names:
+                sets = pool_sets(client, name)
+                most[name] = max(most[name], len(sets["pending"] | sets["ready"] | sets["running"]))
+
+    services = []
+    with tempfile.TemporaryDirectory(prefix="vmpooler-frozen-") as tmp:
+        workdir = Path(tmp)
+        inventory = workdir / "dummy.yaml"
+        pool_lines = "\n".join(
+            f"  - {{name: {n}, template: t/{n}, size: {size}, provider: dummy}}" for n in names
+        )
+        sampler = threading.Thread(target=sample, daemon=True)
+        try:
+            for index in range(2):
+                config = workdir / f"m-{index}.yaml"
+                config.write_text(
+                    MANAGER_CONFIG.format(
+                        manager=f"m-{index}",
+                        lease=lease,
+                        redis_url=redis_url,
+                        inventory=inventory,
+                        pools=pool_lines,
+                    )
+                )
+                services.append(
+                    start_service(config, workdir / f"m-{index}.log", "manager", new_session=True)
+                )
+            if not poll(lambda: set(_owners(client, names).values()) == {"m-0", "m-1"}, 60):
+                raise RuntimeError(f"the managers did not share the pools: {_owners(client, names)}")
+            if not poll(lambda: at_size(client, sizes), 60):
+                raise RuntimeError("the pools did not fill")
+            sampler.start()
+            held = [n for n, o in _owners(client, names).items() if o == "m-1"]
+            tokens = {n: client.hget(f"vmpooler__lease__{n}", "token") for n in held}
+            frozen_at = time.monotonic()
+            os.killpg(services[1].proc.pid, signal.SIGSTOP)
+            adopted = poll(
+                lambda: all(o == "m-0" for o in _owners(client, held).values()), lease * 10, interval=0.05
+            )
+            adoption = time.monotonic() - frozen_at if adopted else float("inf")
+            for (
+                name
+            ) in held:  # work for both: the VMs of the adopted pools are returned (destroyed, cloned again)
+                for vm in client.smembers(f"vmpooler__ready__{name}"):
+                    client.smove(f"vmpooler__ready__{name}", f"vmpooler__completed__{name}", vm)
+            time.sleep(lease)
+            os.killpg(services[1].proc.pid, signal.SIGCONT)
+            time.sleep(lease * 2)  # its timers fire, its actors try their passes, its next beat gives up
+            owners_after = _owners(client, names)
+            stale = [n for n in held if client.hget(f"vmpooler__lease__{n}", "token") == tokens[n]]
+            quiet = quiet_inventory(client, sizes, [inventory], timeout=60)
+            problems = (
+                ["the pools never settled"] if quiet is None else consistency_problems(client, names, quiet)
+            )
+        finally:
+            stop.set()
+            if sampler.is_alive():
+                sampler.join(5)
+            for service in services:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(service.proc.pid, signal.SIGCONT)
+                service.stop()
+            client.close()
+    return FrozenReport(
+        frozen_pools=len(held),
+        adoption_seconds=adoption,
+        lease_seconds=lease,
+        owners_after=owners_after,
+        stale_tokens=stale,
+        most_vms=most,
+        size=size,
         problems=problems,
     )
