@@ -36,9 +36,11 @@ __all__ = [
     "FailoverReport",
     "FrozenReport",
     "ManagersReport",
+    "RestartReport",
     "failover_under_load",
     "frozen_manager",
     "managers_share_pools",
+    "rolling_restart",
 ]
 
 CONFIG = """
@@ -444,4 +446,140 @@ def frozen_manager(redis_url: str, *, pools: int = 12, size: int = 2, lease: flo
         most_vms=most,
         size=size,
         problems=problems,
+    )
+
+
+RESTART_CONFIG = """
+:config:
+  api_workers: 2
+  task_limit: 20
+:redis:
+  url: '{redis_url}'
+:providers:
+  :dummy:
+    filename: '{inventory}'
+    createvm_max_time: 0.05
+:pools:
+{pools}
+"""
+
+
+@attrs.define
+class RestartReport:
+    """What a rolling restart (SIGHUP: every child replaced, one at a time) under load saw."""
+
+    replaced: int  # children replaced (pids that changed)
+    seconds: float  # SIGHUP -> every child replaced and serving
+    checkouts: int  # checkouts answered 200
+    failures: dict[str, int]  # what went wrong: HTTP status or exception name -> count
+    handed_twice: list[str]
+    problems: list[str]  # inventory vs Redis, once settled
+    log_errors: list[str]  # the service's ERROR lines, to diagnose a failure (not an oracle)
+
+    def lines(self) -> list[str]:
+        return [
+            *self.log_errors[:10],
+            f"SIGHUP: {self.replaced} children replaced one at a time in {self.seconds:.1f} s",
+            f"checkouts answered 200 meanwhile: {self.checkouts}; failed requests: {self.failures or 0}",
+            f"VMs handed out twice: {len(self.handed_twice)}",
+            f"inventory vs Redis problems: {len(self.problems)} {self.problems[:5]}",
+        ]
+
+
+def rolling_restart(redis_url: str, *, threads: int = 4, pools: int = 2, size: int = 20) -> RestartReport:
+    """The service (two API workers, the manager) under checkout → return load from keep-alive clients
+    (``requests`` sessions, which reconnect when an idle connection was closed, as HTTP clients do);
+    SIGHUP replaces every child one at a time; every request's outcome is counted."""
+    import requests
+
+    names = [f"rr{i}" for i in range(pools)]
+    sizes = {name: size for name in names}
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    stop = threading.Event()
+    lock = threading.Lock()
+    failures: collections.Counter[str] = collections.Counter()
+    handed: collections.Counter[str] = collections.Counter()
+
+    def work(index: int, base: str) -> None:
+        pool = names[index % len(names)]
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                resp = session.post(f"{base}/api/v3/vm/{pool}", timeout=30)
+                if resp.status_code == 503 and resp.json() == {"ok": False}:
+                    time.sleep(0.05)  # the pool is empty for a moment: not a failure of the service
+                    continue
+                if resp.status_code != 200:
+                    with lock:
+                        failures[f"checkout {resp.status_code}"] += 1
+                    time.sleep(0.05)
+                    continue
+                vm = resp.json()[pool]["hostname"].split(".")[0]
+                with lock:
+                    handed[vm] += 1
+                time.sleep(0.02)  # hold it a moment
+                resp = session.delete(f"{base}/api/v3/vm/{vm}", timeout=30)
+                if resp.status_code != 200:
+                    with lock:
+                        failures[f"return {resp.status_code}"] += 1
+            except requests.RequestException as exc:
+                with lock:
+                    failures[f"{type(exc).__name__}: {exc}"[:160]] += 1
+                time.sleep(0.05)
+
+    with tempfile.TemporaryDirectory(prefix="vmpooler-restart-") as tmp:
+        workdir = Path(tmp)
+        inventory = workdir / "dummy.yaml"
+        config = workdir / "vmpooler.yaml"
+        config.write_text(
+            RESTART_CONFIG.format(
+                redis_url=redis_url,
+                inventory=inventory,
+                pools="\n".join(
+                    f"  - {{name: {n}, template: t/{n}, size: {size}, provider: dummy}}" for n in names
+                ),
+            )
+        )
+        service = start_service(config, workdir / "vmpooler.log")
+        workers = [threading.Thread(target=work, args=(i, service.base), daemon=True) for i in range(threads)]
+        try:
+            if not poll(lambda: at_size(client, sizes), 60):
+                raise RuntimeError("the pools did not fill")
+            before = {pid: t for pid, t in service.children().items() if t.startswith("vmpooler: ")}
+            for worker in workers:
+                worker.start()
+            time.sleep(1.0)
+            started = time.monotonic()
+            service.proc.send_signal(signal.SIGHUP)
+
+            def replaced() -> bool:
+                now = {pid: t for pid, t in service.children().items() if t.startswith("vmpooler: ")}
+                return not (set(now) & set(before)) and sorted(now.values()) == sorted(before.values())
+
+            done = poll(replaced, 60, interval=0.1)
+            seconds = time.monotonic() - started if done else float("inf")
+            time.sleep(1.0)
+            stop.set()
+            for worker in workers:
+                worker.join(60)
+            after = service.children()
+            quiet = quiet_inventory(client, sizes, [inventory], timeout=60)
+            problems = (
+                ["the pools never settled"] if quiet is None else consistency_problems(client, names, quiet)
+            )
+        finally:
+            stop.set()
+            service.stop()
+            client.close()
+            text = service.log.read_text(errors="replace").splitlines()
+            failing = [i for i, line in enumerate(text) if "Exception while serving" in line]
+            errors = ["\n".join(text[i : i + 25]) for i in failing]
+    return RestartReport(
+        replaced=len(set(before) - set(after)),
+        seconds=seconds,
+        checkouts=sum(handed.values()),
+        failures=dict(failures),
+        handed_twice=sorted(vm for vm, n in handed.items() if n > 1),
+        problems=problems,
+        log_errors=errors,
     )

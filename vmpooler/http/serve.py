@@ -1,4 +1,11 @@
-"""An API worker process: waitress serving ``create_app`` on a listening socket shared by all workers."""
+"""An API worker process: waitress serving ``create_app`` on a listening socket shared by all workers.
+
+SIGTERM (a stop, or SIGHUP's one-at-a-time replacement) drains the worker instead of cutting it off: it
+stops accepting (the other workers, sharing the socket, take the new connections), answers the next
+request of every connection with ``Connection: close``, closes the connections that stay idle, and exits
+when its last connection is closed, or after ``DRAIN_SECONDS``. So a rolling restart fails no request
+that had been read.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import waitress
+from waitress.channel import HTTPChannel
+from waitress.task import WSGITask
+from waitress.wasyncore import loop
 
 from vmpooler import metrics
 from vmpooler.config import Config, load_config
@@ -25,11 +35,64 @@ from vmpooler.timeutil import format_time
 if TYPE_CHECKING:
     from vmpooler.supervisor import Heartbeat
 
-__all__ = ["ApiWorkerArgs", "listen", "run_api_worker", "with_published_pools"]
+__all__ = [
+    "DRAIN_SECONDS",
+    "ApiWorkerArgs",
+    "drain",
+    "listen",
+    "run_api_worker",
+    "with_published_pools",
+]
 
 log = logging.getLogger(__name__)
 
 _WAIT_WARN_EVERY = 10.0  # seconds between the warnings of a worker waiting for published pools
+DRAIN_SECONDS = 8.0  # the most a stopping worker waits for its requests (the supervisor kills at 10)
+_IDLE_CLOSE = 0.5  # seconds without traffic after which a draining worker closes a keep-alive connection
+
+
+class _DrainingTask(WSGITask):
+    """A request's task that, once its worker drains, answers with ``Connection: close`` (waitress
+    forbids the application that hop-by-hop header, so the task adds it) and closes the connection
+    after the response: the client's next request goes to another worker."""
+
+    draining = threading.Event()  # one server per process: set by ``drain``
+
+    def build_response_header(self) -> bytes:
+        if self.draining.is_set():
+            self.set_close_on_finish()
+        return bytes(super().build_response_header())
+
+
+class _DrainingChannel(HTTPChannel):
+    task_class = _DrainingTask
+
+
+def drain(server: Any, channels: dict[int, Any], deadline: float) -> None:
+    """Stop accepting, let the connections finish (see the module's doc), exit by ``deadline``.
+
+    A connection in use gets ``Connection: close`` with its next response. One idle for
+    ``_IDLE_CLOSE`` seconds is closed: its client is not in the middle of a request (a client sending
+    just as the connection closes is the race every HTTP server has; the longer the idle time, the
+    rarer)."""
+    _DrainingTask.draining.set()
+    server.accepting = False
+    server.del_channel()  # this process stops accepting; the socket stays open for the other workers
+    log.info("draining %d connection(s)", sum(1 for c in channels.values() if isinstance(c, HTTPChannel)))
+    while time.monotonic() < deadline:
+        open_channels = [c for c in channels.values() if isinstance(c, HTTPChannel)]
+        if not open_channels:
+            break
+        idle_since = time.time() - _IDLE_CLOSE
+        for channel in open_channels:
+            busy = channel.requests or channel.request is not None or channel.total_outbufs_len
+            if not busy and channel.last_activity < idle_since:
+                channel.will_close = True
+        loop(timeout=0.05, map=channels, use_poll=True, count=1)
+    left = sum(1 for c in channels.values() if isinstance(c, HTTPChannel))
+    if left:
+        log.warning("drained for %.0f s: closing %d connection(s) still open", DRAIN_SECONDS, left)
+    server.task_dispatcher.shutdown()
 
 
 def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -121,8 +184,10 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
     waiting = Waiters(store, waiters)
     app = create_app(config, store, waiters=waiting)
     app_settings = QueueSettings.from_config(config)
+    channels: dict[int, Any] = {}  # waitress's socket map: the listener, its trigger, the connections
     server = waitress.create_server(
         app,
+        map=channels,
         sockets=[args.sock],
         threads=args.threads,
         ident="vmpooler",
@@ -134,6 +199,7 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         # without reading them, with a plain-text 413 (its error pages cannot be JSON).
         max_request_body_size=4 * config.globals.max_request_body,
     )
+    server.channel_class = _DrainingChannel
     # each waiting checkout holds a thread: one more while it waits, so the other routes keep theirs
     dispatcher = server.task_dispatcher
     waiting.on_count = lambda count: dispatcher.set_thread_count(args.threads + count)
@@ -143,7 +209,12 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         threading.Thread(target=_beat, args=(heartbeat, stop), daemon=True, name="heartbeat").start()
     log.info("API worker serving on %s", args.sock.getsockname())
     try:
-        server.run()
+        try:
+            loop(
+                timeout=server.adj.asyncore_loop_timeout, map=channels, use_poll=server.adj.asyncore_use_poll
+            )
+        except SystemExit:  # SIGTERM (vmpooler.supervisor._terminate)
+            drain(server, channels, time.monotonic() + DRAIN_SECONDS)
     finally:
         stop.set()
         server.close()
