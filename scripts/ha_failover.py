@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Kill the Redis primary under a checkout load and print what the service did (issue 15's first
-scenario): the service (API + manager, dummy provider) on three redis-servers and three sentinels on
-loopback, client threads doing checkout → return, SIGKILL to the primary.
+scenario): two API supervisors and two managers (dummy provider, one shared inventory file) on three
+redis-servers and three sentinels on loopback, client threads doing checkout → return spread over the
+two APIs, SIGKILL to the primary.
 
 Prints the failover time (kill → the sentinels name a new primary), the recovery time (new primary →
 the first checkout answered 200), every HTTP status seen, the VMs handed out twice and where the

@@ -1,7 +1,7 @@
-"""The Redis primary killed under a checkout load (issue 15): the service on three redis-servers and three
-sentinels recovers by itself within 10 s of the failover, answers no 500, hands no VM out twice, and its
-provider inventory and the new primary's sets agree once the pools settle (``tests.support.ha``;
-``scripts/ha_failover.py`` runs it longer and prints the figures)."""
+"""The Redis primary killed under a checkout load (issue 15): two API supervisors and two managers on
+three redis-servers and three sentinels recover by themselves within 10 s of the failover, answer no
+500, hand no VM out twice, and the provider inventory and the new primary's sets agree once the pools
+settle (``tests.support.ha``; ``scripts/ha_failover.py`` runs it longer and prints the figures)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,15 @@
-"""High-availability scenarios against real processes, shared by ``scripts/ha_failover.py`` (which prints
-the figures) and ``tests/acceptance/test_ha_failover.py`` (which asserts them, on shorter runs).
+"""High-availability scenarios against real processes, shared by the ``scripts/ha_*.py`` scripts (which
+print the figures) and the ``tests/acceptance/test_ha_*.py`` tests (which assert them).
 
-``failover_under_load``: the service (API and manager, the dummy provider with a file inventory) on a
-Sentinel deployment of three redis-servers and three sentinels; checkout → return clients run while the
-primary is killed with SIGKILL. It measures how long the sentinels took to promote a replica, how long
-after that the first checkout succeeded again, and counts every HTTP status; then, with the load
-stopped and the pools settled, whether any VM was handed out twice and whether the provider's inventory
-and the new primary's sets agree (no VM leaked or lost).
+``failover_under_load``: two API supervisors and two managers (the dummy provider with a shared file
+inventory) on a Sentinel deployment of three redis-servers and three sentinels; checkout → return
+clients spread over the two APIs run while the primary is killed with SIGKILL. It measures how long the
+sentinels took to promote a replica, how long after that the first checkout succeeded again, and counts
+every HTTP status; then, with the load stopped and the pools settled, whether any VM was handed out twice
+and whether the provider's inventory and the new primary's sets agree (no VM leaked or lost).
+
+``managers_share_pools``, ``frozen_manager``: several managers on one Redis (leases, fencing).
+``rolling_restart``: SIGHUP under load.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ CONFIG = """
 :config:
   api_workers: 2
   task_limit: 10
+  manager_id: {manager}
+  manager_lease_seconds: 5
 :redis:
   sentinels: [{sentinels}]
   master_name: {master}
@@ -85,8 +90,8 @@ class FailoverReport:
 class _Load:
     """Client threads doing checkout → return cycles on keep-alive connections."""
 
-    def __init__(self, port: int, pools: list[str], threads: int) -> None:
-        self._port = port
+    def __init__(self, ports: list[int], pools: list[str], threads: int) -> None:
+        self._ports = ports
         self._pools = pools
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -127,7 +132,8 @@ class _Load:
 
     def _run(self, index: int) -> None:
         pool = self._pools[index % len(self._pools)]
-        conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=30)
+        port = self._ports[index % len(self._ports)]  # the clients spread over the API nodes
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         while not self._stop.is_set():
             try:
                 status, body = self._call(conn, "POST", f"/api/v3/vm/{pool}")
@@ -142,7 +148,7 @@ class _Load:
                 self._give_back(conn, vm)
             except (OSError, http.client.HTTPException):
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=30)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                 time.sleep(0.05)
 
 
@@ -154,18 +160,21 @@ def failover_under_load(
     names = [f"ha{i}" for i in range(pools)]
     with tempfile.TemporaryDirectory(prefix="vmpooler-ha-") as tmp, SentinelCluster() as cluster:
         workdir = Path(tmp)
-        config = workdir / "vmpooler.yaml"
-        config.write_text(
-            CONFIG.format(
-                sentinels=", ".join(f"'{s}'" for s in cluster.sentinel_addresses),
-                master=cluster.master_name,
-                inventory=workdir / "dummy.yaml",
-                pools="\n".join(
-                    f"  - {{name: {n}, template: t/{n}, size: {size}, provider: dummy}}" for n in names
-                ),
+        services = []
+        for index, component in enumerate(("api", "api", "manager", "manager")):
+            config = workdir / f"{component}-{index}.yaml"
+            config.write_text(
+                CONFIG.format(
+                    manager=f"m-{index}",
+                    sentinels=", ".join(f"'{s}'" for s in cluster.sentinel_addresses),
+                    master=cluster.master_name,
+                    inventory=workdir / "dummy.yaml",
+                    pools="\n".join(
+                        f"  - {{name: {n}, template: t/{n}, size: {size}, provider: dummy}}" for n in names
+                    ),
+                )
             )
-        )
-        service = start_service(config, workdir / "vmpooler.log")
+            services.append(start_service(config, workdir / f"{component}-{index}.log", component))
         try:
             primary = cluster.server_ports[0]
             with cluster.client(primary) as redis_client:
@@ -174,7 +183,7 @@ def failover_under_load(
                 )
             if not ready:
                 raise RuntimeError("the pools did not fill")
-            load = _Load(service.port, names, threads)
+            load = _Load([service.port for service in services[:2]], names, threads)
             load.start()
             time.sleep(before)
             killed_at = time.monotonic()
@@ -194,7 +203,8 @@ def failover_under_load(
                 else:
                     problems = consistency_problems(redis_client, names, inventory)
         finally:
-            service.stop()
+            for service in services:
+                service.stop()
     return FailoverReport(
         failover_seconds=failover,
         recovery_seconds=first - promoted_at,
