@@ -44,25 +44,35 @@ __all__ = [
     "frozen_manager",
     "managers_share_pools",
     "rolling_restart",
+    "write_config",
 ]
 
-CONFIG = """
-:config:
-  api_workers: 2
-  task_limit: 10
-  manager_id: {manager}
-  manager_lease_seconds: 5
-:redis:
-  sentinels: [{sentinels}]
-  master_name: {master}
-  api_timeout: 1
-:providers:
-  :dummy:
-    filename: '{inventory}'
-    createvm_max_time: 0.1
-:pools:
-{pools}
-"""
+
+def write_config(
+    path: Path,
+    *,
+    redis: str,
+    inventory: Path,
+    names: list[str],
+    size: int,
+    clone_time: float = 0.05,
+    **settings: Any,
+) -> Path:
+    """A service config at ``path``: ``:config:`` ``settings`` (task_limit 20 unless given), the
+    ``:redis:`` lines ``redis``, the dummy provider on the shared file ``inventory``, pools ``names`` of
+    ``size``."""
+    settings.setdefault("task_limit", 20)
+    lines = "".join(f"  {key}: {value}\n" for key, value in settings.items())
+    pools = "".join(f"  - {{name: {n}, template: t/{n}, size: {size}, provider: dummy}}\n" for n in names)
+    path.write_text(
+        f":config:\n{lines}:redis:\n{redis}:providers:\n  :dummy:\n    filename: '{inventory}'\n"
+        f"    createvm_max_time: {clone_time}\n:pools:\n{pools}"
+    )
+    return path
+
+
+def _url(redis_url: str) -> str:
+    return f"  url: '{redis_url}'\n"
 
 
 @attrs.define
@@ -162,17 +172,18 @@ def failover_under_load(
         workdir = Path(tmp)
         services = []
         for index, component in enumerate(("api", "api", "manager", "manager")):
-            config = workdir / f"{component}-{index}.yaml"
-            config.write_text(
-                CONFIG.format(
-                    manager=f"m-{index}",
-                    sentinels=", ".join(f"'{s}'" for s in cluster.sentinel_addresses),
-                    master=cluster.master_name,
-                    inventory=workdir / "dummy.yaml",
-                    pools="\n".join(
-                        f"  - {{name: {n}, template: t/{n}, size: {size}, provider: dummy}}" for n in names
-                    ),
-                )
+            sentinels = ", ".join(f"'{s}'" for s in cluster.sentinel_addresses)
+            config = write_config(
+                workdir / f"{component}-{index}.yaml",
+                redis=f"  sentinels: [{sentinels}]\n  master_name: {cluster.master_name}\n  api_timeout: 1\n",
+                inventory=workdir / "dummy.yaml",
+                names=names,
+                size=size,
+                clone_time=0.1,
+                api_workers=2,
+                task_limit=10,
+                manager_id=f"m-{index}",
+                manager_lease_seconds=5,
             )
             services.append(start_service(config, workdir / f"{component}-{index}.log", component))
         try:
@@ -213,22 +224,6 @@ def failover_under_load(
         handed_twice=sorted(vm for vm, n in load.handed.items() if n > 1),
         problems=problems,
     )
-
-
-MANAGER_CONFIG = """
-:config:
-  manager_id: {manager}
-  manager_lease_seconds: {lease}
-  task_limit: 20
-:redis:
-  url: '{redis_url}'
-:providers:
-  :dummy:
-    filename: '{inventory}'
-    createvm_max_time: 0.05
-:pools:
-{pools}
-"""
 
 
 @attrs.define
@@ -279,17 +274,14 @@ def managers_share_pools(redis_url: str, *, pools: int = 24, lease: float = 3.0)
         inventory = workdir / "dummy.yaml"
 
         def start(index: int) -> Any:
-            config = workdir / f"m-{index}.yaml"
-            config.write_text(
-                MANAGER_CONFIG.format(
-                    manager=f"m-{index}",
-                    lease=lease,
-                    redis_url=redis_url,
-                    inventory=inventory,
-                    pools="\n".join(
-                        f"  - {{name: {n}, template: t/{n}, size: 1, provider: dummy}}" for n in names
-                    ),
-                )
+            config = write_config(
+                workdir / f"m-{index}.yaml",
+                redis=_url(redis_url),
+                inventory=inventory,
+                names=names,
+                size=1,
+                manager_id=f"m-{index}",
+                manager_lease_seconds=lease,
             )
             service = start_service(config, workdir / f"m-{index}.log", "manager", new_session=True)
             services.append(service)
@@ -392,21 +384,17 @@ def frozen_manager(redis_url: str, *, pools: int = 12, size: int = 2, lease: flo
     with tempfile.TemporaryDirectory(prefix="vmpooler-frozen-") as tmp:
         workdir = Path(tmp)
         inventory = workdir / "dummy.yaml"
-        pool_lines = "\n".join(
-            f"  - {{name: {n}, template: t/{n}, size: {size}, provider: dummy}}" for n in names
-        )
         sampler = threading.Thread(target=sample, daemon=True)
         try:
             for index in range(2):
-                config = workdir / f"m-{index}.yaml"
-                config.write_text(
-                    MANAGER_CONFIG.format(
-                        manager=f"m-{index}",
-                        lease=lease,
-                        redis_url=redis_url,
-                        inventory=inventory,
-                        pools=pool_lines,
-                    )
+                config = write_config(
+                    workdir / f"m-{index}.yaml",
+                    redis=_url(redis_url),
+                    inventory=inventory,
+                    names=names,
+                    size=size,
+                    manager_id=f"m-{index}",
+                    manager_lease_seconds=lease,
                 )
                 services.append(
                     start_service(config, workdir / f"m-{index}.log", "manager", new_session=True)
@@ -457,21 +445,6 @@ def frozen_manager(redis_url: str, *, pools: int = 12, size: int = 2, lease: flo
         size=size,
         problems=problems,
     )
-
-
-RESTART_CONFIG = """
-:config:
-  api_workers: 2
-  task_limit: 20
-:redis:
-  url: '{redis_url}'
-:providers:
-  :dummy:
-    filename: '{inventory}'
-    createvm_max_time: 0.05
-:pools:
-{pools}
-"""
 
 
 @attrs.define
@@ -540,15 +513,13 @@ def rolling_restart(redis_url: str, *, threads: int = 4, pools: int = 2, size: i
     with tempfile.TemporaryDirectory(prefix="vmpooler-restart-") as tmp:
         workdir = Path(tmp)
         inventory = workdir / "dummy.yaml"
-        config = workdir / "vmpooler.yaml"
-        config.write_text(
-            RESTART_CONFIG.format(
-                redis_url=redis_url,
-                inventory=inventory,
-                pools="\n".join(
-                    f"  - {{name: {n}, template: t/{n}, size: {size}, provider: dummy}}" for n in names
-                ),
-            )
+        config = write_config(
+            workdir / "vmpooler.yaml",
+            redis=_url(redis_url),
+            inventory=inventory,
+            names=names,
+            size=size,
+            api_workers=2,
         )
         service = start_service(config, workdir / "vmpooler.log")
         workers = [threading.Thread(target=work, args=(i, service.base), daemon=True) for i in range(threads)]
