@@ -1,5 +1,6 @@
-"""DummyProvider: VMs that exist only in memory (and optionally a YAML file), for tests, development and
-chaos testing. It implements the whole contract of ``vmpooler.providers.base``.
+"""DummyProvider: VMs that exist only in memory, or in an inventory file that every process naming it
+shares as it would a hypervisor, for tests, development and chaos testing. It implements the whole
+contract of ``vmpooler.providers.base``.
 
 Its options, one field of :class:`DummySettings` each, are listed in ``vmpooler.providers.dummy_settings``:
 every key the original dummy reads, with the original's meaning, plus ``seed``, ``ready_delay`` and
@@ -30,6 +31,13 @@ one that has been cloning (since its ``boottime``) for longer than ``is_ready_ti
 ``Timeout.timeout(0)``. ``vmready_fail_percent`` applies to every check of a cloned VM (the original
 stopped checking once a VM had been ready); a powered-off VM is not ready.
 
+Sharing. With ``filename`` every call sees the VMs of every process on that file: each read reloads the
+file when another process rewrote it since (a ``stat`` tells), and each change is made under an
+``flock`` of the file on the newest records and written back (atomically) before the call returns, so
+no process overwrites another's change, and ``stop()`` writes nothing. A clone is in the file (CLONING)
+while it runs; it finds its record again by a random ``clone_id``, so a clone whose VM was destroyed
+meanwhile, by any process, fails. Details in ``vmpooler.providers.dummy_state``.
+
 Failures happen when ``random() * 100 < percent`` (0 never, 100 always), drawn from one
 ``random.Random(seed)``. They raise (``CloneFailed`` from create, ``ProviderError`` otherwise) and
 change nothing, except that a destroy failing after the shutdown leaves the VM powered off, as in the
@@ -39,11 +47,12 @@ original. Destroying a missing VM succeeds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from typing import Any, cast
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import TypeVar, cast
 
 from vmpooler.errors import CloneFailed, ProviderError, ProviderTimeout, ProviderUnavailable, VMNotFound
 from vmpooler.model import VMInfo
@@ -57,19 +66,16 @@ from vmpooler.providers.dummy_state import (
     RUNNING,
     DummyVM,
     InitialVM,
+    Inventory,
     InventoryFile,
+    Records,
     fake_ip,
 )
 from vmpooler.providers.vsphere.config import POOL_KEYS as VSPHERE_POOL_KEYS
 
 __all__ = ["DummyProvider", "DummySettings", "fake_ip"]
 
-
-def _by_pool(vms: Iterable[DummyVM]) -> dict[str, dict[str, DummyVM]]:
-    by_pool: dict[str, dict[str, DummyVM]] = {}
-    for vm in vms:
-        by_pool.setdefault(vm.pool, {})[vm.name] = vm
-    return by_pool
+T = TypeVar("T")
 
 
 def _permanent(message: str) -> ProviderError:
@@ -78,8 +84,60 @@ def _permanent(message: str) -> ProviderError:
     return exc
 
 
+# Changes and queries of the records (``Inventory.change`` and ``read``): they raise before changing.
+
+
+def _find(pool: str, name: str, vms: Records) -> DummyVM | None:
+    return vms.get(pool, {}).get(name)
+
+
+def _info(pool: str, name: str, vms: Records) -> VMInfo | None:
+    vm = _find(pool, name, vms)
+    return None if vm is None else vm.info()
+
+
+def _powerstate(pool: str, name: str, vms: Records) -> str | None:
+    vm = _find(pool, name, vms)
+    return None if vm is None else vm.powerstate
+
+
+def _require(pool: str, name: str, vms: Records) -> DummyVM:
+    vm = vms.get(pool, {}).get(name)
+    if vm is None:
+        raise VMNotFound(f"no VM called {name} in pool {pool}")
+    return vm
+
+
+def _check_free(name: str, vms: Records) -> None:
+    if any(name in names for names in vms.values()):
+        raise CloneFailed(f"a VM called {name} already exists", transient=False)
+
+
+def _add(clone: DummyVM, vms: Records) -> None:
+    _check_free(clone.name, vms)
+    vms.setdefault(clone.pool, {})[clone.name] = clone
+
+
+def _discard(clone: DummyVM, vms: Records) -> None:
+    """Take a failed clone out (unless something else replaced or removed it)."""
+    current = _find(clone.pool, clone.name, vms)
+    if current is not None and current.clone_id == clone.clone_id:
+        del vms[clone.pool][clone.name]
+
+
+def _remove(pool: str, name: str, vms: Records) -> None:
+    vms.get(pool, {}).pop(name, None)
+
+
+def _power_off(pool: str, name: str, vms: Records) -> None:
+    vm = _find(pool, name, vms)
+    if vm is not None:
+        vm.powerstate = OFF
+
+
 class DummyProvider(Provider):
-    """A fake provider with chaos knobs. Thread-safe: one lock guards the inventory."""
+    """A fake provider with chaos knobs. Thread-safe: one lock guards the inventory (and a file lock
+    the inventory file, if any, across processes)."""
 
     config_class = DummySettings
     # The vSphere pool keys, accepted and ignored: the original's own dummy examples carry them, and a
@@ -109,8 +167,6 @@ class DummyProvider(Provider):
         self._wait = wait or self._stopped.wait
         self._rng = random.Random(self._settings.seed)
         self._rng_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._vms = _by_pool(map(self._seed, self._settings.initial_state))
         self._connections = ConnectionSlots(
             self._settings.connection_pool_size,
             self._settings.connection_pool_timeout,
@@ -118,22 +174,24 @@ class DummyProvider(Provider):
         )
         self._running = False
         path = self._settings.filename
-        self._file = None if path is None else InventoryFile(path, self.log)
-        self._version = 0
+        file = None if path is None else InventoryFile(path, self.log, self._seed)
+        self._inventory = Inventory(map(self._seed, self._settings.initial_state), file, self.log)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._load()
+        self._inventory.open()
         self._stopped.clear()
         self._running = True
-        self.log.info("dummy provider %s started with %d VMs", self.name, sum(map(len, self._vms.values())))
+        count = self._inventory.read(lambda vms: sum(map(len, vms.values())))
+        self.log.info("dummy provider %s started with %d VMs", self.name, count)
 
     def stop(self) -> None:
-        was_running, self._running = self._running, False
+        """Cut waits short. Nothing to write: every change is on disk when its call returns, and a
+        stale copy must not overwrite another process's changes."""
+        self._running = False
         self._stopped.set()
-        if was_running:  # never overwrite a file that failed to load
-            self._save()
+        self._inventory.close()
         self.log.info("dummy provider %s stopped", self.name)
 
     def use_adaptive_timeout(self, adaptive: AdaptiveTimeout | None) -> None:
@@ -148,26 +206,31 @@ class DummyProvider(Provider):
 
     def list_vms(self, pool: str) -> list[VMInfo]:
         self.pool_spec(pool)
-        with self._connection(), self._lock:
-            return [vm.info() for _, vm in sorted(self._vms.get(pool, {}).items())]
+        with self._connection():
+            return self._inventory.read(
+                lambda vms: [vm.info() for _, vm in sorted(vms.get(pool, {}).items())]
+            )
 
     def get_vm(self, pool: str, name: str) -> VMInfo | None:
         self.pool_spec(pool)
         with self._connection():
             rename = self._chance(self._settings.getvm_rename_percent)
             poweroff = self._chance(self._settings.getvm_poweroff_percent)
-            with self._lock:
-                vm = self._vms.get(pool, {}).get(name)
+            if not (rename or poweroff):
+                return self._inventory.read(functools.partial(_info, pool, name))
+
+            def chaos(vms: Records) -> tuple[VMInfo | None, bool]:
+                vm = _find(pool, name, vms)
                 if vm is None:
-                    return None
+                    return None, False
                 before = (vm.hostname, vm.powerstate)
                 vm.hostname = f"DUMMY{name}" if rename else vm.hostname
                 vm.powerstate = OFF if poweroff else vm.powerstate
-                changed = before != (vm.hostname, vm.powerstate)
-                info = vm.info()
-        if changed:
+                return vm.info(), before != (vm.hostname, vm.powerstate)
+
+        info, changed = self._inventory.change(chaos)
+        if changed and info is not None:
             self.log.info("chaos: %s is now hostname=%s powerstate=%s", name, info.hostname, info.powerstate)
-            self._save()
         return info
 
     # -- actions ------------------------------------------------------------------------------------
@@ -176,30 +239,30 @@ class DummyProvider(Provider):
         spec = self.pools.get(pool)
         if spec is None:
             raise unknown_pool(pool, error=CloneFailed)
+        domain = spec.domain or self._settings.domain
         with self._connection():
+            clone = DummyVM.clone(name, pool, spec.template, domain, now=self._clock())
             seconds = self._duration(self._settings.createvm_max_time)
-            vm = self._add_clone(spec, name)
-            try:
-                if seconds > 0:
-                    self._save()  # the CLONING state, as the original wrote it
-                    self.log.debug("cloning %s in pool %s for %.3fs", name, pool, seconds)
-                    self._pause(seconds, f"the clone of {name}")
-                if self._chance(self._settings.createvm_fail_percent):
-                    raise CloneFailed(f"simulated clone failure of {name} in pool {pool}")
-                info = self._finish_clone(vm)
-            except ProviderError:
-                self._discard(vm)
-                raise
-        self._save()
-        return info
+            if seconds > 0:
+                self._clone(clone, seconds)
+            failed = self._chance(self._settings.createvm_fail_percent)
+        if failed:
+            if seconds > 0:
+                self._inventory.change(functools.partial(_discard, clone))
+            else:
+                self._inventory.read(functools.partial(_check_free, name))  # that error comes first
+            raise CloneFailed(f"simulated clone failure of {name} in pool {pool}")
+        return self._inventory.change(functools.partial(self._finish_clone, clone, seconds > 0))
 
     def vm_ready(self, pool: str, name: str) -> bool:
         self.pool_spec(pool)
         with self._connection():
-            with self._lock:
-                vm = self._require(pool, name)
-                state, since, fqdn = vm.dummy_state, vm.boottime, f"{name}.{vm.domain}"
-                powered_on, ready_at = vm.powerstate == ON, vm.ready_at
+
+            def readiness(vms: Records) -> tuple[str, float, str, bool, float]:
+                vm = _require(pool, name, vms)
+                return vm.dummy_state, vm.boottime, f"{name}.{vm.domain}", vm.powerstate == ON, vm.ready_at
+
+            state, since, fqdn, powered_on, ready_at = self._inventory.read(readiness)
             if state != RUNNING:
                 return self._still_cloning(name, since)
             if self._chance(self._settings.vmready_fail_percent):
@@ -210,23 +273,17 @@ class DummyProvider(Provider):
         self.pool_spec(pool)
         s = self._settings
         with self._connection():
-            with self._lock:
-                vm = self._vms.get(pool, {}).get(name)
-                if vm is None:
-                    self.log.debug("destroy %s: already gone", name)
-                    return
-                powered_on = vm.powerstate == ON
-            if powered_on:
+            powerstate = self._inventory.read(functools.partial(_powerstate, pool, name))
+            if powerstate is None:
+                self.log.debug("destroy %s: already gone", name)
+                return
+            if powerstate == ON:
                 self._pause(self._duration(s.destroyvm_max_shutdown_time), f"the shutdown of {name}")
-                with self._lock:
-                    vm.powerstate = OFF
-                self._save()
+                self._inventory.change(functools.partial(_power_off, pool, name))
             self._pause(self._duration(s.destroyvm_max_time), f"the destroy of {name}")
             if self._chance(s.destroyvm_fail_percent):
                 raise ProviderError(f"simulated failure destroying {name}")
-            with self._lock:
-                self._vms.get(pool, {}).pop(name, None)
-        self._save()
+        self._inventory.change(functools.partial(_remove, pool, name))
 
     # -- optional -----------------------------------------------------------------------------------
 
@@ -234,85 +291,104 @@ class DummyProvider(Provider):
         if size_gb < 1:
             raise ValueError(f"disk size must be a positive number of GB, got {size_gb!r}")
         fail, max_time = self._settings.createdisk_fail_percent, self._settings.createdisk_max_time
-        with self._simulate(pool, name, fail, max_time, "create_disk") as vm:
-            vm.disks.append(size_gb)
+        self._simulate(pool, name, fail, max_time, "create_disk", lambda vm: vm.disks.append(size_gb))
 
     def create_snapshot(self, pool: str, name: str, snapshot: str) -> None:
         def absent(vm: DummyVM) -> None:
             if snapshot in vm.snapshots:
                 raise _permanent(f"{name} already has a snapshot called {snapshot!r}")
 
+        def take(vm: DummyVM) -> None:
+            vm.snapshots[snapshot] = list(vm.disks)
+
         s = self._settings
         fail, max_time = s.createsnapshot_fail_percent, s.createsnapshot_max_time
-        with self._simulate(pool, name, fail, max_time, "create_snapshot", check=absent) as vm:
-            vm.snapshots[snapshot] = list(vm.disks)
+        self._simulate(pool, name, fail, max_time, "create_snapshot", take, check=absent)
 
     def revert_snapshot(self, pool: str, name: str, snapshot: str) -> None:
         def present(vm: DummyVM) -> None:
             if snapshot not in vm.snapshots:
                 raise _permanent(f"{name} has no snapshot called {snapshot!r}")
 
-        s = self._settings
-        fail, max_time = s.revertsnapshot_fail_percent, s.revertsnapshot_max_time
-        with self._simulate(pool, name, fail, max_time, "revert_snapshot", check=present) as vm:
+        def revert(vm: DummyVM) -> None:
             vm.disks = list(vm.snapshots[snapshot])
             vm.powerstate = ON
+
+        s = self._settings
+        fail, max_time = s.revertsnapshot_fail_percent, s.revertsnapshot_max_time
+        self._simulate(pool, name, fail, max_time, "revert_snapshot", revert, check=present)
 
     def migrate_vm(self, pool: str, name: str) -> str | None:
         s = self._settings
         self.pool_spec(pool)
         if not self._chance(s.migratevm_couldmove_percent):
-            with self._connection(), self._lock:
-                self._require(pool, name)
+            with self._connection():
+                self._inventory.read(functools.partial(_require, pool, name))
             return None
-        with self._simulate(pool, name, s.migratevm_fail_percent, s.migratevm_max_time, "migrate_vm") as vm:
+
+        def move(vm: DummyVM) -> str:
             with self._rng_lock:
                 vm.host = self._rng.choice([host for host in HOSTS if host != vm.host])
-            target = vm.host
-        return target
+            return vm.host
+
+        return self._simulate(pool, name, s.migratevm_fail_percent, s.migratevm_max_time, "migrate_vm", move)
 
     def tag_vm_user(self, pool: str, name: str, user: str) -> bool:
-        with self._simulate(pool, name, 0.0, 0, "tag_vm_user") as vm:
+        def tag(vm: DummyVM) -> None:
             vm.user = user
+
+        self._simulate(pool, name, 0.0, 0, "tag_vm_user", tag)
         return True
 
     def purge_unconfigured(self, allowlist: Collection[str]) -> list[str]:
         allowed = set(allowlist)
-        removed: list[str] = []
-        with self._connection(), self._lock:
-            for pool in [p for p in self._vms if p not in self.pools and p not in allowed]:
-                for name in [n for n in self._vms[pool] if n not in allowed]:
-                    del self._vms[pool][name]
+
+        def purge(vms: Records) -> list[str]:
+            removed: list[str] = []
+            for pool in [p for p in vms if p not in self.pools and p not in allowed]:
+                for name in [n for n in vms[pool] if n not in allowed]:
+                    del vms[pool][name]
                     removed.append(name)
-                if not self._vms[pool]:
-                    del self._vms[pool]
+                if not vms[pool]:
+                    del vms[pool]
+            return sorted(removed)
+
+        with self._connection():
+            removed = self._inventory.change(purge)
         if removed:
-            self.log.info("purged %d VMs of unconfigured pools: %s", len(removed), ", ".join(sorted(removed)))
-            self._save()
-        return sorted(removed)
+            self.log.info("purged %d VMs of unconfigured pools: %s", len(removed), ", ".join(removed))
+        return removed
 
     # -- test helpers -------------------------------------------------------------------------------
 
     def inventory(self) -> dict[str, list[str]]:
         """Pool → sorted VM names, for every served pool and every pool that has VMs."""
-        with self._lock:
-            names: dict[str, list[str]] = {pool: [] for pool in self.pools}
-            names.update((pool, sorted(vms)) for pool, vms in self._vms.items())
-        return dict(sorted(names.items()))
+
+        def names(vms: Records) -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {pool: [] for pool in self.pools}
+            found.update((pool, sorted(names)) for pool, names in vms.items())
+            return dict(sorted(found.items()))
+
+        return self._inventory.read(names)
 
     def dummy_state(self, pool: str, name: str) -> str | None:
         """The VM's clone state, the original's ``dummy_state`` (``CLONING`` while ``create_vm`` runs,
         ``RUNNING`` once cloned; ``UNKNOWN`` only from ``initial_state``), or None without such a VM."""
-        with self._lock:
-            vm = self._vms.get(pool, {}).get(name)
+
+        def state(vms: Records) -> str | None:
+            vm = _find(pool, name, vms)
             return None if vm is None else vm.dummy_state
+
+        return self._inventory.read(state)
 
     def remove_vm_behind_our_back(self, pool: str, name: str) -> None:
         """Make a VM vanish as if deleted outside vmpooler (for tests of the core's inventory checks)."""
-        with self._lock:
-            self._require(pool, name)
-            del self._vms[pool][name]
-        self._save()
+
+        def remove(vms: Records) -> None:
+            _require(pool, name, vms)
+            del vms[pool][name]
+
+        self._inventory.change(remove)
 
     # -- internals ----------------------------------------------------------------------------------
 
@@ -325,7 +401,6 @@ class DummyProvider(Provider):
         with self._connections.hold():
             yield
 
-    @contextlib.contextmanager
     def _simulate(
         self,
         pool: str,
@@ -333,51 +408,48 @@ class DummyProvider(Provider):
         fail_percent: float,
         max_time: int | float,
         what: str,
+        apply: Callable[[DummyVM], T],
         check: Callable[[DummyVM], None] | None = None,
-    ) -> Iterator[DummyVM]:
-        """One simulated operation on an existing VM: check, wait once, maybe fail, then let the
-        caller change the VM under the inventory lock and persist the change."""
+    ) -> T:
+        """One simulated operation on an existing VM: check, wait once, maybe fail, then ``apply`` the
+        change to the newest record (checked again) and persist it; returns what ``apply`` returns."""
+
+        def checked(vms: Records) -> DummyVM:
+            vm = _require(pool, name, vms)
+            if check is not None:
+                check(vm)
+            return vm
+
         self.pool_spec(pool)
         with self._connection():
-            with self._lock:
-                vm = self._require(pool, name)
-                if check is not None:
-                    check(vm)
+            self._inventory.read(checked)
             self._pause(self._duration(max_time), f"{what} on {name}")
             if self._chance(fail_percent):
                 raise ProviderError(f"simulated {what} failure on {name}")
-            with self._lock:
-                vm = self._require(pool, name)
-                if check is not None:
-                    check(vm)
-                yield vm
-        self._save()
+        return self._inventory.change(lambda vms: apply(checked(vms)))
 
-    def _add_clone(self, spec: PoolSpec, name: str) -> DummyVM:
-        """Put a new VM into the inventory in state CLONING; the caller holds a connection."""
-        domain = spec.domain or self._settings.domain
-        vm = DummyVM.clone(name, spec.name, spec.template, domain, now=self._clock())
-        with self._lock:
-            if any(name in vms for vms in self._vms.values()):
-                raise CloneFailed(f"a VM called {name} already exists", transient=False)
-            self._vms.setdefault(spec.name, {})[name] = vm
-        return vm
+    def _clone(self, clone: DummyVM, seconds: float) -> None:
+        """A clone that takes time: in the inventory as CLONING meanwhile (as the original wrote it, and
+        for every process on the file); ``stop()`` cuts it short and takes it out again."""
+        self._inventory.change(functools.partial(_add, clone))
+        self.log.debug("cloning %s in pool %s for %.3fs", clone.name, clone.pool, seconds)
+        try:
+            self._pause(seconds, f"the clone of {clone.name}")
+        except ProviderError:
+            self._inventory.change(functools.partial(_discard, clone))
+            raise
 
-    def _finish_clone(self, vm: DummyVM) -> VMInfo:
-        with self._lock:
-            if self._vms.get(vm.pool, {}).get(vm.name) is not vm:
-                raise CloneFailed(f"{vm.name} was deleted while it was being cloned")
-            vm.dummy_state = RUNNING
-            vm.ready_at = self._clock() + self._settings.ready_delay
-            return vm.info()
-
-    def _discard(self, vm: DummyVM) -> None:
-        """Take a failed clone out of the inventory (unless something else replaced or removed it)."""
-        with self._lock:
-            vms = self._vms.get(vm.pool, {})
-            if vms.get(vm.name) is vm:
-                del vms[vm.name]
-        self._save()
+    def _finish_clone(self, clone: DummyVM, added: bool, vms: Records) -> VMInfo:
+        """The clone is done: RUNNING, unless its VM was destroyed meanwhile. ``added``: it has been in
+        the inventory since it started (a clone that takes time), else it is put in now."""
+        if not added:
+            _add(clone, vms)
+        current = _find(clone.pool, clone.name, vms)
+        if current is None or current.clone_id != clone.clone_id:
+            raise CloneFailed(f"{clone.name} was deleted while it was being cloned")
+        current.dummy_state = RUNNING
+        current.ready_at = self._clock() + self._settings.ready_delay
+        return current.info()
 
     def _still_cloning(self, name: str, since: float) -> bool:
         """``vm_ready`` of a VM not cloned yet: False, or ProviderTimeout after ``is_ready_timeout``."""
@@ -388,13 +460,6 @@ class DummyProvider(Provider):
                 f"{name} is still being cloned after {waited:.1f}s (is_ready_timeout {limit}s)"
             )
         return False
-
-    def _require(self, pool: str, name: str) -> DummyVM:
-        """The VM record; the caller holds ``self._lock``."""
-        vm = self._vms.get(pool, {}).get(name)
-        if vm is None:
-            raise VMNotFound(f"no VM called {name} in pool {pool}")
-        return vm
 
     def _chance(self, pct: float) -> bool:
         if pct <= 0:
@@ -418,35 +483,9 @@ class DummyProvider(Provider):
         if seconds > 0 and self._wait(seconds):
             raise ProviderUnavailable(f"dummy provider {self.name} stopped during {what}")
 
-    # -- persistence --------------------------------------------------------------------------------
-
-    def _load(self) -> None:
-        """Replace the inventory with the file's, if it exists; else keep it (``initial_state`` at first)."""
-        records = None if self._file is None else self._file.load(self._seed)
-        if records is None:
-            return
-        vms = _by_pool(records)
-        with self._lock:
-            self._vms = vms
-
     def _seed(self, entry: InitialVM) -> DummyVM:
         """The record of an ``initial_state`` VM, with its pool's template and domain by default."""
         spec = self.pools.get(entry.pool)
         template = spec.template if spec else entry.pool
         domain = (spec.domain if spec else None) or self._settings.domain
         return entry.record(template=template, domain=domain, now=self._clock())
-
-    def _save(self) -> None:
-        """Persist the inventory before returning (group-committed with concurrent changes)."""
-        if self._file is None:
-            return
-        with self._lock:
-            self._version += 1
-            version = self._version
-        self._file.save(version, self._snapshot)
-
-    def _snapshot(self) -> tuple[int, dict[str, Any]]:
-        assert self._file is not None
-        with self._lock:
-            vms = (vm for pool in sorted(self._vms) for _, vm in sorted(self._vms[pool].items()))
-            return self._version, self._file.snapshot(vms)

@@ -5,8 +5,10 @@ absent, as in the original (``value.nil?``). How times and failures are drawn is
 ``vmpooler.providers.dummy`` docstring; times keep their YAML type, since an integer and a float mean
 different things there.
 
-* ``filename``: the inventory file, rewritten atomically after each change (a write error is logged and
-  memory stays authoritative); one written by the original dummy is read too.
+* ``filename``: the inventory file, shared safely by every process that names it, like one hypervisor:
+  each call sees the VMs the others made, and each change is made under an ``flock`` of the file on its
+  newest content and written back atomically before the call returns, so none is lost (a write error is
+  logged and the change kept in memory). One written by the original dummy is read too.
 * ``initial_state``: the inventory to start with when there is no inventory file (the original's spec-only
   option; shapes in ``vmpooler.providers.dummy_state``).
 * ``connection_pool_size`` (1) / ``connection_pool_timeout`` (10 s): a semaphore around every call, its

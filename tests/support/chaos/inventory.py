@@ -27,7 +27,7 @@ InventorySource = Mapping[str, Any] | str | os.PathLike[str]
 def _provider(source: InventorySource, pools: Iterable[str]) -> DummyProvider:
     """A started provider on ``source``'s options, serving ``pools``: it holds the file's VMs.
 
-    It is never stopped: ``stop()`` writes the inventory back, and the file belongs to the service.
+    It is never stopped: the file belongs to the service, and it only reads.
     """
     if isinstance(source, Mapping):
         options = dict(source)
