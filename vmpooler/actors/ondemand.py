@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from vmpooler import metrics
@@ -37,6 +37,7 @@ class OnDemandActor(PooledActor):
     """Args:
     owner: the provider instance (the owner of the lane slots it claims).
     pools: the pools this process serves.
+    tokens: pool -> the fencing token of its lease here (several managers; empty: none, every pool ours).
     send: hands a ``CloneFor`` to the pool's PoolActor (the ProviderActor's routing).
     """
 
@@ -52,10 +53,12 @@ class OnDemandActor(PooledActor):
         send: Callable[[CloneFor], None],
         lease_seconds: float,
         clock: Callable[[], float] = time.time,
+        tokens: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(dispatcher)
         self._owner = owner
         self._pools = pools
+        self._tokens = dict(tokens or {})
         self._config = config
         self._store = store
         self._ticker = ticker
@@ -120,7 +123,13 @@ class OnDemandActor(PooledActor):
         limit = globals_.ondemand_clone_limit
         slots = [f"{ONDEMAND_PREFIX}{uuid.uuid4().hex}" for _ in range(limit)]
         claims = store.provisioning.claim(
-            self._owner, self._pools, slots, limit=limit, now=now, lease_seconds=self._lease
+            self._owner,
+            self._pools,
+            slots,
+            limit=limit,
+            now=now,
+            lease_seconds=self._lease,
+            tokens=self._tokens,
         )
         for claim in claims:
             self._send(CloneFor(claim.pool, claim.request_id, claim.alias, claim.slot))

@@ -232,6 +232,7 @@ class ProviderActor(PooledActor):
             send=me.tell,
             lease_seconds=max(ctx.timeout for ctx in self._contexts.values()),
             clock=first.clock,
+            tokens=self._tokens,
         )
 
     def _start_pool(self, pool: str) -> None:

@@ -9,7 +9,7 @@ run one after the other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -139,9 +139,16 @@ _CLAIM = (
     + """
 local owner, limit, now, expiry = ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]
 local npools = tonumber(ARGV[12])
+local lease_prefix = ARGV[13 + 2 * npools]
 local mine = {}
-for i = 13, 12 + npools do mine[ARGV[i]] = true end
-local next_slot = 13 + npools
+for i = 13, 12 + npools do
+  -- a pool whose lease token is given counts only while that token is its lease's (fencing)
+  local token = ARGV[i + npools]
+  if token == '' or redis.call('HGET', lease_prefix .. ARGV[i], 'token') == token then
+    mine[ARGV[i]] = true
+  end
+end
+local next_slot = 14 + 2 * npools
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local free = limit - redis.call('ZCARD', KEYS[2])
 local out = {}
@@ -321,6 +328,7 @@ class Provisioning:
         limit: int,
         now: float,
         lease_seconds: float,
+        tokens: Mapping[str, int] | None = None,
     ) -> list[Claim]:
         """Claim the clone tasks of ``pools`` that the on-demand lane has room for (oldest first).
 
@@ -328,6 +336,8 @@ class Provisioning:
             owner: the provider instance (the leases' owner, as ``store.slots``).
             slots: fresh slot ids (each starting with ``slots.ONDEMAND_PREFIX``), at least ``limit``.
             limit: ``ondemand_clone_limit``, over every provider process.
+            tokens: pool -> the fencing token of its lease held here (several managers): a pool counts
+                only while its lease still has that token, checked in the same script.
         """
         if not pools:
             return []
@@ -343,6 +353,8 @@ class Provisioning:
                 pools[0],
                 len(pools),
                 *pools,
+                *(str((tokens or {}).get(pool, "")) for pool in pools),
+                keys.lease(""),
                 *slots,
             ],
         )

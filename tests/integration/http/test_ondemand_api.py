@@ -605,3 +605,22 @@ def test_a_bad_priority_is_400(api, redis, priority):
     assert resp.status_code == 400
     assert "priority must be 1 (high), 2 or 3 (low)" in resp.json["error"]
     assert redis.zcard(keys.PROVISIONING_REQUEST) == 0
+
+
+def test_a_manager_claims_on_demand_clones_only_for_pools_whose_lease_it_still_holds(api, redis):
+    """Several managers: the claim counts a pool only while the given fencing token is its lease's."""
+    assert post(api, {DEB: 2, "request_id": "fenced-one"}).status_code == 201
+    store = Store(redis_lib.Redis(connection_pool=redis.connection_pool))
+    assert store.provisioning.intake(NOW) == 1
+    held = store.leases.claim([DEB], owner="m-a", instance="i", pid=1, ttl_ms=60_000)[DEB]
+    assert held is not None
+    slots = [f"{ONDEMAND_PREFIX}{n}" for n in range(2)]
+    stale = store.provisioning.claim(
+        "dummy@m-b", [DEB], slots, limit=2, now=NOW, lease_seconds=60, tokens={DEB: held + 1}
+    )
+    assert stale == []  # a token the lease does not have: nothing claimed, no slot taken
+    assert redis.zcard(keys.ONDEMAND_LEASES) == 0
+    claimed = store.provisioning.claim(
+        "dummy@m-a", [DEB], slots, limit=2, now=NOW, lease_seconds=60, tokens={DEB: held}
+    )
+    assert [c.request_id for c in claimed] == ["fenced-one", "fenced-one"]
