@@ -58,19 +58,9 @@ from vmpooler.errors import CloneFailed, ProviderError, ProviderTimeout, Provide
 from vmpooler.model import VMInfo
 from vmpooler.providers.adaptive import AdaptiveTimeout, ConnectionSlots
 from vmpooler.providers.base import ConnectionStats, PoolSpec, Provider, ProviderSettings, unknown_pool
+from vmpooler.providers.dummy_inventory import Inventory, InventoryFile, Records
 from vmpooler.providers.dummy_settings import DummySettings
-from vmpooler.providers.dummy_state import (
-    HOSTS,
-    OFF,
-    ON,
-    RUNNING,
-    DummyVM,
-    InitialVM,
-    Inventory,
-    InventoryFile,
-    Records,
-    fake_ip,
-)
+from vmpooler.providers.dummy_state import HOSTS, OFF, ON, RUNNING, DummyVM, InitialVM, fake_ip
 from vmpooler.providers.vsphere.config import POOL_KEYS as VSPHERE_POOL_KEYS
 
 __all__ = ["DummyProvider", "DummySettings", "fake_ip"]
