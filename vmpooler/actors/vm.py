@@ -18,11 +18,13 @@ the VM afresh.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import pykka
 
 from vmpooler import metrics
 from vmpooler.actors.dispatch import PooledActor
@@ -198,8 +200,11 @@ class VMActor(PooledActor):
             self.stop_now()
 
     def _tell_pool(self, message: object) -> None:
+        """Tell the pool; a pool actor already stopped (its process stopping, or its lease handed over)
+        needs no news: whichever actor runs the pool next rebuilds it from Redis."""
         if self._pool is not None:
-            self._pool.tell(message)
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._pool.tell(message)
 
     def _tell_self_later(self, delay: float, message: object) -> Handle:
         ref = self.actor_ref

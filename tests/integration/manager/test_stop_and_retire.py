@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import random
 
+import pykka
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.integration.manager.conftest import make_config
+from tests.support.waiting import wait_for
 from vmpooler import keys
 from vmpooler.actors.context import PoolContext
 from vmpooler.actors.dispatch import Dispatcher
+from vmpooler.actors.messages import DestroyNow
 from vmpooler.actors.ticker import Ticker
 from vmpooler.actors.vm import VMActor
 from vmpooler.model import VMState
@@ -58,6 +62,46 @@ def test_a_vm_actor_stopped_before_its_clone_gives_slot_and_pending_entry_back(s
         assert redis.zcard(keys.CLONE_LEASES) == 0 and redis.get(keys.TASKS_CLONE) == "0"
         assert not redis.sismember(keys.pending_set("a"), "vm1")
         assert provider.list_vms("a") == []
+    finally:
+        threads.stop()
+        ticker.stop()
+        provider.stop()
+
+
+class _Gone(pykka.ThreadingActor):
+    """A pool actor that has already stopped (its process stopping, or its lease handed over)."""
+
+
+def test_a_vm_actor_whose_pool_actor_stopped_finishes_its_work_without_crashing(store, redis) -> None:
+    config = make_config({"a": 1})
+    provider = build_provider(config, "dummy")
+    provider.start()
+    ticker = Ticker()
+    ticker.start()
+    threads = Dispatcher("test", 1)
+    crashed = REGISTRY.get_sample_value("vmpooler_errors_total", {"kind": "actor_crashed", "poolname": "a"})
+    gone = _Gone.start()
+    gone.stop(block=True)
+    try:
+        ctx = PoolContext(
+            config=config,
+            pool=config.pool("a"),
+            owner="dummy",
+            provider=provider,
+            store=store,
+            ticker=ticker,
+            pool_threads=threads,
+            vm_threads=threads,
+            rng=random.Random(1),
+        )
+        assert store.vms.create_pending("a", "vm1", {"clone": "x", "pool": "a"})
+        assert store.vms.move("a", "vm1", VMState.PENDING, VMState.COMPLETED)
+        actor = VMActor.start(ctx, "vm1", gone)
+        actor.tell(DestroyNow())  # destroys, retires, then reports to its (stopped) pool and stops
+        assert wait_for(lambda: not actor.is_alive(), 10, "the VM actor to finish")
+        assert not redis.sismember(keys.completed_set("a"), "vm1")
+        after = REGISTRY.get_sample_value("vmpooler_errors_total", {"kind": "actor_crashed", "poolname": "a"})
+        assert (after or 0.0) == (crashed or 0.0)
     finally:
         threads.stop()
         ticker.stop()
