@@ -100,6 +100,23 @@ def _die_with(parent: int) -> None:
         sys.exit(EXIT_OK)
 
 
+_replaced = False  # in a child: its stop is a SIGHUP replacement (SIGUSR2), not the service stopping
+
+
+def being_replaced() -> bool:
+    """In a child: whether it stops to be replaced by a new process of the same kind (SIGHUP), so that
+    it may keep what its successor takes over at once (a manager's place among the managers)."""
+    return _replaced
+
+
+def _replace(*_: object) -> None:
+    """A child's SIGUSR2: the supervisor replaces it (SIGHUP); otherwise a stop like SIGTERM."""
+    global _replaced
+    _replaced = True
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    _terminate()
+
+
 def _terminate(*_: object) -> None:
     """A child's SIGTERM: stop once. ``SystemExit`` unwinds through the ``finally`` blocks that stop the
     child's work; a second SIGTERM (the supervisor's, just after a process-group SIGTERM from systemd
@@ -117,6 +134,7 @@ def _child_main(name: str, payload: bytes, heartbeat_path: str, parent: int, res
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which stops us
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGUSR2, _replace)
     _die_with(parent)
     multiprocessing.current_process().name = name
     set_title(title_for(name))
@@ -350,7 +368,9 @@ class Supervisor:
             if child.proc is not None:
                 log.info("replacing %s (pid %s)", child.spec.name, child.pid)
                 child.reload_pid, child.kill_at = child.pid, time.monotonic() + self._stop_timeout
-                child.proc.terminate()
+                if child.pid is not None:  # a stop that says "a successor follows" (it may have exited)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child.pid, signal.SIGUSR2)
                 return
 
     def _reconcile(self) -> None:

@@ -34,6 +34,7 @@ from tests.support.chaos.sets import at_size, pool_sets
 from tests.support.sentinel import SentinelCluster
 from tests.support.service import start_service
 from tests.support.waiting import poll
+from vmpooler.ownership import owner_of
 
 __all__ = [
     "FailoverReport",
@@ -457,6 +458,7 @@ class RestartReport:
     """What a rolling restart (SIGHUP: every child replaced, one at a time) under load saw."""
 
     replaced: int  # children replaced (pids that changed), over every supervisor
+    handovers: int  # times a pool's lease went from one manager to the other during the restarts
     seconds: float  # the SIGHUPs' durations: signal -> every child of that supervisor replaced
     checkouts: int  # checkouts answered 200
     failures: dict[str, int]  # what went wrong: HTTP status or exception name -> count
@@ -470,6 +472,7 @@ class RestartReport:
             f"SIGHUP to each of 4 supervisors in turn: {self.replaced} children replaced one at a time "
             f"in {self.seconds:.1f} s",
             f"checkouts answered 200 meanwhile: {self.checkouts}; failed requests: {self.failures or 0}",
+            f"pools handed from one manager to the other meanwhile: {self.handovers}",
             f"VMs handed out twice: {len(self.handed_twice)}",
             f"inventory vs Redis problems: {len(self.problems)} {self.problems[:5]}",
         ]
@@ -544,11 +547,28 @@ def rolling_restart(redis_url: str, *, threads: int = 4, pools: int = 2, size: i
         ]
         replaced = 0
         seconds = 0.0
+        handovers = 0
+
+        def watch_owners() -> None:  # samples the pools' lease owners while the supervisors restart
+            nonlocal handovers
+            last: dict[str, str | None] = {}
+            while not stop.is_set():
+                for pool, owner in _owners(client, names).items():
+                    if owner is not None:
+                        handovers += int(last.get(pool) not in (None, owner))
+                        last[pool] = owner
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch_owners, daemon=True)
         try:
             if not poll(lambda: at_size(client, sizes), 60):
                 raise RuntimeError("the pools did not fill")
+            managers = ["m-2", "m-3"]  # the manager_ids of services[2:]
+            if not poll(lambda: _owners(client, names) == {n: owner_of(n, managers) for n in names}, 60):
+                raise RuntimeError(f"the managers did not settle on their shares: {_owners(client, names)}")
             for worker in workers:
                 worker.start()
+            watcher.start()
             time.sleep(1.0)
             for service in services:  # one supervisor after the other, as an operator would
                 before = _titled(service)
@@ -579,6 +599,7 @@ def rolling_restart(redis_url: str, *, threads: int = 4, pools: int = 2, size: i
             client.close()
     return RestartReport(
         replaced=replaced,
+        handovers=handovers,
         seconds=seconds,
         checkouts=sum(handed.values()),
         failures=dict(failures),

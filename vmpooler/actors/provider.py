@@ -29,6 +29,7 @@ from vmpooler.bus import Event, OnDemandQueued
 from vmpooler.errors import StoreError
 from vmpooler.log import get_logger
 from vmpooler.ownership import owned_by
+from vmpooler.supervisor import being_replaced
 
 if TYPE_CHECKING:
     from vmpooler.actors.context import PoolContext
@@ -112,7 +113,8 @@ class ProviderActor(PooledActor):
                 store.leases.release(
                     self._tokens, owner=self._ownership.manager, instance=self._ownership.instance
                 )
-                store.leases.leave(self._name, self._ownership.manager)
+                if not being_replaced():  # a successor beats in a moment: the pools stay this manager's
+                    store.leases.leave(self._name, self._ownership.manager)
             except StoreError as exc:
                 self._log.warning("could not release the pools' leases (%s): they expire by themselves", exc)
 
