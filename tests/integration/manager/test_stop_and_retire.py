@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from typing import Any
 
 import pykka
 import pytest
@@ -36,7 +38,9 @@ def test_retire_from_a_state_only_if_the_vm_is_still_in_it(store, redis) -> None
     assert not redis.sismember(keys.pending_set("a"), "vm2") and not redis.exists(keys.vm_hash("vm2"))
 
 
-def test_a_vm_actor_stopped_before_its_clone_gives_slot_and_pending_entry_back(store, redis) -> None:
+@pytest.fixture
+def vm_context(store) -> Iterator[tuple[PoolContext, Any]]:
+    """A context for VM actors of pool ``a`` on the dummy provider (one dispatcher thread); the provider."""
     config = make_config({"a": 1})
     provider = build_provider(config, "dummy")
     provider.start()
@@ -44,65 +48,55 @@ def test_a_vm_actor_stopped_before_its_clone_gives_slot_and_pending_entry_back(s
     ticker.start()
     threads = Dispatcher("test", 1)
     try:
-        ctx = PoolContext(
-            config=config,
-            pool=config.pool("a"),
-            owner="dummy",
-            provider=provider,
-            store=store,
-            ticker=ticker,
-            pool_threads=threads,
-            vm_threads=threads,
-            rng=random.Random(1),
+        yield (
+            PoolContext(
+                config=config,
+                pool=config.pool("a"),
+                owner="dummy",
+                provider=provider,
+                store=store,
+                ticker=ticker,
+                pool_threads=threads,
+                vm_threads=threads,
+                rng=random.Random(1),
+            ),
+            provider,
         )
-        assert store.slots.acquire("dummy", "s1", limit=1, lease_seconds=600, pool="a")[0]
-        assert store.vms.create_pending("a", "vm1", {"clone": "x", "pool": "a"})
-        actor = VMActor.start(ctx, "vm1", None, "s1")  # the clone message never comes
-        actor.stop(block=True, timeout=5)
-        assert redis.zcard(keys.CLONE_LEASES) == 0 and redis.get(keys.TASKS_CLONE) == "0"
-        assert not redis.sismember(keys.pending_set("a"), "vm1")
-        assert provider.list_vms("a") == []
     finally:
         threads.stop()
         ticker.stop()
         provider.stop()
+
+
+def test_a_vm_actor_stopped_before_its_clone_gives_slot_and_pending_entry_back(
+    store, redis, vm_context
+) -> None:
+    ctx, provider = vm_context
+    assert store.slots.acquire("dummy", "s1", limit=1, lease_seconds=600, pool="a")[0]
+    assert store.vms.create_pending("a", "vm1", {"clone": "x", "pool": "a"})
+    actor = VMActor.start(ctx, "vm1", None, "s1")  # the clone message never comes
+    actor.stop(block=True, timeout=5)
+    assert redis.zcard(keys.CLONE_LEASES) == 0 and redis.get(keys.TASKS_CLONE) == "0"
+    assert not redis.sismember(keys.pending_set("a"), "vm1")
+    assert provider.list_vms("a") == []
 
 
 class _Gone(pykka.ThreadingActor):
     """A pool actor that has already stopped (its process stopping, or its lease handed over)."""
 
 
-def test_a_vm_actor_whose_pool_actor_stopped_finishes_its_work_without_crashing(store, redis) -> None:
-    config = make_config({"a": 1})
-    provider = build_provider(config, "dummy")
-    provider.start()
-    ticker = Ticker()
-    ticker.start()
-    threads = Dispatcher("test", 1)
-    crashed = REGISTRY.get_sample_value("vmpooler_errors_total", {"kind": "actor_crashed", "poolname": "a"})
+def test_a_vm_actor_whose_pool_actor_stopped_finishes_its_work_without_crashing(
+    store, redis, vm_context
+) -> None:
+    ctx, _provider = vm_context
+    labels = {"kind": "actor_crashed", "poolname": "a"}
+    crashed = REGISTRY.get_sample_value("vmpooler_errors_total", labels) or 0.0
     gone = _Gone.start()
     gone.stop(block=True)
-    try:
-        ctx = PoolContext(
-            config=config,
-            pool=config.pool("a"),
-            owner="dummy",
-            provider=provider,
-            store=store,
-            ticker=ticker,
-            pool_threads=threads,
-            vm_threads=threads,
-            rng=random.Random(1),
-        )
-        assert store.vms.create_pending("a", "vm1", {"clone": "x", "pool": "a"})
-        assert store.vms.move("a", "vm1", VMState.PENDING, VMState.COMPLETED)
-        actor = VMActor.start(ctx, "vm1", gone)
-        actor.tell(DestroyNow())  # destroys, retires, then reports to its (stopped) pool and stops
-        assert wait_for(lambda: not actor.is_alive(), 10, "the VM actor to finish")
-        assert not redis.sismember(keys.completed_set("a"), "vm1")
-        after = REGISTRY.get_sample_value("vmpooler_errors_total", {"kind": "actor_crashed", "poolname": "a"})
-        assert (after or 0.0) == (crashed or 0.0)
-    finally:
-        threads.stop()
-        ticker.stop()
-        provider.stop()
+    assert store.vms.create_pending("a", "vm1", {"clone": "x", "pool": "a"})
+    assert store.vms.move("a", "vm1", VMState.PENDING, VMState.COMPLETED)
+    actor = VMActor.start(ctx, "vm1", gone)
+    actor.tell(DestroyNow())  # destroys, retires, then reports to its (stopped) pool and stops
+    assert wait_for(lambda: not actor.is_alive(), 10, "the VM actor to finish")
+    assert not redis.sismember(keys.completed_set("a"), "vm1")
+    assert (REGISTRY.get_sample_value("vmpooler_errors_total", labels) or 0.0) == crashed
