@@ -75,6 +75,7 @@ class ProviderActor(PooledActor):
         super().__init__(dispatcher)
         self._name = name
         self._contexts = {ctx.name: ctx for ctx in contexts}
+        self._store = contexts[0].store if contexts else None  # the process's (unfenced) store
         self._pools: dict[str, pykka.ActorRef[Any]] = {}
         self._log = get_logger(__name__, provider=name)
         self._timers: list[Handle] = []
@@ -107,8 +108,8 @@ class ProviderActor(PooledActor):
             ref.stop(block=False)
         if self._ondemand is not None:
             self._ondemand.stop(block=False)
-        if self._ownership is not None and self._contexts:
-            store = next(iter(self._contexts.values())).store
+        if self._ownership is not None and self._store is not None:
+            store = self._store
             try:  # the others take these pools at their next beat instead of after the lease
                 store.leases.release(
                     self._tokens, owner=self._ownership.manager, instance=self._ownership.instance
@@ -120,10 +121,9 @@ class ProviderActor(PooledActor):
 
     def claim_pools(self) -> None:
         """Beat, take the pools this manager should own and give the others up (see the module's doc)."""
-        own = self._ownership
-        if own is None or not self._contexts:
+        own, store = self._ownership, self._store
+        if own is None or store is None:
             return
-        store = next(iter(self._contexts.values())).store
         changed = False
         try:
             members = store.leases.beat(self._name, own.manager, own.ttl_ms)

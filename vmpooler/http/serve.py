@@ -68,8 +68,13 @@ class _DrainingChannel(HTTPChannel):
     task_class = _DrainingTask
 
 
-def drain(server: Any, channels: dict[int, Any], deadline: float) -> None:
-    """Stop accepting, let the connections finish (see the module's doc), exit by ``deadline``.
+def _connections(channels: dict[int, Any]) -> list[HTTPChannel]:
+    """The client connections in waitress's socket map (beside the listener and its trigger)."""
+    return [channel for channel in channels.values() if isinstance(channel, HTTPChannel)]
+
+
+def drain(server: Any, channels: dict[int, Any], seconds: float) -> None:
+    """Stop accepting, let the connections finish (see the module's doc), return within ``seconds``.
 
     A connection in use gets ``Connection: close`` with its next response. One idle for
     ``_IDLE_CLOSE`` seconds is closed: its client is not in the middle of a request (a client sending
@@ -78,9 +83,10 @@ def drain(server: Any, channels: dict[int, Any], deadline: float) -> None:
     _DrainingTask.draining.set()
     server.accepting = False
     server.del_channel()  # this process stops accepting; the socket stays open for the other workers
-    log.info("draining %d connection(s)", sum(1 for c in channels.values() if isinstance(c, HTTPChannel)))
+    log.info("draining %d connection(s)", len(_connections(channels)))
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        open_channels = [c for c in channels.values() if isinstance(c, HTTPChannel)]
+        open_channels = _connections(channels)
         if not open_channels:
             break
         idle_since = time.time() - _IDLE_CLOSE
@@ -89,9 +95,9 @@ def drain(server: Any, channels: dict[int, Any], deadline: float) -> None:
             if not busy and channel.last_activity < idle_since:
                 channel.will_close = True
         loop(timeout=0.05, map=channels, use_poll=True, count=1)
-    left = sum(1 for c in channels.values() if isinstance(c, HTTPChannel))
+    left = len(_connections(channels))
     if left:
-        log.warning("drained for %.0f s: closing %d connection(s) still open", DRAIN_SECONDS, left)
+        log.warning("drained for %.0f s: closing %d connection(s) still open", seconds, left)
     server.task_dispatcher.shutdown()
 
 
@@ -214,7 +220,7 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
                 timeout=server.adj.asyncore_loop_timeout, map=channels, use_poll=server.adj.asyncore_use_poll
             )
         except SystemExit:  # SIGTERM (vmpooler.supervisor._terminate)
-            drain(server, channels, time.monotonic() + DRAIN_SECONDS)
+            drain(server, channels, DRAIN_SECONDS)
     finally:
         stop.set()
         server.close()

@@ -21,6 +21,7 @@ import redis as redis_lib
 import redis.sentinel
 
 from vmpooler.errors import Fenced, StoreError, StoreUnavailable
+from vmpooler.store.fencing import FENCED
 from vmpooler.store.lean import LeanRedis, lean_capable
 
 __all__ = ["SENTINEL_SCHEME", "RedisClock", "connect", "parse_sentinel_url", "translated"]
@@ -147,11 +148,12 @@ def translated(func: Callable[_P, _R]) -> Callable[_P, _R]:
         except _DISCONNECTED as exc:
             raise StoreUnavailable(f"redis unavailable: {exc}") from exc
         except redis_lib.ResponseError as exc:
-            if str(exc).startswith(_REFUSED_FOR_NOW):
-                raise StoreUnavailable(f"redis unavailable: {exc}") from exc
-            if str(exc).startswith("FENCED"):  # vmpooler.store.fencing
-                raise Fenced(str(exc)) from exc
-            raise StoreError(f"redis error: {exc}") from exc
+            message = str(exc)
+            if message.startswith(_REFUSED_FOR_NOW):
+                raise StoreUnavailable(f"redis unavailable: {message}") from exc
+            if message.startswith(FENCED):
+                raise Fenced(message) from exc
+            raise StoreError(f"redis error: {message}") from exc
         except redis_lib.RedisError as exc:
             raise StoreError(f"redis error: {exc}") from exc
 

@@ -73,7 +73,7 @@ _WRITES = frozenset(
 )
 _SCRIPT_CALLS = frozenset({"EVALSHA", "EVAL"})
 
-_REFUSAL = "return redis.error_reply('FENCED the lease of ' .. {lease} .. ' has a newer holder')"
+_REFUSAL = f"return redis.error_reply('{FENCED} the lease of ' .. {{lease}} .. ' has a newer holder')"
 
 # appended KEYS[#KEYS] = the lease, ARGV[#ARGV] = the token, taken off before the script's own code runs
 _PRELUDE = f"""local __fence_lease = table.remove(KEYS)
@@ -91,8 +91,12 @@ return redis.call(unpack(ARGV, 2))
 """
 
 
+def _name(args: tuple[Any, ...]) -> str:
+    return args[0].upper() if isinstance(args[0], str) else ""
+
+
 def _writes(args: tuple[Any, ...]) -> bool:
-    name = args[0].upper() if isinstance(args[0], str) else ""
+    name = _name(args)
     return name in _WRITES or name in _SCRIPT_CALLS
 
 
@@ -156,7 +160,7 @@ class FencedRedis(redis_lib.Redis):
         self._call = Script(self, _CALL)
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
-        name = args[0].upper() if isinstance(args[0], str) else ""
+        name = _name(args)
         if name not in _WRITES:
             return super().execute_command(*args, **options)
         reply = self._call(keys=[self.lease_key], args=[self.token, *args])

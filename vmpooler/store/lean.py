@@ -33,8 +33,10 @@ import redis.sentinel
 
 __all__ = ["LeanRedis", "lean_capable"]
 
-# the reply errors a caller may act on, by their first word (redis-py raises the same classes)
+# the reply errors a caller may act on, by their first word (redis-py raises the same classes); LOADING
+# (Redis loading its data) and READONLY (a replica since a failover) mean "reconnect"
 _ERRORS: dict[str, type[redis_lib.RedisError]] = {
+    "LOADING": redis_lib.BusyLoadingError,
     "NOSCRIPT": redis_lib.exceptions.NoScriptError,
     "READONLY": redis_lib.exceptions.ReadOnlyError,
     "EXECABORT": redis_lib.exceptions.ExecAbortError,
@@ -43,8 +45,6 @@ _ERRORS: dict[str, type[redis_lib.RedisError]] = {
     "NOAUTH": redis_lib.exceptions.AuthenticationError,
     "WRONGPASS": redis_lib.exceptions.AuthenticationError,
 }
-# replies that mean "this connection cannot serve": Redis loading its data, or a replica after a failover
-_UNAVAILABLE: dict[str, type[redis_lib.RedisError]] = {"LOADING": redis_lib.BusyLoadingError}
 _OPTIONS_OF_SLOW_PATH = {"NEVER_DECODE", "EMPTY_RESPONSE"}
 _BUFFER = 65536
 _RESOLVE_EVERY = 1.0
@@ -60,10 +60,7 @@ def lean_capable(pool: redis_lib.ConnectionPool) -> bool:
 
 
 def _reply_error(message: str) -> Exception:
-    code = message.split(" ", 1)[0]
-    if code in _UNAVAILABLE:
-        return _UNAVAILABLE[code](message)
-    return _ERRORS.get(code, redis_lib.ResponseError)(message)
+    return _ERRORS.get(message.split(" ", 1)[0], redis_lib.ResponseError)(message)
 
 
 class _Connection:
