@@ -6,8 +6,14 @@ pool with enough ready VMs for the whole run, then measures:
 
 * sequential: median and p99 latency of each request of the cycle;
 * throughput: requests/s of the cycle mix with 1, 4 and 16 concurrent keep-alive clients
-  (client processes, so the client side is not held back by one GIL), and the CPU time the API
-  processes and redis-server spent per request meanwhile.
+  (client processes, so the client side is not held back by one GIL), the p99 latency, and the CPU
+  time the API processes, redis-server and the client processes spent per request meanwhile.
+
+``--ceiling`` also starts ``scripts/ceiling_api.py`` (Falcon on waitress laid out the same way, canned
+answers, no Redis) and prints ours / ceiling. Its throughput runs alternate with ours, ``--rounds`` of
+each at every client count, and the ratio printed is the median of the rounds' ratios: on a shared
+machine whose speed drifts by tens of percent from one minute to the next, runs taken minutes apart
+compare the machine, not the servers.
 
 ``--rate-limit`` runs the same with rate limiting on, at limits far above the load (every request
 then also runs the rate limit script).
@@ -15,18 +21,20 @@ then also runs the rate limit script).
 ``--statsd`` runs it with every metric on: a ``:statsd:`` sink pointed at a UDP listener this script
 starts (a thread that counts the lines and datagrams), and ``usage_stats: true``.
 
-Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N] [--rate-limit]
-[--statsd]``; it prints a Markdown table for docs/performance.md.
+Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N] [--rounds R] [--ceiling]
+[--rate-limit] [--statsd]``; it prints Markdown tables for docs/performance.md. ``VMPOOLER_API_THREADS``
+sizes both servers' threads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing
 import os
-import shutil
+import resource
 import socket
 import statistics
 import subprocess
@@ -34,8 +42,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import redis
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,8 +54,12 @@ sys.path.insert(0, str(REPO))
 from benchlib import free_port, pct, redis_server  # noqa: E402
 
 from vmpooler import keys  # noqa: E402
+from vmpooler.config.env import env_value  # noqa: E402
+from vmpooler.http.serve import API_THREADS  # noqa: E402
 
 POOL = "bench"
+CLIENTS = (1, 4, 16)
+MAX_CYCLES_PER_SECOND = 2500  # more than the API serves here (7,500 requests/s): VMs enough for a run
 _TICK = os.sysconf("SC_CLK_TCK")
 # Limits no benchmark reaches: what is measured is the cost of counting every request.
 RATE_LIMITS = "".join(
@@ -159,18 +173,29 @@ def _client_proc(port: int, seconds: float, start_at: float, out: multiprocessin
     done = 0
     end = start_at + seconds
     timings: list[list[float]] = [[], [], []]
+    before = resource.getrusage(resource.RUSAGE_SELF)
     while time.time() < end:
         done += client.cycle(timings)
-    out.put((done, [t for kind in timings for t in kind]))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    out.put((done, cpu, [t for kind in timings for t in kind]))
 
 
-Rate = tuple[float, float, float, float]
-"""Requests/s, API CPU µs/request, redis CPU µs/request, p99 latency (ms) of one throughput run."""
+@attrs.frozen
+class Rate:
+    """One throughput run: requests/s, CPU µs per request of the API processes, of redis-server and of
+    the load generator's client processes, and the p99 latency (ms) of every request made."""
+
+    rps: float
+    api_cpu: float
+    redis_cpu: float
+    client_cpu: float
+    p99: float
 
 
 def throughput(port: int, clients: int, seconds: float, pids: tuple[int, int | None]) -> Rate:
-    """Requests/s, CPU µs per request of the API processes and of redis-server (``pids``; None: no
-    redis, as for the ceiling), and the p99 latency of every request the clients made meanwhile."""
+    """One run of ``clients`` client processes against ``port``; ``pids``: the API's and redis-server's
+    (None: no redis, as for the ceiling), whose CPU is measured meanwhile."""
     queue: multiprocessing.Queue = multiprocessing.Queue()
     start_at = time.time() + 1.0
     procs = [
@@ -183,22 +208,25 @@ def throughput(port: int, clients: int, seconds: float, pids: tuple[int, int | N
     before = [cpu_seconds(pid) if pid else 0.0 for pid in pids]
     results = [queue.get(timeout=seconds + 60) for _ in procs]
     after = [cpu_seconds(pid) if pid else 0.0 for pid in pids]
-    total = sum(done for done, _latencies in results)
-    latencies = [t for _done, each in results for t in each]
+    total = sum(done for done, _cpu, _latencies in results)
+    latencies = [t for _done, _cpu, each in results for t in each]
     for proc in procs:
         proc.join()
     api_cpu, redis_cpu = (1e6 * (b - a) / total for a, b in zip(before, after, strict=True))
-    return total / seconds, api_cpu, redis_cpu, pct(latencies, 0.99) * 1000
+    client_cpu = 1e6 * sum(cpu for _done, cpu, _latencies in results) / total
+    return Rate(total / seconds, api_cpu, redis_cpu, client_cpu, pct(latencies, 0.99) * 1000)
 
 
-def run(
-    args: argparse.Namespace,
-    workdir: Path,
-    redis_proc: subprocess.Popen[bytes],
-    redis_port: int,
-    statsd_port: int | None = None,
-) -> tuple[list[list[float]], dict[int, Rate]]:
-    """Start ``vmpooler api`` on the private Redis, then time the sequential and concurrent runs."""
+def median_rate(runs: list[Rate]) -> Rate:
+    """Each column's median over the rounds."""
+    return Rate(*(statistics.median(getattr(r, f.name) for r in runs) for f in attrs.fields(Rate)))
+
+
+@contextlib.contextmanager
+def serve_ours(
+    args: argparse.Namespace, workdir: Path, redis_port: int, statsd_port: int | None
+) -> Iterator[tuple[int, int]]:
+    """``vmpooler api`` on the private Redis: its port and pid."""
     api_port = free_port()
     config = workdir / "vmpooler.yaml"
     text = (
@@ -217,67 +245,66 @@ def run(
     kept = ("VMPOOLER_API_THREADS", "VMPOOLER_SWITCH_INTERVAL")
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMPOOLER_") or k in kept}
     env["VMPOOLER_LOG_LEVEL"] = "WARNING"
+    command = [sys.executable, "-m", "vmpooler", "api", "--config", str(config)]
     api = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vmpooler",
-            "api",
-            "--config",
-            str(config),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(api_port),
-        ],
+        [*command, "--bind", "127.0.0.1", "--port", str(api_port)],
         cwd=workdir,
         env=env,
         stdout=subprocess.DEVNULL,
     )
     try:
-        fill(redis.Redis(port=redis_port), args.cycles + 100 + int(args.seconds * 4000 * 3))
-        return measure(args, api_port, (api.pid, redis_proc.pid))
+        wait_http(api_port)
+        yield api_port, api.pid
     finally:
         api.terminate()
         api.wait(20)
 
 
-def measure(
-    args: argparse.Namespace, port: int, pids: tuple[int, int | None]
-) -> tuple[list[list[float]], dict[int, Rate]]:
-    """The sequential timings and the throughput runs against the API on ``port``."""
-    wait_http(port)
-    seq = Client(port)
-    for _ in range(100):
-        seq.cycle()
-    timings: list[list[float]] = [[], [], []]
-    for _ in range(args.cycles):
-        seq.cycle(timings)
-    rates = {n: throughput(port, n, args.seconds, pids) for n in (1, 4, 16)}
-    return timings, rates
-
-
-def run_ceiling(
-    args: argparse.Namespace,
-) -> tuple[list[list[float]], dict[int, Rate]]:
-    """The same measurements against ``scripts/ceiling_api.py`` (the stack alone, canned answers)."""
+@contextlib.contextmanager
+def serve_ceiling(args: argparse.Namespace) -> Iterator[tuple[int, int]]:
+    """``scripts/ceiling_api.py`` (the stack alone, canned answers) laid out as ``vmpooler api`` is: its
+    port and pid."""
     port = free_port()
-    env = {**os.environ, "VMPOOLER_API_THREADS": os.environ.get("VMPOOLER_API_THREADS", "8")}
-    threads = env["VMPOOLER_API_THREADS"]
+    threads = str(env_value("VMPOOLER_API_THREADS", API_THREADS, minimum=1))
     ceiling = subprocess.Popen(
         [
             sys.executable,
             str(REPO / "scripts" / "ceiling_api.py"),
             *("--port", str(port), "--workers", str(args.workers), "--threads", threads),
         ],
-        env=env,
         stdout=subprocess.DEVNULL,
     )
     try:
-        return measure(args, port, (ceiling.pid, None))
+        wait_http(port)
+        yield port, ceiling.pid
     finally:
         ceiling.terminate()
         ceiling.wait(20)
+
+
+def sequential(port: int, cycles: int) -> list[list[float]]:
+    """Each request's latencies over ``cycles`` cycles on one connection, after a warm-up."""
+    seq = Client(port)
+    for _ in range(100):
+        seq.cycle()
+    timings: list[list[float]] = [[], [], []]
+    for _ in range(cycles):
+        seq.cycle(timings)
+    return timings
+
+
+def measure_all(
+    args: argparse.Namespace, servers: dict[str, tuple[int, int | None]]
+) -> dict[str, tuple[list[list[float]], dict[int, list[Rate]]]]:
+    """For each server (name: port and pids), the sequential timings, then its throughput runs: at
+    each client count, ``--rounds`` rounds that take the servers in turn, so a machine whose speed
+    drifts (a shared one) weighs on each alike."""
+    results = {name: (sequential(port, args.cycles), {}) for name, (port, _pids) in servers.items()}
+    for n in CLIENTS:
+        for _ in range(args.rounds):
+            for name, (port, pids) in servers.items():
+                results[name][1].setdefault(n, []).append(throughput(port, n, args.seconds, pids))
+    return results
 
 
 def main() -> int:
@@ -285,6 +312,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="API worker processes")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     parser.add_argument("--cycles", type=int, default=2000, help="sequential cycles")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="throughput runs per client count (default 1; 3 with --ceiling)",
+    )
     parser.add_argument(
         "--rate-limit", action="store_true", help="rate limiting on, limits far above the load"
     )
@@ -294,27 +327,37 @@ def main() -> int:
     parser.add_argument(
         "--ceiling",
         action="store_true",
-        help="also measure the bare stack (scripts/ceiling_api.py: Falcon + waitress, canned answers) and "
-        "print ours / ceiling",
+        help="also measure the bare stack (scripts/ceiling_api.py: Falcon + waitress, canned answers), "
+        "in rounds taken in turn with ours, and print ours / ceiling",
     )
     args = parser.parse_args()
+    if args.rounds is None:
+        args.rounds = 3 if args.ceiling else 1
 
-    workdir = Path(tempfile.mkdtemp(prefix="vmpooler-bench-"))
     listener = StatsdListener() if args.statsd else None
     try:
-        with redis_server(workdir) as (redis_proc, redis_port):
-            timings, rates = run(
-                args, workdir, redis_proc, redis_port, listener.port if listener is not None else None
-            )
-        ceiling = run_ceiling(args) if args.ceiling else None
+        with contextlib.ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vmpooler-bench-")))
+            redis_proc, redis_port = stack.enter_context(redis_server(workdir))
+            per_run = int(args.seconds * MAX_CYCLES_PER_SECOND)
+            fill(redis.Redis(port=redis_port), args.cycles + 100 + per_run * len(CLIENTS) * args.rounds)
+            statsd_port = listener.port if listener is not None else None
+            port, pid = stack.enter_context(serve_ours(args, workdir, redis_port, statsd_port))
+            servers: dict[str, tuple[int, tuple[int, int | None]]] = {
+                "vmpooler": (port, (pid, redis_proc.pid))
+            }
+            if args.ceiling:
+                port, pid = stack.enter_context(serve_ceiling(args))
+                servers["ceiling"] = (port, (pid, None))
+            results = measure_all(args, servers)
     finally:
         if listener is not None:
             listener.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
     cpu = os.cpu_count()
     limiting = "on (limits far above the load)" if args.rate_limit else "off"
-    print(f"API workers: {args.workers}, cores: {cpu}, python {sys.version.split()[0]}")
+    threads = env_value("VMPOOLER_API_THREADS", API_THREADS, minimum=1)
+    print(f"API workers: {args.workers} x {threads} threads, cores: {cpu}, python {sys.version.split()[0]}")
     print(f"rate limiting: {limiting}")
     if listener is not None:
         print(
@@ -323,16 +366,14 @@ def main() -> int:
         )
     else:
         print("metrics: Prometheus only (no sink), usage_stats off")
-    print_tables("vmpooler", args, timings, rates)
-    if ceiling is not None:
-        print_tables(
-            "ceiling (scripts/ceiling_api.py: the same stack, canned answers, no Redis)", args, *ceiling
-        )
-        print("\nours / ceiling\n")
-        print("| clients | throughput | server CPU µs/request (ours / ceiling) |\n|---|---|---|")
-        for n, (rate, api_cpu, redis_cpu, _p99) in rates.items():
-            top, top_cpu, _, _ = ceiling[1][n]
-            print(f"| {n} | {rate / top:.2f} | {api_cpu + redis_cpu:.0f} / {top_cpu:.0f} |")
+    titles = {
+        "vmpooler": "vmpooler",
+        "ceiling": "ceiling (scripts/ceiling_api.py: the same stack, canned answers, no Redis)",
+    }
+    for name, (timings, rates) in results.items():
+        print_tables(titles[name], args, timings, rates)
+    if args.ceiling:
+        print_ratios(args, results["vmpooler"][1], results["ceiling"][1])
     return 0
 
 
@@ -340,7 +381,7 @@ def print_tables(
     title: str,
     args: argparse.Namespace,
     timings: list[list[float]],
-    rates: dict[int, Rate],
+    rates: dict[int, list[Rate]],
 ) -> None:
     print(f"\n## {title}\n\nsequential, {args.cycles} cycles (ms)\n")
     print("| request | median | p99 |\n|---|---|---|")
@@ -350,12 +391,33 @@ def print_tables(
         strict=True,
     ):
         print(f"| {name} | {statistics.median(values) * 1000:.2f} | {pct(values, 0.99) * 1000:.2f} |")
-    print(f"\nthroughput of the cycle mix, {args.seconds:.0f} s per run\n")
+    rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
+    print(f"\nthroughput of the cycle mix, {args.seconds:g} s per run{rounds}\n")
     print(
-        "| clients | requests/s | p99 ms | API CPU µs/request | redis CPU µs/request |\n|---|---|---|---|---|"
+        "| clients | requests/s | p99 ms | API CPU µs/request | redis CPU µs/request "
+        "| client CPU µs/request |\n|---|---|---|---|---|---|"
     )
-    for n, (rate, api_cpu, redis_cpu, p99) in rates.items():
-        print(f"| {n} | {rate:.0f} | {p99:.1f} | {api_cpu:.0f} | {redis_cpu:.0f} |")
+    for n, runs in rates.items():
+        r = median_rate(runs)
+        print(
+            f"| {n} | {r.rps:.0f} | {r.p99:.1f} | {r.api_cpu:.0f} | {r.redis_cpu:.0f} | {r.client_cpu:.0f} |"
+        )
+
+
+def print_ratios(args: argparse.Namespace, ours: dict[int, list[Rate]], top: dict[int, list[Rate]]) -> None:
+    print(f"\nours / ceiling, {args.rounds} round(s) taken in turn (the median of the rounds' ratios)\n")
+    print(
+        "| clients | throughput | each round | p99 ms (ours / ceiling) "
+        "| server CPU µs/request (ours: API + redis / ceiling) |\n|---|---|---|---|---|"
+    )
+    for n in CLIENTS:
+        ratios = [a.rps / b.rps for a, b in zip(ours[n], top[n], strict=True)]
+        mine, theirs = median_rate(ours[n]), median_rate(top[n])
+        print(
+            f"| {n} | {statistics.median(ratios):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} "
+            f"| {mine.p99:.1f} / {theirs.p99:.1f} "
+            f"| {mine.api_cpu + mine.redis_cpu:.0f} / {theirs.api_cpu:.0f} |"
+        )
 
 
 if __name__ == "__main__":

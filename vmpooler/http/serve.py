@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from vmpooler.supervisor import Heartbeat
 
 __all__ = [
+    "API_THREADS",
     "DRAIN_SECONDS",
     "ApiWorkerArgs",
     "drain",
@@ -47,6 +48,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _WAIT_WARN_EVERY = 10.0  # seconds between the warnings of a worker waiting for published pools
+API_THREADS = 8  # each worker's waitress threads unless VMPOOLER_API_THREADS says (docs/performance.md)
 DRAIN_SECONDS = 8.0  # the most a stopping worker waits for its requests (the supervisor kills at 10)
 _IDLE_CLOSE = 2.0  # seconds without traffic after which a draining worker closes a keep-alive connection
 
@@ -127,7 +129,9 @@ class ApiWorkerArgs:
         self.config_env = config_env
         self.redis_url = redis_url
         self.sock = sock
-        self.threads = threads if threads is not None else env_value("VMPOOLER_API_THREADS", 8, minimum=1)
+        if threads is None:
+            threads = env_value("VMPOOLER_API_THREADS", API_THREADS, minimum=1)
+        self.threads = threads
 
 
 def _beat(heartbeat: Heartbeat, stop: threading.Event) -> None:
