@@ -294,12 +294,14 @@ def sequential(port: int, cycles: int) -> list[list[float]]:
 
 
 def measure_all(
-    args: argparse.Namespace, servers: dict[str, tuple[int, int | None]]
+    args: argparse.Namespace, servers: dict[str, tuple[int, tuple[int, int | None]]]
 ) -> dict[str, tuple[list[list[float]], dict[int, list[Rate]]]]:
     """For each server (name: port and pids), the sequential timings, then its throughput runs: at
     each client count, ``--rounds`` rounds that take the servers in turn, so a machine whose speed
     drifts (a shared one) weighs on each alike."""
-    results = {name: (sequential(port, args.cycles), {}) for name, (port, _pids) in servers.items()}
+    results: dict[str, tuple[list[list[float]], dict[int, list[Rate]]]] = {
+        name: (sequential(port, args.cycles), {}) for name, (port, _pids) in servers.items()
+    }
     for n in CLIENTS:
         for _ in range(args.rounds):
             for name, (port, pids) in servers.items():
