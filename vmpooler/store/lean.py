@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 import time
 from typing import Any
 
@@ -63,6 +64,21 @@ def _reply_error(message: str) -> Exception:
     return _ERRORS.get(message.split(" ", 1)[0], redis_lib.ResponseError)(message)
 
 
+def _kernel_timeouts(sock: socket.socket, timeout: float | None) -> None:
+    """Make ``sock`` blocking with its timeout kept by the kernel (``SO_RCVTIMEO``/``SO_SNDTIMEO``: a
+    send or receive that runs out fails with ``EAGAIN``, i.e. ``BlockingIOError``).
+
+    A Python socket with a timeout polls before every send and every receive: two system calls where one
+    does, and under load each system call hands the GIL to another thread and waits to get it back.
+    """
+    sock.settimeout(None)
+    if timeout:
+        whole = int(timeout)
+        interval = struct.pack("@ll", whole, min(999_999, round((timeout - whole) * 1_000_000)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, interval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
+
+
 class _Connection:
     """One socket to Redis and its reply parser; used by one thread at a time."""
 
@@ -86,7 +102,7 @@ class _Connection:
             raise redis_lib.TimeoutError(f"connecting to Redis: {exc}") from exc
         except OSError as exc:
             raise redis_lib.ConnectionError(f"connecting to Redis: {exc}") from exc
-        sock.settimeout(timeout)
+        _kernel_timeouts(sock, timeout)
         self.sock = sock
         options: dict[str, Any] = {"replyError": redis_lib.ResponseError}
         if encoding:
@@ -128,7 +144,7 @@ class _Connection:
                     raise redis_lib.ConnectionError("Redis closed the connection")
                 reader.feed(self.view, 0, n)  # type: ignore[arg-type]  # hiredis takes any buffer
                 reply = reader.gets()
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: SO_RCVTIMEO/SO_SNDTIMEO ran out
             raise redis_lib.TimeoutError(f"Redis did not answer in time: {exc}") from exc
         except OSError as exc:
             raise redis_lib.ConnectionError(f"Redis connection lost: {exc}") from exc
