@@ -53,12 +53,15 @@ class CheckoutOptions:
     request_id: str | None = None
 
 
+_HEADERS = {name: f"X-Vmpooler-{name.replace('_', '-').title()}" for name in OPTION_KEYS}
+
+
 def _option(req: falcon.Request, body: Mapping[str, Any], name: str) -> Any:
-    value = req.get_param(name)
-    if value is None:
+    value = req.get_param(name) if req.query_string else None
+    if value is None and body:
         value = body.get(name)
     if value is None:
-        value = req.get_header(f"X-Vmpooler-{name.replace('_', '-').title()}")
+        value = req.get_header(_HEADERS[name])
     return value
 
 

@@ -9,7 +9,9 @@ before the VM has an actor), so no VM is ever in two sets.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
+import os
 import secrets
 import threading
 import time
@@ -330,6 +332,26 @@ def _flat(fields: Mapping[str, str]) -> list[Any]:
     return [item for pair in fields.items() for item in pair]
 
 
+class _Nonces:
+    """Names unique to one checkout, made without a system call (``secrets`` reads the kernel's random
+    source each time, and under load a system call hands the GIL to another thread): a random prefix
+    per process, new in a forked child, and a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._count):x}"  # next() on a count is atomic under the GIL
+
+
+_NONCES = _Nonces()
+os.register_at_fork(after_in_child=_NONCES.reset)
+
+
 class VMs:
     """The VM sets and hashes: checkout and return (the API), every other transition (the manager).
 
@@ -409,7 +431,7 @@ class VMs:
         argv += [tenant, "" if quota is None else quota]
         argv.append(self._clock.deadline_ms(self._redis, self._reply_timeout))
         script_keys += [keys.TENANT_RUNNING, keys.TENANT_HELD]
-        claim = keys.checkout_claim(secrets.token_hex(12))
+        claim = keys.checkout_claim(_NONCES.next())
         try:
             reply = self._checkout(keys=[*script_keys, claim], args=argv)
         except (redis_lib.TimeoutError, redis_lib.ConnectionError):

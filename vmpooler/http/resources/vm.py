@@ -53,7 +53,8 @@ def _checkout(
         metrics.CHECKOUT_SUCCESS.labels(alloc.pool).inc()
         if ctx.config.globals.usage_stats:  # a new VM has no tags yet: only its user is known
             usage.record("allocate", {"token:user": owner.user} if owner else {}, alloc.pool)
-    log.info("checked out %s", ", ".join(f"{a.vm} ({a.pool})" for a in allocations))
+    if log.isEnabledFor(logging.INFO):
+        log.info("checked out %s", ", ".join(f"{a.vm} ({a.pool})" for a in allocations))
     resp.media = {
         "ok": True,
         **group_hostnames(ctx, allocations),
