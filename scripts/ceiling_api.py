@@ -7,7 +7,7 @@ that share it, each a waitress server with ``--threads`` threads, the same GIL s
 (``VMPOOLER_SWITCH_INTERVAL``, default 0.0005) and the same pretty-printed JSON. What it lacks is
 everything that is ours: Redis, validation, auth, logging, metrics, middleware.
 
-Usage: ``python scripts/ceiling_api.py --port P [--workers 2] [--threads 8]``; SIGTERM stops it.
+Usage: ``python scripts/ceiling_api.py --port P [--workers 2] [--threads 4]``; SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -32,7 +32,7 @@ PROCESS_VARIABLES: Mapping[str, tuple[Kind, str]] = {
     "VMPOOLER_LOG_FORMAT": (Kind.STR, "text or json (the supervisor sets it for its children: log_format)"),
     "VMPOOLER_BIND": (Kind.STR, "the address the API listens on (default 0.0.0.0)"),
     "VMPOOLER_PORT": (Kind.INT, "the port the API listens on (default 4567)"),
-    "VMPOOLER_API_THREADS": (Kind.INT, "threads per API worker process (default 8)"),
+    "VMPOOLER_API_THREADS": (Kind.INT, "threads per API worker process (default 4)"),
     "VMPOOLER_SWITCH_INTERVAL": (Kind.NUMBER, "the API workers' GIL switch interval in seconds (0.0005)"),
 }
 """Variables that set how the processes run rather than a config key; read with :func:`env_value`."""

@@ -48,7 +48,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _WAIT_WARN_EVERY = 10.0  # seconds between the warnings of a worker waiting for published pools
-API_THREADS = 8  # each worker's waitress threads unless VMPOOLER_API_THREADS says (docs/performance.md)
+API_THREADS = 4  # each worker's waitress threads unless VMPOOLER_API_THREADS says (docs/performance.md)
 DRAIN_SECONDS = 8.0  # the most a stopping worker waits for its requests (the supervisor kills at 10)
 _IDLE_CLOSE = 2.0  # seconds without traffic after which a draining worker closes a keep-alive connection
 
