@@ -9,11 +9,12 @@ pool with enough ready VMs for the whole run, then measures:
   (client processes, so the client side is not held back by one GIL), the p99 latency, and the CPU
   time the API processes, redis-server and the client processes spent per request meanwhile.
 
-``--ceiling`` also starts ``scripts/ceiling_api.py`` (Falcon on waitress laid out the same way, canned
-answers, no Redis) and prints ours / ceiling. Its throughput runs alternate with ours, ``--rounds`` of
-each at every client count, and the ratio printed is the median of the rounds' ratios: on a shared
-machine whose speed drifts by tens of percent from one minute to the next, runs taken minutes apart
-compare the machine, not the servers.
+``--ceiling`` also starts ``scripts/ceiling_api.py`` twice (Falcon on waitress laid out the same way,
+canned answers): with no Redis at all, and with one Redis round trip a request through the API's own
+client (the ceiling of any API that must touch Redis), and prints ours / each. The throughput runs
+take the servers in turn, ``--rounds`` of each at every client count, and a ratio printed is the
+median of the rounds' ratios: on a shared machine whose speed drifts by tens of percent from one
+minute to the next, runs taken minutes apart compare the machine, not the servers.
 
 ``--rate-limit`` runs the same with rate limiting on, at limits far above the load (every request
 then also runs the rate limit script).
@@ -44,6 +45,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import redis
@@ -59,6 +61,7 @@ from vmpooler.http.serve import API_THREADS  # noqa: E402
 
 POOL = "bench"
 CLIENTS = (1, 4, 16)
+_VM_FIELDS: dict[Any, Any] = {"template": POOL, "pool": POOL}  # a VM's hash as fill() writes it
 MAX_CYCLES_PER_SECOND = 2500  # more than the API serves here (7,500 requests/s): VMs enough for a run
 _TICK = os.sysconf("SC_CLK_TCK")
 # Limits no benchmark reaches: what is measured is the cost of counting every request.
@@ -128,7 +131,7 @@ def fill(client: redis.Redis, count: int) -> None:
         for i in range(count):
             vm = f"bench-{i:07d}"
             pipe.sadd(keys.ready_set(POOL), vm)
-            pipe.hset(keys.vm_hash(vm), mapping={"template": POOL, "pool": POOL})
+            pipe.hset(keys.vm_hash(vm), mapping=_VM_FIELDS)
             if i % 5000 == 4999:
                 pipe.execute()
         pipe.execute()
@@ -261,9 +264,9 @@ def serve_ours(
 
 
 @contextlib.contextmanager
-def serve_ceiling(args: argparse.Namespace) -> Iterator[tuple[int, int]]:
-    """``scripts/ceiling_api.py`` (the stack alone, canned answers) laid out as ``vmpooler api`` is: its
-    port and pid."""
+def serve_ceiling(args: argparse.Namespace, redis_url: str | None = None) -> Iterator[tuple[int, int]]:
+    """``scripts/ceiling_api.py`` (the stack alone, canned answers; with ``redis_url``, one Redis round
+    trip per request) laid out as ``vmpooler api`` is: its port and pid."""
     port = free_port()
     threads = str(env_value("VMPOOLER_API_THREADS", API_THREADS, minimum=1))
     ceiling = subprocess.Popen(
@@ -271,6 +274,7 @@ def serve_ceiling(args: argparse.Namespace) -> Iterator[tuple[int, int]]:
             sys.executable,
             str(REPO / "scripts" / "ceiling_api.py"),
             *("--port", str(port), "--workers", str(args.workers), "--threads", threads),
+            *(("--redis-url", redis_url) if redis_url else ()),
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -351,6 +355,10 @@ def main() -> int:
             if args.ceiling:
                 port, pid = stack.enter_context(serve_ceiling(args))
                 servers["ceiling"] = (port, (pid, None))
+                url = f"redis://127.0.0.1:{redis_port}/0"
+                redis.Redis(port=redis_port).hset(keys.vm_hash("ceiling-0000001"), mapping=_VM_FIELDS)
+                port, pid = stack.enter_context(serve_ceiling(args, url))
+                servers["ceiling + redis"] = (port, (pid, redis_proc.pid))
             results = measure_all(args, servers)
     finally:
         if listener is not None:
@@ -371,11 +379,13 @@ def main() -> int:
     titles = {
         "vmpooler": "vmpooler",
         "ceiling": "ceiling (scripts/ceiling_api.py: the same stack, canned answers, no Redis)",
+        "ceiling + redis": "ceiling + one Redis round trip a request (ceiling_api.py --redis-url)",
     }
     for name, (timings, rates) in results.items():
         print_tables(titles[name], args, timings, rates)
     if args.ceiling:
-        print_ratios(args, results["vmpooler"][1], results["ceiling"][1])
+        for baseline in ("ceiling", "ceiling + redis"):
+            print_ratios(args, baseline, results["vmpooler"][1], results[baseline][1])
     return 0
 
 
@@ -406,11 +416,13 @@ def print_tables(
         )
 
 
-def print_ratios(args: argparse.Namespace, ours: dict[int, list[Rate]], top: dict[int, list[Rate]]) -> None:
-    print(f"\nours / ceiling, {args.rounds} round(s) taken in turn (the median of the rounds' ratios)\n")
+def print_ratios(
+    args: argparse.Namespace, baseline: str, ours: dict[int, list[Rate]], top: dict[int, list[Rate]]
+) -> None:
+    print(f"\nours / {baseline}, {args.rounds} round(s) taken in turn (the median of the rounds' ratios)\n")
     print(
-        "| clients | throughput | each round | p99 ms (ours / ceiling) "
-        "| server CPU µs/request (ours: API + redis / ceiling) |\n|---|---|---|---|---|"
+        f"| clients | throughput | each round | p99 ms (ours / {baseline}) "
+        f"| server CPU µs/request, API + redis (ours / {baseline}) |\n|---|---|---|---|---|"
     )
     for n in CLIENTS:
         ratios = [a.rps / b.rps for a, b in zip(ours[n], top[n], strict=True)]
@@ -418,7 +430,7 @@ def print_ratios(args: argparse.Namespace, ours: dict[int, list[Rate]], top: dic
         print(
             f"| {n} | {statistics.median(ratios):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} "
             f"| {mine.p99:.1f} / {theirs.p99:.1f} "
-            f"| {mine.api_cpu + mine.redis_cpu:.0f} / {theirs.api_cpu:.0f} |"
+            f"| {mine.api_cpu + mine.redis_cpu:.0f} / {theirs.api_cpu + theirs.redis_cpu:.0f} |"
         )
 
 

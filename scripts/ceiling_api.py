@@ -7,7 +7,12 @@ that share it, each a waitress server with ``--threads`` threads, the same GIL s
 (``VMPOOLER_SWITCH_INTERVAL``, default 0.0005) and the same pretty-printed JSON. What it lacks is
 everything that is ours: Redis, validation, auth, logging, metrics, middleware.
 
-Usage: ``python scripts/ceiling_api.py --port P [--workers 2] [--threads 4]``; SIGTERM stops it.
+``--redis-url`` adds the one thing no API on Redis can do without: every request makes one round trip
+(``HGETALL`` of a small hash) through the client the API uses (``LeanRedis``), and answers the same
+canned body. That is the ceiling of an API that must touch Redis once per request.
+
+Usage: ``python scripts/ceiling_api.py --port P [--workers 2] [--threads 4] [--redis-url URL]``; SIGTERM
+stops it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ import falcon
 import falcon.media
 import waitress
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from vmpooler.store.connection import connect
+
 _VM = {
     "template": "bench",
     "lifetime": 24,
@@ -41,14 +50,28 @@ _VM = {
 }
 
 
+_HASH = "vmpooler__vm__ceiling-0000001"  # the round trip's key: a VM's hash as the benchmark fills them
+
+
 class _Checkout:
+    def __init__(self, redis_url: str | None) -> None:
+        # one round trip per request when given: the client the API's workers use, opened the same way
+        self._client = connect(redis_url, lean=True) if redis_url else None
+
+    def _round_trip(self) -> None:
+        if self._client is not None:
+            self._client.hgetall(_HASH)
+
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        self._round_trip()
         resp.media = {"ok": True, name: {"hostname": "bench-0000001.example.com"}}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        self._round_trip()
         resp.media = {"ok": True, name: _VM}
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        self._round_trip()
         resp.media = {"ok": True}
 
 
@@ -57,20 +80,20 @@ class _Health:
         resp.media = {"ok": True}
 
 
-def make_app() -> falcon.App:
+def make_app(redis_url: str | None = None) -> falcon.App:
     app = falcon.App()
     pretty = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, indent=2), loads=json.loads)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = pretty
-    app.add_route("/api/v3/vm/{name}", _Checkout())
+    app.add_route("/api/v3/vm/{name}", _Checkout(redis_url))
     app.add_route("/healthcheck", _Health())
     return app
 
 
-def _worker(sock: socket.socket, threads: int) -> None:
+def _worker(sock: socket.socket, threads: int, redis_url: str | None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sys.setswitchinterval(float(os.environ.get("VMPOOLER_SWITCH_INTERVAL", "0.0005")))
     server: Any = waitress.create_server(
-        make_app(), sockets=[sock], threads=threads, connection_limit=1000, channel_timeout=60
+        make_app(redis_url), sockets=[sock], threads=threads, connection_limit=1000, channel_timeout=60
     )
     server.run()
 
@@ -80,6 +103,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--redis-url", help="one round trip to this Redis per request")
     args = parser.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -87,7 +111,10 @@ def main() -> int:
     sock.listen(1024)
     sock.setblocking(False)
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_worker, args=(sock, args.threads)) for _ in range(args.workers)]
+    workers = [
+        context.Process(target=_worker, args=(sock, args.threads, args.redis_url))
+        for _ in range(args.workers)
+    ]
     for worker in workers:
         worker.start()
 
