@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -91,6 +92,7 @@ def make_app(redis_url: str | None = None) -> falcon.App:
 
 def _worker(sock: socket.socket, threads: int, redis_url: str | None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as vmpooler.log sets it: no queue warnings
     sys.setswitchinterval(float(os.environ.get("VMPOOLER_SWITCH_INTERVAL", "0.0005")))
     server: Any = waitress.create_server(
         make_app(redis_url), sockets=[sock], threads=threads, connection_limit=1000, channel_timeout=60
