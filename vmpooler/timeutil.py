@@ -80,6 +80,8 @@ def _parse_ruby(text: str) -> float | None:
     if text[10] != " " or text[19] != " ":
         return None
     offset = int(text[21:23]) * 3600 + int(text[23:25]) * 60
+    if offset >= 86400:  # no time zone is a day or more away (datetime.timezone would raise)
+        return None
     zone = _dt.timezone(_dt.timedelta(seconds=offset if text[20] == "+" else -offset))
     return _dt.datetime.combine(date, clock, zone).timestamp()
 
