@@ -10,6 +10,7 @@ that had been read.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -51,6 +52,7 @@ _WAIT_WARN_EVERY = 10.0  # seconds between the warnings of a worker waiting for 
 API_THREADS = 4  # each worker's waitress threads unless VMPOOLER_API_THREADS says (docs/performance.md)
 DRAIN_SECONDS = 8.0  # the most a stopping worker waits for its requests (the supervisor kills at 10)
 _IDLE_CLOSE = 2.0  # seconds without traffic after which a draining worker closes a keep-alive connection
+_STOP_CHECK = 0.2  # the longest a serving worker's loop waits before it looks whether it must stop
 
 
 class _DrainingTask(WSGITask):
@@ -132,6 +134,24 @@ class ApiWorkerArgs:
         if threads is None:
             threads = env_value("VMPOOLER_API_THREADS", API_THREADS, minimum=1)
         self.threads = threads
+
+
+def _stop_on_signal() -> threading.Event:
+    """SIGTERM and SIGUSR2 (a stop, a SIGHUP replacement) set the returned event instead of raising
+    ``SystemExit`` as the supervisor's handlers do before the worker serves: raised wherever the main
+    thread was, inside waitress's reading of a request, it lost that request (read from the socket, not
+    yet queued) and its client was cut off when the drain closed the idle-looking connection. The
+    serving loop looks at the event between its passes (each waits at most ``_STOP_CHECK``)."""
+    stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once, as vmpooler.supervisor._terminate
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGUSR2, stop)
+    return stopping
 
 
 def _beat(heartbeat: Heartbeat, stop: threading.Event) -> None:
@@ -218,13 +238,12 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         heartbeat.beat()
         threading.Thread(target=_beat, args=(heartbeat, stop), daemon=True, name="heartbeat").start()
     log.info("API worker serving on %s", args.sock.getsockname())
+    stopping = _stop_on_signal()
     try:
-        try:
-            loop(
-                timeout=server.adj.asyncore_loop_timeout, map=channels, use_poll=server.adj.asyncore_use_poll
-            )
-        except SystemExit:  # SIGTERM (vmpooler.supervisor._terminate)
-            drain(server, channels, DRAIN_SECONDS)
+        timeout = min(server.adj.asyncore_loop_timeout, _STOP_CHECK)
+        while not stopping.is_set():
+            loop(timeout=timeout, map=channels, use_poll=server.adj.asyncore_use_poll, count=1)
+        drain(server, channels, DRAIN_SECONDS)
     finally:
         stop.set()
         server.close()
