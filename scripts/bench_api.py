@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchlib import free_port, pct, redis_server  # noqa: E402
+from ceiling_api import ROUND_TRIP_VM  # noqa: E402
 
 from vmpooler import keys  # noqa: E402
 from vmpooler.config.env import env_value  # noqa: E402
@@ -356,7 +357,7 @@ def main() -> int:
                 port, pid = stack.enter_context(serve_ceiling(args))
                 servers["ceiling"] = (port, (pid, None))
                 url = f"redis://127.0.0.1:{redis_port}/0"
-                redis.Redis(port=redis_port).hset(keys.vm_hash("ceiling-0000001"), mapping=_VM_FIELDS)
+                redis.Redis(port=redis_port).hset(keys.vm_hash(ROUND_TRIP_VM), mapping=_VM_FIELDS)
                 port, pid = stack.enter_context(serve_ceiling(args, url))
                 servers["ceiling + redis"] = (port, (pid, redis_proc.pid))
             results = measure_all(args, servers)

@@ -34,6 +34,7 @@ import waitress
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from vmpooler import keys
 from vmpooler.store.connection import connect
 
 _VM = {
@@ -51,7 +52,8 @@ _VM = {
 }
 
 
-_HASH = "vmpooler__vm__ceiling-0000001"  # the round trip's key: a VM's hash as the benchmark fills them
+ROUND_TRIP_VM = "ceiling-0000001"  # the round trip reads its hash, which the benchmark writes as a VM's
+_HASH = keys.vm_hash(ROUND_TRIP_VM)
 
 
 class _Checkout:

@@ -43,18 +43,12 @@ _TOTAL = re.compile(r"I\s+refs:\s+([\d,]+)")
 def run_cycles(app_name: str, port: int, count: int) -> None:
     """The child's part (under valgrind): warm up, then ``count`` cycles through ``app_name``."""
     from ceiling_api import make_app as ceiling_app
-    from profile_api import CONFIG, cycles
+    from profile_api import cycles, our_app
 
-    from vmpooler.config import load_config_text
-    from vmpooler.http.app import create_app
-    from vmpooler.store import Store
-
-    url = f"redis://127.0.0.1:{port}/0"
     if app_name == "lean":
-        config = load_config_text(CONFIG.replace("127.0.0.1", f"127.0.0.1\n  port: {port}"), env={})
-        app = create_app(config, Store.from_url(url, lean=True))
+        app, _store = our_app(port, lean=True)
     else:
-        app = ceiling_app(url if app_name == "ceiling-redis" else None)
+        app = ceiling_app(f"redis://127.0.0.1:{port}/0" if app_name == "ceiling-redis" else None)
     cycles(app, 50, app_name == "lean")
     cycles(app, count, app_name == "lean")
 

@@ -50,6 +50,14 @@ CONFIG = (
 )
 
 
+def our_app(port: int, *, lean: bool) -> tuple[Any, Store]:
+    """The API's WSGI app on the redis-server at ``port``, its store opened as an API worker opens it
+    (``lean``) or on redis-py's pool; the caller closes the store."""
+    config = load_config_text(CONFIG.replace("127.0.0.1", f"127.0.0.1\n  port: {port}"), env={})
+    store = Store.from_url(f"redis://127.0.0.1:{port}/0", lean=lean)
+    return create_app(config, store), store
+
+
 def call(app: Callable[..., Any], method: str, path: str) -> bytes:
     """One request through the WSGI callable; the body (the status must be 200)."""
     environ = falcon.testing.create_environ(method=method, path=path)
@@ -98,17 +106,15 @@ def main() -> int:
     )
     args = parser.parse_args()
     with bench_workdir(keep=False) as workdir, redis_server(workdir) as (_proc, port):
-        url = f"redis://127.0.0.1:{port}/0"
         fill(redis.Redis(port=port), 2 * (args.cycles + 200) + 100)
-        config = load_config_text(CONFIG.replace("127.0.0.1", f"127.0.0.1\n  port: {port}"), env={})
         results = {}
         profile = cProfile.Profile() if args.profile else None
         apps = args.apps.split(",")
         for name, lean in (("redis-py", False), ("lean", True)):
             if name not in apps:
                 continue
-            store = Store.from_url(url, lean=lean)
-            results[name] = measure(create_app(config, store), args.cycles, True, profile if lean else None)
+            app, store = our_app(port, lean=lean)
+            results[name] = measure(app, args.cycles, True, profile if lean else None)
             store.close()
         if "ceiling" in apps:
             results["ceiling"] = measure(ceiling_app(), args.cycles, False)
