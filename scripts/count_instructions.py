@@ -12,7 +12,9 @@ shows.
 
 Apps: ``lean`` (ours, as an API worker opens its store), ``ceiling`` (``scripts/ceiling_api.py``:
 canned answers) and ``ceiling-redis`` (the same with one Redis round trip a request through the API's
-client). Each count runs against a private redis-server, refilled before each run.
+client). Each count runs against a private redis-server, refilled before each run, with
+``PROMETHEUS_MULTIPROC_DIR`` set as the supervisor sets it for its API workers (each metric update is
+then a write to a memory-mapped file).
 
 Usage: ``python scripts/count_instructions.py [--apps lean,ceiling,ceiling-redis] [--cycles 100]``;
 needs ``valgrind`` (Debian's package).
@@ -21,6 +23,7 @@ needs ``valgrind`` (Debian's package).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -53,9 +56,11 @@ def run_cycles(app_name: str, port: int, count: int) -> None:
     cycles(app, count, app_name == "lean")
 
 
-def instructions(app_name: str, port: int, count: int) -> int:
+def instructions(app_name: str, port: int, count: int, workdir: Path) -> int:
     """Instructions of one child process running ``count`` cycles (its start and warm-up included)."""
     fill(redis.Redis(port=port), count + 100)
+    metrics_dir = workdir / f"metrics-{app_name}-{count}"
+    metrics_dir.mkdir()
     command = [
         shutil.which("valgrind") or "valgrind",
         "--tool=callgrind",
@@ -68,7 +73,8 @@ def instructions(app_name: str, port: int, count: int) -> int:
         str(port),
         str(count),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     found = _TOTAL.search(result.stderr)
     if found is None:
         raise SystemExit(f"valgrind printed no total:\n{result.stderr[-2000:]}")
@@ -92,8 +98,8 @@ def main() -> int:
     print("| app | instructions per request |\n|---|---|")
     with bench_workdir(keep=False) as workdir, redis_server(workdir) as (_proc, port):
         for name in apps:
-            short = instructions(name, port, args.cycles)
-            long = instructions(name, port, 5 * args.cycles)
+            short = instructions(name, port, args.cycles, workdir)
+            long = instructions(name, port, 5 * args.cycles, workdir)
             print(f"| {name} | {(long - short) / (3 * 4 * args.cycles):,.0f} |", flush=True)
     return 0
 

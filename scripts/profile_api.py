@@ -39,6 +39,7 @@ from bench_api import POOL, fill  # noqa: E402
 from benchlib import bench_workdir, redis_server  # noqa: E402
 from ceiling_api import make_app as ceiling_app  # noqa: E402
 
+from vmpooler import metrics  # noqa: E402
 from vmpooler.config import load_config_text  # noqa: E402
 from vmpooler.http.app import create_app  # noqa: E402
 from vmpooler.store import Store  # noqa: E402
@@ -52,9 +53,11 @@ CONFIG = (
 
 def our_app(port: int, *, lean: bool) -> tuple[Any, Store]:
     """The API's WSGI app on the redis-server at ``port``, its store opened as an API worker opens it
-    (``lean``) or on redis-py's pool; the caller closes the store."""
+    (``lean``) or on redis-py's pool, its metric updates queued as a worker queues them; the caller
+    closes the store."""
     config = load_config_text(CONFIG.replace("127.0.0.1", f"127.0.0.1\n  port: {port}"), env={})
     store = Store.from_url(f"redis://127.0.0.1:{port}/0", lean=lean)
+    metrics.defer_updates()
     return create_app(config, store), store
 
 

@@ -29,10 +29,13 @@ the original's: more ``vmpooler_errors.<kind>`` kinds (``clone_failed``, ``destr
 
 from __future__ import annotations
 
+import bisect
+import collections
 import logging
 import os
 import re
 import struct
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -62,17 +65,24 @@ __all__ = [
     "DELETE_SUCCESS",
     "DESTROY",
     "ERRORS",
+    "FLUSH_INTERVAL",
     "HTTP_DURATION",
     "HTTP_REQUESTS",
     "HTTP_REQUESTS_VM",
     "READY",
     "RUNNING",
     "TIME_TO_READY",
+    "DeferredUpdates",
     "Mirrored",
+    "add",
     "configure_sink",
+    "defer_updates",
     "exposition",
+    "flush_updates",
+    "observe",
     "process_exited",
     "statsd_name",
+    "stop_deferring",
     "use_sink",
 ]
 
@@ -114,16 +124,159 @@ def statsd_name(template: str, values: Sequence[object]) -> str:
     return template.format(*(_UNSAFE.sub("_", str(value)) for value in values))
 
 
+# API workers' request path: counter increments and histogram observations are summed in memory and
+# written to prometheus-client every FLUSH_INTERVAL seconds (DeferredUpdates).
+FLUSH_INTERVAL = 0.1
+_deferred: DeferredUpdates | None = None
+
+
+class DeferredUpdates:
+    """Counter increments and histogram observations, queued and written in sums.
+
+    In multiprocess mode every prometheus-client update is a write to a memory-mapped file under one
+    process-wide lock, a histogram observation two; an API request made five, 14 % of its instructions
+    (docs/performance.md). Here an update is an append to a deque (atomic, so threads need no lock and
+    nothing is lost); :meth:`flush` sums what is queued per child and writes each sum once: a counter's
+    total, a histogram's sum and its per-bucket counts. A flush happens every ``interval`` seconds (a
+    daemon thread), before this process's exposition is read, and when deferral stops, so a scrape
+    shows another process's updates at most ``interval`` seconds late and none is lost at exit.
+    Gauges are never deferred (a ``set`` is the latest value, its order matters).
+    """
+
+    def __init__(self, interval: float = FLUSH_INTERVAL) -> None:
+        self._queued: collections.deque[tuple[Any, float, bool]] = collections.deque()
+        self._flushing = threading.Lock()  # one flush at a time: a scrape's waits for the timer's
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True, name="metrics-flush")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def inc(self, child: Any, amount: float) -> None:
+        if amount < 0:  # prometheus-client's own check, which the deferred write would meet too late
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self._queued.append((child, amount, False))
+
+    def observe(self, child: Any, value: float) -> None:
+        self._queued.append((child, value, True))
+
+    def flush(self) -> None:
+        """Write what is queued: each counter's sum, each histogram's observations by bucket."""
+        with self._flushing:
+            totals: dict[Any, float] = {}
+            observed: dict[Any, list[float]] = {}
+            pop = self._queued.popleft
+            while True:
+                try:
+                    child, value, histogram = pop()
+                except IndexError:
+                    break
+                if histogram:
+                    observed.setdefault(child, []).append(value)
+                else:
+                    totals[child] = totals.get(child, 0.0) + value
+            for child, total in totals.items():
+                child.inc(total)
+            for child, values in observed.items():
+                _observe_all(child, values)
+
+    def stop(self) -> None:
+        """Stop the timer and write what is left."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.flush()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.flush()
+            except Exception:  # a metric's write must not end the timer: the next flush tries again
+                log.exception("writing the queued metric updates failed")
+
+
+def _observe_all(child: Any, values: list[float]) -> None:
+    """Observations of one histogram child: its sum once and each bucket's count once, as that many
+    ``observe`` calls would have left them (the first bucket whose bound is >= the value); through
+    ``observe`` itself if this prometheus-client keeps them otherwise."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            child.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        index = bisect.bisect_left(bounds, value)
+        if index < len(counts):  # NaN falls in no bucket, as observe leaves it
+            counts[index] += 1
+    total.inc(sum(values))
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
+
+
+def add(child: Any, amount: float = 1) -> None:
+    """``child.inc(amount)`` for a Prometheus counter child, queued while this process defers."""
+    deferred = _deferred
+    if deferred is None:
+        child.inc(amount)
+    else:
+        deferred.inc(child, amount)
+
+
+def observe(child: Any, value: float) -> None:
+    """``child.observe(value)`` for a Prometheus histogram child, queued while this process defers."""
+    deferred = _deferred
+    if deferred is None:
+        child.observe(value)
+    else:
+        deferred.observe(child, value)
+
+
+def defer_updates(interval: float = FLUSH_INTERVAL) -> DeferredUpdates:
+    """Queue counter and histogram updates from now on, written every ``interval`` seconds (an API
+    worker, for its request path); stop with :func:`stop_deferring`."""
+    global _deferred
+    stop_deferring()
+    deferred = DeferredUpdates(interval)
+    deferred.start()
+    _deferred = deferred
+    return deferred
+
+
+def flush_updates() -> None:
+    """Write this process's queued updates now (before its exposition is read)."""
+    deferred = _deferred
+    if deferred is not None:
+        deferred.flush()
+
+
+def stop_deferring() -> None:
+    """Write what is queued and update directly again (an API worker's exit)."""
+    global _deferred
+    deferred, _deferred = _deferred, None
+    if deferred is not None:
+        deferred.stop()
+
+
 class _MirroredChild:
-    """One labelled child: updates the Prometheus child, then sends the dotted name to the sink."""
+    """One labelled child: updates the Prometheus child (through :func:`add`/:func:`observe` for
+    counters and histograms, so queued while the process defers), then sends the dotted name to the
+    sink at once."""
 
-    __slots__ = ("_child", "_count", "_kind", "_name")
+    __slots__ = ("_child", "_count", "_deferrable", "_kind", "_name")
 
-    def __init__(self, child: Any, name: str, kind: str, count: bool) -> None:
+    def __init__(self, child: Any, name: str, kind: str, count: bool, deferrable: bool = False) -> None:
         self._child, self._name, self._kind, self._count = child, name, kind, count
+        self._deferrable = deferrable
 
     def inc(self, amount: float = 1) -> None:
-        self._child.inc(amount)
+        if self._deferrable:
+            add(self._child, amount)
+        else:
+            self._child.inc(amount)
         self._send(amount)
 
     def set(self, value: float) -> None:
@@ -131,7 +284,10 @@ class _MirroredChild:
         self._send(value)
 
     def observe(self, value: float) -> None:
-        self._child.observe(value)
+        if self._deferrable:
+            observe(self._child, value)
+        else:
+            self._child.observe(value)
         self._send(value)
 
     def _send(self, value: float) -> None:
@@ -170,7 +326,12 @@ class Mirrored:
         self._count = count_updates
         self._labelnames: tuple[str, ...] = tuple(metric._labelnames)
         self._children: dict[tuple[object, ...], _MirroredChild] = {}
-        self._self = None if self._labelnames else _MirroredChild(metric, template, self._kind, count_updates)
+        self._deferrable = isinstance(metric, (Counter, Histogram))  # never a gauge: see DeferredUpdates
+        self._self = (
+            None
+            if self._labelnames
+            else _MirroredChild(metric, template, self._kind, count_updates, self._deferrable)
+        )
 
     @property
     def template(self) -> str:
@@ -187,7 +348,8 @@ class Mirrored:
         child = self._children.get(values)
         if child is None:
             prometheus = self._metric.labels(*values)
-            child = _MirroredChild(prometheus, statsd_name(self._template, values), self._kind, self._count)
+            name = statsd_name(self._template, values)
+            child = _MirroredChild(prometheus, name, self._kind, self._count, self._deferrable)
             self._children[values] = child
         return child
 
@@ -302,8 +464,10 @@ def exposition() -> bytes:
     """The text exposition of every metric of every process (multiprocess mode when configured).
 
     A child that exits (its live gauges' files removed) or starts (its files created) while the files
-    are read can make one reading fail; it is read again, up to three times in all.
+    are read can make one reading fail; it is read again, up to three times in all. This process's
+    queued updates (:func:`defer_updates`) are written first.
     """
+    flush_updates()
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return generate_latest()
     for _ in range(2):

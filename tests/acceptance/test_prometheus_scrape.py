@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,7 +41,7 @@ from prometheus_client.samples import Sample
 from tests.acceptance.conftest import child_pids
 from tests.support.service import BOOT_TIMEOUT, Service, free_port
 from tests.support.waiting import poll, wait_for
-from vmpooler import keys
+from vmpooler import keys, metrics
 
 pytestmark = pytest.mark.acceptance
 
@@ -184,6 +185,9 @@ def test_every_process_on_one_endpoint_and_promtool_is_satisfied(service: Servic
         return all(vm_requests(samples_of(directory, pid)) > 0 for pid in workers)
 
     wait_for(both_workers_served, 30, "both API workers to have served GET /api/v3/vm")
+    # each worker writes its queued request counts every FLUSH_INTERVAL: after this, both files hold
+    # every request above, and the scrape below reads the same counts as the files read after it
+    time.sleep(3 * metrics.FLUSH_INTERVAL)
 
     def both_pools_full() -> str | None:  # as the last pass of each pool saw it
         text = scrape(service.url("/prometheus"))

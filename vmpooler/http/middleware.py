@@ -89,8 +89,8 @@ class RequestMetrics:
                 metrics.HTTP_DURATION.labels(method, path),
             )
             self._children[code, method, path] = children
-        children[0].inc()
-        children[1].observe(elapsed)
+        metrics.add(children[0])  # queued in an API worker (metrics.defer_updates)
+        metrics.observe(children[1], elapsed)
         if self._log_requests:
             log.info("%s %s %s %.1fms", req.method, redact_path(req.relative_uri), code, elapsed * 1000)
 

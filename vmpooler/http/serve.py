@@ -202,6 +202,7 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
     config = load_config(args.config_path, env=args.config_env)
     setup_logging(logfile=config.globals.logfile)
     metrics.configure_sink(config)
+    metrics.defer_updates()  # the request path's counters and histograms, written in sums
     waiters = config.globals.queue_waiters  # each waiting checkout holds a thread (vmpooler.http.waiting)
     store = Store.from_url(
         args.redis_url,
@@ -250,3 +251,4 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         waiting.abandon(app_settings, format_time(time.time()))  # its clients are about to be cut off
         waiting.stop()  # before the store's connections close under its watcher
         store.close()
+        metrics.stop_deferring()  # the last requests' counts, written before the process exits
