@@ -73,6 +73,7 @@ class Config:
     warnings: tuple[str, ...] = attrs.field(default=(), converter=as_tuple)
     _by_name: Mapping[str, PoolConfig] = attrs.field(init=False, repr=False, eq=False)
     _aliases: Mapping[str, tuple[str, ...]] = attrs.field(init=False, repr=False, eq=False)
+    _names: frozenset[str] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         by_name: dict[str, PoolConfig] = {}
@@ -87,6 +88,8 @@ class Config:
                     targets.append(pool.name)
         object.__setattr__(self, "_by_name", FrozenDict(by_name))
         object.__setattr__(self, "_aliases", FrozenDict({k: tuple(v) for k, v in aliases.items() if v}))
+        # every checkout asks whether its names are known: built once, not per request (O(pools) each)
+        object.__setattr__(self, "_names", frozenset(by_name) | frozenset(self._aliases))
 
     @classmethod
     def from_dict(
@@ -145,7 +148,7 @@ class Config:
     @property
     def pool_names(self) -> frozenset[str]:
         """Every name a client may request: pool names and aliases."""
-        return frozenset(self._by_name) | frozenset(self._aliases)
+        return self._names
 
     def alias_pools(self, name: str) -> tuple[str, ...]:
         """The pools that list ``name`` as an alias, in config order (a pool never aliases itself)."""
