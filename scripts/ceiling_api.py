@@ -4,15 +4,17 @@ three routes of the benchmark's cycle with canned JSON and no Redis (``scripts/b
 
 Same layout as the real API: the parent binds the listening socket and starts ``--workers`` processes
 that share it, each a waitress server with ``--threads`` threads, the same GIL switch interval
-(``VMPOOLER_SWITCH_INTERVAL``, default 0.0005) and the same pretty-printed JSON. What it lacks is
+(``VMPOOLER_SWITCH_INTERVAL``, default 0.0005), the same pretty-printed JSON and the API worker's
+waitress channel (``vmpooler.http.serve.WorkerChannel``: a response's header and body in one send;
+``--plain-waitress`` serves through waitress's own, which sends them apart). What it lacks is
 everything that is ours: Redis, validation, auth, logging, metrics, middleware.
 
 ``--redis-url`` adds the one thing no API on Redis can do without: every request makes one round trip
 (``HGETALL`` of a small hash) through the client the API uses (``LeanRedis``), and answers the same
 canned body. That is the ceiling of an API that must touch Redis once per request.
 
-Usage: ``python scripts/ceiling_api.py --port P [--workers 2] [--threads 4] [--redis-url URL]``; SIGTERM
-stops it.
+Usage: ``python scripts/ceiling_api.py --port P [--workers 2] [--threads 4] [--redis-url URL]
+[--plain-waitress]``; SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import waitress
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from vmpooler import keys
+from vmpooler.http.serve import WorkerChannel
 from vmpooler.store.connection import connect
 
 _VM = {
@@ -92,13 +95,15 @@ def make_app(redis_url: str | None = None) -> falcon.App:
     return app
 
 
-def _worker(sock: socket.socket, threads: int, redis_url: str | None) -> None:
+def _worker(sock: socket.socket, threads: int, redis_url: str | None, plain: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as vmpooler.log sets it: no queue warnings
     sys.setswitchinterval(float(os.environ.get("VMPOOLER_SWITCH_INTERVAL", "0.0005")))
     server: Any = waitress.create_server(
         make_app(redis_url), sockets=[sock], threads=threads, connection_limit=1000, channel_timeout=60
     )
+    if not plain:  # as an API worker serves: its header and body in one send
+        server.channel_class = WorkerChannel
     server.run()
 
 
@@ -108,6 +113,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--redis-url", help="one round trip to this Redis per request")
+    parser.add_argument(
+        "--plain-waitress", action="store_true", help="waitress's own channel (header and body sent apart)"
+    )
     args = parser.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -116,7 +124,7 @@ def main() -> int:
     sock.setblocking(False)
     context = multiprocessing.get_context("fork")
     workers = [
-        context.Process(target=_worker, args=(sock, args.threads, args.redis_url))
+        context.Process(target=_worker, args=(sock, args.threads, args.redis_url, args.plain_waitress))
         for _ in range(args.workers)
     ]
     for worker in workers:

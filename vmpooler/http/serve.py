@@ -40,6 +40,8 @@ __all__ = [
     "API_THREADS",
     "DRAIN_SECONDS",
     "ApiWorkerArgs",
+    "WorkerChannel",
+    "WorkerTask",
     "drain",
     "listen",
     "run_api_worker",
@@ -55,10 +57,11 @@ _IDLE_CLOSE = 2.0  # seconds without traffic after which a draining worker close
 _STOP_CHECK = 0.2  # the longest a serving worker's loop waits before it looks whether it must stop
 
 
-class _DrainingTask(WSGITask):
-    """A request's task that, once its worker drains, answers with ``Connection: close`` (waitress
-    forbids the application that hop-by-hop header, so the task adds it) and closes the connection
-    after the response: the client's next request goes to another worker."""
+class WorkerTask(WSGITask):
+    """A request's task as an API worker runs it: its header and a whole body leave in one send; once
+    its worker drains, it answers with ``Connection: close`` (waitress forbids the application that
+    hop-by-hop header, so the task adds it) and closes the connection after the response: the client's
+    next request goes to another worker."""
 
     draining = threading.Event()  # one server per process: set by ``drain``
 
@@ -67,9 +70,29 @@ class _DrainingTask(WSGITask):
             self.set_close_on_finish()
         return bytes(super().build_response_header())
 
+    def write(self, data: bytes) -> None:
+        """A whole body written at once goes out with its header in one ``write_soon``: waitress
+        sends each ``write_soon`` at once, so a header and body written apart left as two segments,
+        two system calls here and two wake-ups of the client."""
+        if (
+            not self.wrote_header
+            and self.complete
+            and data
+            and self.content_length == len(data)
+            and self.has_body
+        ):
+            header = self.build_response_header()
+            self.wrote_header = True
+            self.content_bytes_written = len(data)
+            self.channel.write_soon(header + data)
+            return
+        super().write(data)
 
-class _DrainingChannel(HTTPChannel):
-    task_class = _DrainingTask
+
+class WorkerChannel(HTTPChannel):
+    """waitress's connection, running each request as a :class:`WorkerTask`."""
+
+    task_class = WorkerTask
 
 
 def _connections(channels: dict[int, Any]) -> list[HTTPChannel]:
@@ -84,7 +107,7 @@ def drain(server: Any, channels: dict[int, Any], seconds: float) -> None:
     ``_IDLE_CLOSE`` seconds is closed: its client is not in the middle of a request (a client sending
     just as the connection closes is the race every HTTP server has; the longer the idle time, the
     rarer)."""
-    _DrainingTask.draining.set()
+    WorkerTask.draining.set()
     server.accepting = False
     server.del_channel()  # this process stops accepting; the socket stays open for the other workers
     log.info("draining %d connection(s)", len(_connections(channels)))
@@ -230,7 +253,7 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         # without reading them, with a plain-text 413 (its error pages cannot be JSON).
         max_request_body_size=4 * config.globals.max_request_body,
     )
-    server.channel_class = _DrainingChannel
+    server.channel_class = WorkerChannel
     # each waiting checkout holds a thread: one more while it waits, so the other routes keep theirs
     dispatcher = server.task_dispatcher
     waiting.on_count = lambda count: dispatcher.set_thread_count(args.threads + count)

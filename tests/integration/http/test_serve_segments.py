@@ -1,0 +1,84 @@
+"""An API worker's responses leave in one send: header and body together (``http/serve.py``'s task).
+
+waitress sends each piece the moment it is written, so a header and body written apart left as two
+segments, two system calls and two wake-ups of the client. A real waitress server on a loopback port
+serves a small WSGI app through the worker's channel class; a subclass of it records each ``send``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import waitress
+
+from vmpooler.http.serve import WorkerChannel
+
+BODY = b'{"ok": true, "bench": {"hostname": "bench-0000001.example.com"}}'
+
+
+class CountingChannel(WorkerChannel):
+    """The worker's channel, recording what each ``send`` carried."""
+
+    sent: list[bytes] = []
+
+    def send(self, data: Any, do_close: bool = True) -> int:
+        CountingChannel.sent.append(bytes(data))
+        return int(super().send(data, do_close))
+
+
+def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    path = environ["PATH_INFO"]
+    if path == "/empty":
+        start_response("204 No Content", [])
+        return []
+    if path == "/pieces":  # a declared length, written in two parts
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
+        return [b"abc", b"def"]
+    if path == "/unsized":  # no length: waitress chunks it
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"abc", b"def"]
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=2)
+    server.channel_class = CountingChannel
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield int(server.effective_port)
+    finally:
+        server.close()
+        thread.join(5)
+
+
+def request(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def test_a_whole_body_leaves_with_its_header_in_one_send(port: int) -> None:
+    CountingChannel.sent.clear()
+    status, headers, body = request(port, "GET", "/vm")
+    assert (status, body, headers["Content-Length"]) == (200, BODY, str(len(BODY)))
+    [sent] = CountingChannel.sent
+    assert sent.startswith(b"HTTP/1.1 200 OK\r\n") and sent.endswith(BODY)
+
+
+def test_other_responses_are_what_waitress_writes(port: int) -> None:
+    assert request(port, "HEAD", "/vm")[::2] == (200, b"")
+    assert request(port, "GET", "/empty")[::2] == (204, b"")
+    assert request(port, "GET", "/pieces")[::2] == (200, b"abcdef")
+    status, headers, body = request(port, "GET", "/unsized")
+    assert (status, body, headers.get("Transfer-Encoding")) == (200, b"abcdef", "chunked")
