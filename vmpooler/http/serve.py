@@ -64,6 +64,7 @@ class WorkerTask(WSGITask):
     next request goes to another worker."""
 
     draining = threading.Event()  # one server per process: set by ``drain``
+    wrote_header: bool  # waitress's, set as it writes the header
 
     def build_response_header(self) -> bytes:
         if self.draining.is_set():
