@@ -22,6 +22,7 @@ import redis as redis_lib
 
 from tests.conftest import redis_server_binary
 from tests.support.service import free_port
+from vmpooler.store import lean as lean_module
 from vmpooler.store.connection import connect
 from vmpooler.store.lean import LeanRedis
 
@@ -308,6 +309,36 @@ def test_values_round_trip(plain: redis_lib.Redis, lean: LeanRedis, value: Any, 
     assert plain.get("k") == stored
     plain.set("p", value)
     assert lean.get("p") == plain.get("p")
+
+
+def test_equal_values_of_other_types_pack_as_their_own(lean: LeanRedis) -> None:
+    """The packer keeps the wire form of integers it has seen: 1.0 (equal to 1, and hashed alike) is
+    still sent as "1.0", and True still refused as redis-py refuses it."""
+    assert lean.set("k", 1)
+    assert lean.set("k", 1.0)
+    assert lean.get("k") == "1.0"
+    with pytest.raises(redis_lib.DataError):
+        lean.set("k", True)
+    assert lean.set("k", 1)
+    assert lean.get("k") == "1"
+
+
+def test_packer_memory_is_bounded(lean: LeanRedis) -> None:
+    """Names seen once (VMs, claims, times) fill the packer's memory; full, it starts again."""
+    for i in range(lean_module._MAX_SEGMENTS + 50):
+        assert lean.set(f"once-{i}", i)
+        assert len(lean_module._SEGMENTS) <= lean_module._MAX_SEGMENTS
+    assert lean.mget("once-7", f"once-{lean_module._MAX_SEGMENTS + 49}") == [
+        "7",
+        str(lean_module._MAX_SEGMENTS + 49),
+    ]
+
+
+def test_a_response_callback_set_later_applies(lean: LeanRedis) -> None:
+    assert lean.set("k", "v")
+    assert lean.get("k") == "v"
+    lean.set_response_callback("GET", lambda reply, **_: f"<{reply}>")
+    assert lean.get("k") == "<v>"
 
 
 def test_raw_bytes_and_unicode_keys(redis_url: str, lean: LeanRedis) -> None:

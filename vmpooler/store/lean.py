@@ -47,6 +47,7 @@ _ERRORS: dict[str, type[redis_lib.RedisError]] = {
     "WRONGPASS": redis_lib.exceptions.AuthenticationError,
 }
 _OPTIONS_OF_SLOW_PATH = {"NEVER_DECODE", "EMPTY_RESPONSE"}
+_UNKNOWN = object()
 _BUFFER = 65536
 _RESOLVE_EVERY = 1.0
 
@@ -156,29 +157,34 @@ class _Connection:
         self.sock.close()
 
 
-_SEGMENTS: dict[str, bytes] = {}  # the wire form of short strings seen before (key prefixes, script SHAs...)
+# the wire form of short strings and integers seen before (key prefixes, script SHAs, counts...); when
+# full it is emptied and learns again, so names seen once (VMs, claims, times) cannot crowd out the rest
+_SEGMENTS: dict[str | int, bytes] = {}
 _MAX_SEGMENTS = 4096
 _MAX_SEGMENT_TEXT = 64  # longer strings (values, bodies) are packed afresh each time, never kept
 
 
-def _pack(args: tuple[Any, ...], encode: Any) -> bytearray:
-    """RESP for one command: ``str`` as UTF-8, ``bytes`` as they are, the rest through ``encode``
-    (redis-py's encoder: numbers by ``repr``; ``bool`` and ``None`` raise its ``DataError``)."""
-    out = bytearray(b"*%d\r\n" % len(args))
+def _pack(args: tuple[Any, ...], encode: Any) -> bytes:
+    """RESP for one command: ``str`` as UTF-8, ``bytes`` as they are, ``int`` in decimal, the rest through
+    ``encode`` (redis-py's encoder: floats by ``repr``; ``bool`` and ``None`` raise its ``DataError``)."""
+    out = [b"*%d\r\n" % len(args)]
     segments = _SEGMENTS
     for arg in args:
-        if type(arg) is str:
+        kind = type(arg)
+        if kind is str or kind is int:  # never bool (a subclass) or float: 1.0 == 1 but packs as "1.0"
             segment = segments.get(arg)
             if segment is None:
-                data = arg.encode()
+                data = arg.encode() if kind is str else b"%d" % arg
                 segment = b"$%d\r\n%b\r\n" % (len(data), data)
-                if len(arg) <= _MAX_SEGMENT_TEXT and len(segments) < _MAX_SEGMENTS:
+                if len(data) <= _MAX_SEGMENT_TEXT:
+                    if len(segments) >= _MAX_SEGMENTS:
+                        segments.clear()
                     segments[arg] = segment
-            out += segment
         else:
-            data = arg if type(arg) is bytes else bytes(encode(arg))
-            out += b"$%d\r\n%b\r\n" % (len(data), data)
-    return out
+            data = arg if kind is bytes else bytes(encode(arg))
+            segment = b"$%d\r\n%b\r\n" % (len(data), data)
+        out.append(segment)
+    return b"".join(out)
 
 
 class _LeanScript(redis_lib.commands.core.Script):
@@ -217,6 +223,7 @@ class LeanRedis(redis_lib.Redis):
         self._max_idle = max_idle
         self._pid = os.getpid()
         self._encode = self.get_encoder().encode
+        self._callback_of: dict[str, Any] = {}  # see _callback
         # behind Sentinel: the primary's address, asked of the sentinels at most every _RESOLVE_EVERY s
         pool = connection_pool
         self._resolve = (
@@ -247,11 +254,25 @@ class LeanRedis(redis_lib.Redis):
                 self._give(conn)
             raise error
         self._give(conn)
-        callbacks = self.response_callbacks  # a CaseInsensitiveDict: `in` and [] fold case, get() does not
-        if name not in callbacks:
+        callback = self._callback_of.get(name, _UNKNOWN)
+        if callback is _UNKNOWN:
+            callback = self._callback(name)
+        if callback is None:
             return reply
         options.pop("keys", None)
-        return callbacks[name](reply, **options)
+        return callback(reply, **options)
+
+    def _callback(self, name: str) -> Any:
+        """redis-py's reply callback of command ``name`` (None: the reply as it is), kept by the name as
+        sent: ``response_callbacks`` is a ``CaseInsensitiveDict`` that folds case on every lookup."""
+        callbacks = self.response_callbacks
+        callback = callbacks[name] if name in callbacks else None  # noqa: SIM401 (its get() does not fold case)
+        self._callback_of[name] = callback
+        return callback
+
+    def set_response_callback(self, command: str, callback: Any) -> None:
+        super().set_response_callback(command, callback)
+        self._callback_of = {}
 
     def register_script(self, script: Any) -> Any:
         return _LeanScript(self, script)
