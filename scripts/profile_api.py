@@ -51,13 +51,13 @@ CONFIG = (
 )
 
 
-def our_app(port: int, *, lean: bool) -> tuple[Any, Store]:
+def our_app(port: int, *, lean: bool, flush_interval: float = metrics.FLUSH_INTERVAL) -> tuple[Any, Store]:
     """The API's WSGI app on the redis-server at ``port``, its store opened as an API worker opens it
-    (``lean``) or on redis-py's pool, its metric updates queued as a worker queues them; the caller
-    closes the store."""
+    (``lean``) or on redis-py's pool, its metric updates queued as a worker queues them (written every
+    ``flush_interval`` seconds); the caller closes the store."""
     config = load_config_text(CONFIG.replace("127.0.0.1", f"127.0.0.1\n  port: {port}"), env={})
     store = Store.from_url(f"redis://127.0.0.1:{port}/0", lean=lean)
-    metrics.defer_updates()
+    metrics.defer_updates(flush_interval)
     return create_app(config, store), store
 
 

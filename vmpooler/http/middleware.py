@@ -70,7 +70,7 @@ class RequestMetrics:
         self._log_requests = log_requests
         # the labelled children by (code, method, path): prometheus-client's labels() takes a lock and
         # builds its key on every call; its children live as long as the process, and so do these
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[Any, str, str], tuple[Any, Any]] = {}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -80,19 +80,30 @@ class RequestMetrics:
     ) -> None:
         path = metric_path(req.path)
         elapsed = time.perf_counter() - getattr(req.context, "started", time.perf_counter())
-        code = resp.status.split(" ", 1)[0] if isinstance(resp.status, str) else str(resp.status)
-        method = req.method.lower()
-        children = self._children.get((code, method, path))
+        status = resp.status
+        children = self._children.get((status, req.method, path))  # labels made once per status and route
         if children is None:
-            children = (
-                metrics.HTTP_REQUESTS.labels(code, method, path),
-                metrics.HTTP_DURATION.labels(method, path),
-            )
-            self._children[code, method, path] = children
+            children = self._labelled(status, req.method, path)
         metrics.add(children[0])  # queued in an API worker (metrics.defer_updates)
         metrics.observe(children[1], elapsed)
         if self._log_requests:
-            log.info("%s %s %s %.1fms", req.method, redact_path(req.relative_uri), code, elapsed * 1000)
+            log.info(
+                "%s %s %s %.1fms", req.method, redact_path(req.relative_uri), _code(status), elapsed * 1000
+            )
+
+    def _labelled(self, status: Any, method: str, path: str) -> tuple[Any, Any]:
+        lower = method.lower()
+        children = (
+            metrics.HTTP_REQUESTS.labels(_code(status), lower, path),
+            metrics.HTTP_DURATION.labels(lower, path),
+        )
+        self._children[status, method, path] = children
+        return children
+
+
+def _code(status: Any) -> str:
+    """The code of a Falcon status (``"200 OK"``, ``200`` or an ``HTTPStatus``) as text: ``"200"``."""
+    return status.split(" ", 1)[0] if isinstance(status, str) else str(status)
 
 
 # Below about 1 KiB a response fits in one TCP segment together with its headers, so compressing it
@@ -172,7 +183,9 @@ class BodyLimit:
         self._limit = limit
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        length = req.content_length
+        if not req.env.get("CONTENT_LENGTH"):  # no body (most requests): nothing to parse
+            return
+        length = req.content_length  # a malformed header is Falcon's 400
         if length is not None and length > self._limit:
             raise ApiError(413, error="Request body too large")
 
@@ -197,10 +210,10 @@ class GzipResponses:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        if resp.stream is not None or resp.status_code in _NO_BODY:
+        if resp.stream is not None:
             return
         body = resp.render_body()  # Falcon keeps the rendered media: no second serialization
-        if body is None or len(body) < self._min_size:
+        if body is None or len(body) < self._min_size or resp.status_code in _NO_BODY:
             return
         content_type = resp.content_type or resp.options.default_media_type or ""
         if not _COMPRESSIBLE.match(content_type) or self._excluded(resp):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from vmpooler.textnum import whole_number
@@ -11,6 +12,8 @@ if TYPE_CHECKING:
     from vmpooler.http.context import ApiContext
 
 __all__ = ["describe_vm", "vm_state"]
+
+_TAG_OR_SNAPSHOT = re.compile("tag:|snapshot:").match
 
 
 def vm_state(data: dict[str, str]) -> str:
@@ -52,12 +55,14 @@ def describe_vm(ctx: ApiContext, vm: str, data: dict[str, str]) -> dict[str, Any
         destroyed = parse_time(data.get("destroy"))
         info["running"] = _hours((destroyed or now) - checkout)
     info["state"] = state
-    tags = {k[4:]: v for k, v in data.items() if k.startswith("tag:")}
-    if tags:
-        info["tags"] = tags
-    snapshots = [k[9:] for k in data if k.startswith("snapshot:")]
-    if snapshots:
-        info["snapshots"] = snapshots
+    special = list(filter(_TAG_OR_SNAPSHOT, data))  # in C: most VMs have neither
+    if special:
+        tags = {k[4:]: data[k] for k in special if k[0] == "t"}
+        if tags:
+            info["tags"] = tags
+        snapshots = [k[9:] for k in special if k[0] == "s"]
+        if snapshots:
+            info["snapshots"] = snapshots
     if data.get("disk"):
         info["disk"] = [d for d in data["disk"].split(":") if d]
     info["ip"] = data.get("ip", "")
