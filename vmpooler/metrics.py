@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import itertools
 import logging
 import os
 import re
@@ -131,20 +132,26 @@ _deferred: DeferredUpdates | None = None
 
 
 class DeferredUpdates:
-    """Counter increments and histogram observations, queued and written in sums.
+    """Counter increments and histogram observations, kept in memory and written in sums.
 
     In multiprocess mode every prometheus-client update is a write to a memory-mapped file under one
     process-wide lock, a histogram observation two; an API request made five, 14 % of its instructions
-    (docs/performance.md). Here an update is an append to a deque (atomic, so threads need no lock and
-    nothing is lost); :meth:`flush` sums what is queued per child and writes each sum once: a counter's
-    total, a histogram's sum and its per-bucket counts. A flush happens every ``interval`` seconds (a
-    daemon thread), before this process's exposition is read, and when deferral stops, so a scrape
-    shows another process's updates at most ``interval`` seconds late and none is lost at exit.
-    Gauges are never deferred (a ``set`` is the latest value, its order matters).
+    (docs/performance.md). Here nothing takes a lock and nothing is lost between threads: an increment
+    by 1 (nearly all of them) is a ``next()`` of the child's own ``itertools.count``, atomic in C; an
+    observation is an append to the child's own list; any other increment an append to a queue.
+    :meth:`flush` writes each child once: a counter's increments since the last flush (its count's
+    advance), a histogram's sum and its per-bucket counts. A flush happens every ``interval`` seconds (a
+    daemon thread), before this process's exposition is read, and when deferral stops, so a scrape shows
+    another process's updates at most ``interval`` seconds late and none is lost at exit. Gauges are
+    never deferred (a ``set`` is the latest value, its order matters).
     """
 
     def __init__(self, interval: float = FLUSH_INTERVAL) -> None:
-        self._queued: collections.deque[tuple[Any, float, bool]] = collections.deque()
+        # child -> its count; child -> what that count's next() answered at the last flush, plus one
+        self.counts: dict[Any, itertools.count[int]] = {}
+        self._flushed: dict[Any, int] = {}
+        self.observed: dict[Any, list[float]] = {}  # child -> its observations since the last flush
+        self._queued: collections.deque[tuple[Any, float]] = collections.deque()  # other increments
         self._flushing = threading.Lock()  # one flush at a time: a scrape's waits for the timer's
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True, name="metrics-flush")
@@ -152,33 +159,54 @@ class DeferredUpdates:
     def start(self) -> None:
         self._thread.start()
 
+    def count_of(self, child: Any) -> itertools.count[int]:
+        """``child``'s count, made on its first increment (``setdefault``: one, whichever thread wins)."""
+        return self.counts.setdefault(child, itertools.count())
+
+    def values_of(self, child: Any) -> list[float]:
+        """``child``'s list of observations, made on its first one."""
+        return self.observed.setdefault(child, [])
+
     def inc(self, child: Any, amount: float) -> None:
+        if amount == 1:
+            next(self.counts.get(child) or self.count_of(child))
+            return
         if amount < 0:  # prometheus-client's own check, which the deferred write would meet too late
             raise ValueError("Counters can only be incremented by non-negative amounts.")
-        self._queued.append((child, amount, False))
+        self._queued.append((child, amount))
 
     def observe(self, child: Any, value: float) -> None:
-        self._queued.append((child, value, True))
+        values = self.observed.get(child)
+        if values is None:
+            values = self.values_of(child)
+        values.append(value)
 
     def flush(self) -> None:
-        """Write what is queued: each counter's sum, each histogram's observations by bucket."""
+        """Write what was counted, queued and observed since the last flush."""
         with self._flushing:
             totals: dict[Any, float] = {}
-            observed: dict[Any, list[float]] = {}
+            flushed = self._flushed
+            for child, count in list(self.counts.items()):
+                now = next(count)  # every increment so far took one number, each flush one more
+                done = now - flushed.get(child, 0)
+                flushed[child] = now + 1
+                if done:
+                    totals[child] = done
             pop = self._queued.popleft
             while True:
                 try:
-                    child, value, histogram = pop()
+                    child, amount = pop()
                 except IndexError:
                     break
-                if histogram:
-                    observed.setdefault(child, []).append(value)
-                else:
-                    totals[child] = totals.get(child, 0.0) + value
+                totals[child] = totals.get(child, 0.0) + amount
             for child, total in totals.items():
                 child.inc(total)
-            for child, values in observed.items():
-                _observe_all(child, values)
+            for child, values in list(self.observed.items()):
+                taken = len(values)
+                if taken:
+                    batch = values[:taken]
+                    del values[:taken]  # appends only go after the end: none made meanwhile is lost
+                    _observe_all(child, batch)
 
     def stop(self) -> None:
         """Stop the timer and write what is left."""
@@ -218,21 +246,28 @@ def _observe_all(child: Any, values: list[float]) -> None:
 
 
 def add(child: Any, amount: float = 1) -> None:
-    """``child.inc(amount)`` for a Prometheus counter child, queued while this process defers."""
+    """``child.inc(amount)`` for a Prometheus counter child, kept for the next flush while this process
+    defers."""
     deferred = _deferred
     if deferred is None:
         child.inc(amount)
+    elif amount == 1:  # DeferredUpdates.inc's own first case, without a call
+        next(deferred.counts.get(child) or deferred.count_of(child))
     else:
         deferred.inc(child, amount)
 
 
 def observe(child: Any, value: float) -> None:
-    """``child.observe(value)`` for a Prometheus histogram child, queued while this process defers."""
+    """``child.observe(value)`` for a Prometheus histogram child, kept for the next flush while this
+    process defers."""
     deferred = _deferred
     if deferred is None:
         child.observe(value)
-    else:
-        deferred.observe(child, value)
+        return
+    values = deferred.observed.get(child)  # DeferredUpdates.observe, without a call
+    if values is None:
+        values = deferred.values_of(child)
+    values.append(value)
 
 
 def defer_updates(interval: float = FLUSH_INTERVAL) -> DeferredUpdates:

@@ -110,6 +110,39 @@ def test_nothing_is_lost_between_threads_and_a_busy_timer(registry: CollectorReg
     assert registry.get_sample_value("busy_total") == 80_000
 
 
+def test_no_observation_is_lost_between_threads_and_a_busy_timer(registry: CollectorRegistry) -> None:
+    histogram = Histogram("busy_seconds", "b", buckets=BUCKETS, registry=registry)
+    metrics.defer_updates(interval=0.001)
+    try:
+        threads = [
+            threading.Thread(target=lambda v=v: [metrics.observe(histogram, v) for _ in range(20_000)])
+            for v in (0.001, 0.05, 0.5, 5.0)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        metrics.stop_deferring()
+    assert registry.get_sample_value("busy_seconds_count") == 80_000
+    assert registry.get_sample_value("busy_seconds_bucket", {"le": "0.005"}) == 20_000
+    assert registry.get_sample_value("busy_seconds_bucket", {"le": "1.0"}) == 60_000
+    assert registry.get_sample_value("busy_seconds_sum") == pytest.approx(20_000 * 5.551)
+
+
+def test_counts_of_one_and_other_amounts_add_up_over_flushes(
+    registry: CollectorRegistry, deferring: metrics.DeferredUpdates
+) -> None:
+    counter = Counter("mixed", "m", registry=registry)
+    for flush in range(3):
+        for _ in range(flush + 2):
+            metrics.add(counter)
+        metrics.add(counter, 0.5)
+        metrics.flush_updates()
+    metrics.flush_updates()  # nothing new: nothing added
+    assert registry.get_sample_value("mixed_total") == (2 + 3 + 4) + 3 * 0.5
+
+
 def test_a_negative_increment_is_refused_when_made(deferring: metrics.DeferredUpdates) -> None:
     counter = Counter("neg", "n", registry=CollectorRegistry())
     with pytest.raises(ValueError, match="non-negative"):
