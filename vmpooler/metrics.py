@@ -308,11 +308,16 @@ class _MirroredChild:
         self._deferrable = deferrable
 
     def inc(self, amount: float = 1) -> None:
-        if self._deferrable:
-            add(self._child, amount)
-        else:
+        deferred = _deferred
+        if not self._deferrable:
             self._child.inc(amount)
-        self._send(amount)
+        elif deferred is not None and amount == 1:  # add()'s common case, without two more calls
+            next(deferred.counts.get(self._child) or deferred.count_of(self._child))
+        else:
+            add(self._child, amount)
+        sink = _sink
+        if sink is not None:
+            sink.send(self._name, 1 if self._count else amount, self._kind)
 
     def set(self, value: float) -> None:
         self._child.set(value)

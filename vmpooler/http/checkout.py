@@ -53,7 +53,10 @@ class CheckoutOptions:
     request_id: str | None = None
 
 
-_HEADERS = {name: f"X-Vmpooler-{name.replace('_', '-').title()}" for name in OPTION_KEYS}
+_DEFAULTS = CheckoutOptions()
+# each option's header (X-Vmpooler-Wait, ...) by its WSGI environ key, as Falcon's get_header finds it
+_HEADER_KEYS = {name: f"HTTP_X_VMPOOLER_{name.upper()}" for name in OPTION_KEYS}
+_ANY_HEADER = tuple(_HEADER_KEYS.values())
 
 
 def _option(req: falcon.Request, body: Mapping[str, Any], name: str) -> Any:
@@ -61,7 +64,7 @@ def _option(req: falcon.Request, body: Mapping[str, Any], name: str) -> Any:
     if value is None and body:
         value = body.get(name)
     if value is None:
-        value = req.get_header(_HEADERS[name])
+        value = req.env.get(_HEADER_KEYS[name])
     return value
 
 
@@ -87,6 +90,9 @@ def allow_priority(ctx: ApiContext, owner: Owner | None, priority: int) -> None:
 
 def checkout_options(ctx: ApiContext, req: falcon.Request, body: Mapping[str, Any]) -> CheckoutOptions:
     """The checkout's options, validated (400 with the reason otherwise)."""
+    env = req.env
+    if not (req.query_string or body) and not any(key in env for key in _ANY_HEADER):
+        return _DEFAULTS  # none given (most checkouts): wait 0, priority 2
     wait_text = _option(req, body, "wait")
     wait = 0.0
     if wait_text is not None:

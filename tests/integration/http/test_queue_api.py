@@ -79,6 +79,37 @@ def test_wait_comes_from_the_query_the_body_or_the_header(api, redis, how):
         assert redis.hget(keys.queue_request("body-req-1"), "status") == "served"
 
 
+def test_every_option_comes_from_its_header(api, redis):
+    add_ready(redis, DEB, "d1")
+    headers = {
+        "X-Vmpooler-Wait": "5",
+        "x-vmpooler-tenant": "team-h",  # any case
+        "X-Vmpooler-Priority": "3",
+        "X-Vmpooler-Request-Id": "hdr-req-001",
+    }
+    resp = api.simulate_post(f"/api/v3/vm/{DEB}", headers=headers)
+    assert resp.status_code == 200
+    assert redis.hget(keys.queue_request("hdr-req-001"), "status") == "served"
+    assert redis.hget(keys.TENANT_HELD, "d1") == "team-h"
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "named"),
+    [
+        ("X-Vmpooler-Priority", "9", "priority"),
+        ("X-Vmpooler-Tenant", "no spaces", "tenant"),
+        ("X-Vmpooler-Wait", "soon", "wait"),
+        ("X-Vmpooler-Request-Id", "short", "request_id"),
+    ],
+)
+def test_a_bad_option_header_is_a_400_naming_it(api, redis, header, value, named):
+    add_ready(redis, DEB, "d1")
+    resp = api.simulate_post(f"/api/v3/vm/{DEB}", headers={header: value})
+    assert resp.status_code == 400
+    assert resp.json["error"].startswith(named)
+    assert redis.smembers(keys.ready_set(DEB)) == {"d1"}
+
+
 def test_the_wait_runs_out_with_a_503_that_gives_the_position(api, redis):
     resp = checkout(api, wait=0.3, request_id="late-req-1")
     assert resp.status_code == 503
