@@ -26,6 +26,9 @@ class VMState(enum.Enum):
     COMPLETED = "completed"
     DISCOVERED = "discovered"
 
+    # members are singletons compared by identity; Enum's own __hash__ is Python code (the name's hash)
+    __hash__ = object.__hash__
+
 
 TRANSITIONS: dict[VMState | None, frozenset[VMState | None]] = {
     # None = not in any set (not yet created, or gone for good).
