@@ -94,6 +94,28 @@ def test_return_only_moves_running_vms(store, redis):
     assert redis.smembers(keys.ready_set("deb")) == {"vm2"}
 
 
+@pytest.mark.parametrize("with_hash", [True, False])
+def test_return_named_finds_the_pool_with_or_without_the_hash(store, redis, with_hash):
+    redis.hset(keys.vm_hash("vm1"), mapping={"pool": "deb", "template": "t/deb", "checkout": NOW})
+    redis.sadd(keys.running_set("deb"), "vm1")
+    redis.hset(keys.vm_hash("vm2"), mapping={"template": "deb"})  # no pool field: the template names it
+    redis.sadd(keys.running_set("deb"), "vm2")
+    redis.hset(keys.vm_hash("vm3"), mapping={"pool": "deb"})  # not running
+    redis.hset(keys.vm_hash("vm4"), mapping={"checkout": NOW})  # names no pool
+    whole = {"pool": "deb", "template": "t/deb", "checkout": NOW} if with_hash else {}
+    assert store.vms.return_named("vm1", with_hash=with_hash) == ("returned", "deb", whole)
+    assert store.vms.return_named("vm2", with_hash=with_hash)[:2] == ("returned", "deb")
+    assert redis.smembers(keys.completed_set("deb")) == {"vm1", "vm2"}
+    assert store.vms.return_named("vm3", with_hash=with_hash)[:2] == ("not-running", "deb")
+    assert store.vms.return_named("vm4", with_hash=with_hash) == (
+        "no-pool",
+        None,
+        {"checkout": NOW} if with_hash else {},
+    )
+    assert store.vms.return_named("vm5", with_hash=with_hash) == ("missing", None, {})
+    assert redis.smembers(keys.running_set("deb")) == set()
+
+
 def test_modify_and_task_queue(store, redis):
     store.vms.modify("vm1", lifetime=12, tags={"project": "x"}, date="2026-11-21")
     assert redis.hgetall(keys.vm_hash("vm1")) == {"lifetime": "12", "tag:project": "x"}

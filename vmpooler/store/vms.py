@@ -137,7 +137,8 @@ return back
 )
 
 # KEYS: vm hash, tenant held, tenant counts, the queue. ARGV: vm, running prefix, completed prefix,
-# channel prefix, pool ('': the one its hash names, ``pool`` else ``template``, as the original reads it).
+# channel prefix, pool ('': the one its hash names, ``pool`` else ``template``, as the original reads it),
+# '1' to have the VM's hash back ('' for none: with a pool named here, it is not read at all).
 # running → completed, the tenant's count released, a ``return`` event (``bus.Returned``):
 # -> {0} no such VM (only looked up without a pool); {1, pool, checkouts wait, hash flat} returned;
 #    {2, pool, hash flat} not running; {3, hash flat} its hash names no pool (the caller looks for it).
@@ -145,12 +146,21 @@ _RETURN = (
     RELEASE_TENANT
     + """
 local pool, data = ARGV[5], {}
-if pool == '' then
+if ARGV[6] == '1' then
   data = redis.call('HGETALL', KEYS[1])
-  if #data == 0 then return {0} end
+  if pool == '' and #data == 0 then return {0} end
+end
+if pool == '' then
   local template
-  for i = 1, #data, 2 do
-    if data[i] == 'pool' then pool = data[i + 1] elseif data[i] == 'template' then template = data[i + 1] end
+  if ARGV[6] == '1' then
+    for i = 1, #data, 2 do
+      if data[i] == 'pool' then pool = data[i + 1]
+      elseif data[i] == 'template' then template = data[i + 1] end
+    end
+  else
+    local named = redis.call('HMGET', KEYS[1], 'pool', 'template')
+    pool, template = named[1] or '', named[2]
+    if pool == '' and not template and redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
   end
   if pool == '' then pool = template or '' end
   if pool == '' then return {3, data} end
@@ -476,29 +486,39 @@ class VMs:
         Returns:
             False if the VM was not running (nothing changed).
         """
-        return self._return_one(vm, pool, then)[0] == "returned"
+        return self._return_one(vm, pool, then, False)[0] == "returned"
 
     @translated
     def return_named(
-        self, vm: str, *, then: Callable[[], object] | None = None
+        self, vm: str, *, then: Callable[[], object] | None = None, with_hash: bool = True
     ) -> tuple[str, str | None, dict[str, str]]:
         """Return ``vm`` by its name alone, in one round trip: its hash names its pool (``pool``, else
         ``template``, as the original reads them); ``then`` as for :meth:`return_vm`.
+
+        Args:
+            with_hash: answer the VM's hash too (False: ``{}``, and Redis reads only its pool fields).
 
         Returns:
             ``(outcome, pool, the VM's hash as it was)``: ``"returned"``; ``"missing"`` (no such VM);
             ``"not-running"``; ``"no-pool"`` (its hash names no pool: use ``running_pool_of`` and
             ``return_vm``).
         """
-        return self._return_one(vm, "", then)
+        return self._return_one(vm, "", then, with_hash)
 
     def _return_one(
-        self, vm: str, pool: str, then: Callable[[], object] | None
+        self, vm: str, pool: str, then: Callable[[], object] | None, with_hash: bool
     ) -> tuple[str, str | None, dict[str, str]]:
         check_transition(VMState.RUNNING, VMState.COMPLETED)
         reply = self._return(
             keys=[keys.vm_hash(vm), keys.TENANT_HELD, keys.TENANT_RUNNING, keys.QUEUE],
-            args=[vm, keys.running_set(""), keys.completed_set(""), keys.events_channel(""), pool],
+            args=[
+                vm,
+                keys.running_set(""),
+                keys.completed_set(""),
+                keys.events_channel(""),
+                pool,
+                "1" if with_hash else "",
+            ],
         )
         kind = int(reply[0])
         if kind == 0:

@@ -168,7 +168,12 @@ class VMItem:
             _owner_only(ctx, req, vm, data, required=False)
         else:  # no owner to check: the look-up and the return are one round trip
             vm = validate.hostname(name) if ctx.version >= 3 else name.split(".", 1)[0]
-        outcome, pool, data = ctx.store.vms.return_named(vm, then=dispatch) if vm else ("missing", None, {})
+        usage_stats = ctx.config.globals.usage_stats  # the VM's hash is read back only for them
+        outcome, pool, data = (
+            ctx.store.vms.return_named(vm, then=dispatch, with_hash=usage_stats)
+            if vm
+            else ("missing", None, {})
+        )
         if outcome == "no-pool":
             pool = ctx.store.vms.running_pool_of(vm, (p.name for p in ctx.config.pools))
             outcome = "returned" if pool and ctx.store.vms.return_vm(vm, pool, then=dispatch) else outcome
@@ -176,7 +181,7 @@ class VMItem:
             raise ApiError(404)
         if outcome == "returned" and pool:
             metrics.DELETE_SUCCESS.inc()
-            if ctx.config.globals.usage_stats:
+            if usage_stats:
                 usage.record("destroy", data, pool)
             log.info("%s returned", vm)
             resp.media = {"ok": True}
