@@ -4,6 +4,7 @@ and the request middleware's path labels (§6.2); a recording sink stands in for
 from __future__ import annotations
 
 import math
+import re
 import socket
 from collections.abc import Iterator
 
@@ -11,7 +12,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from vmpooler import metrics
-from vmpooler.http.middleware import metric_path
+from vmpooler.config import load_config_text
+from vmpooler.http.app import create_app
+from vmpooler.http.middleware import metric_path, route_metric_path
 from vmpooler.http.usage import _COUNTERS, record, usage_counts
 from vmpooler.metrics_sinks import Sink, StatsdSink, format_value
 
@@ -248,3 +251,46 @@ def test_a_statsd_datagram_holds_the_lines_that_fit():
 )
 def test_metric_path(path, label):
     assert metric_path(path) == label
+
+
+@pytest.mark.parametrize(
+    ("template", "label"),
+    [
+        ("/api/v3/vm/{name}", "/api/v3/vm"),
+        ("/api/v3/vm/{name}/snapshot/{snapshot}", "/api/v3/vm"),
+        ("/api/v1/token/{token}", "/api/v1/token"),
+        ("/api/v3/ondemandvm/{name}", "/api/v3/ondemandvm"),
+        ("/api/v3/vm", None),  # nothing cut: the path is its own label
+        ("/api/v3/status", None),
+        ("/api/v3/summary/{route}/{key}", None),  # /summary/vm/x is cut, /summary/pool/x is not
+        ("/api/v3/{kind}/vm/{name}", None),
+    ],
+)
+def test_route_metric_path(template, label):
+    assert route_metric_path(template) == label
+
+
+def _templates() -> list[str]:
+    """Every route template of the API."""
+    config = load_config_text(":pools:\n  - name: deb\n    template: t/deb\n    size: 1\n", env={})
+    app = create_app(config, store=None)  # type: ignore[arg-type]  # routes only: nothing is called
+    found: list[str] = []
+    nodes = list(app._router._roots)
+    while nodes:
+        node = nodes.pop()
+        if node.uri_template:
+            found.append(node.uri_template)
+        nodes.extend(node.children)
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("value", ["x", "vm", "token", "a.b", "vm/", "%2F"])
+def test_a_route_label_is_every_matching_paths_label(value):
+    """A route's fixed label is what metric_path makes of any path it matches, whatever its fields."""
+    templates = _templates()
+    assert any(route_metric_path(t) is not None for t in templates)
+    for template in templates:
+        label = route_metric_path(template)
+        if label is not None:
+            path = re.sub(r"\{[^}]*\}", value, template)
+            assert metric_path(path) == label, (template, path)

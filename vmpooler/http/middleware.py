@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -23,6 +24,7 @@ __all__ = [
     "RequestMetrics",
     "accepts_gzip",
     "metric_path",
+    "route_metric_path",
 ]
 
 log = logging.getLogger("vmpooler.http.requests")
@@ -60,6 +62,20 @@ def metric_path(path: str) -> str:
     return f"{path[: found.start()]}/{found[1]}"
 
 
+@functools.lru_cache(maxsize=256)
+def route_metric_path(template: str) -> str | None:
+    """The :func:`metric_path` of every path (without a newline) that a route's ``template`` matches,
+    when it is the same for all: a segment that cuts (``/vm/``, ...) stands before the template's first
+    field, so all that is kept is literal (``/api/v3/vm/{name}`` → ``/api/v3/vm``); else None."""
+    found = _COLLAPSE.search(template)
+    if found is None:
+        return None
+    first_field = template.find("{")
+    if first_field != -1 and first_field <= found.end(1):
+        return None
+    return f"{template[: found.start()]}/{found[1]}"
+
+
 class RequestMetrics:
     """Counts and times every request (``vmpooler_http_requests_total{code,method,path}``,
     ``vmpooler_http_request_duration_seconds{method,path}``, the method in lower case and the path
@@ -68,9 +84,11 @@ class RequestMetrics:
 
     def __init__(self, *, log_requests: bool = False) -> None:
         self._log_requests = log_requests
-        # the labelled children by (code, method, path): prometheus-client's labels() takes a lock and
-        # builds its key on every call; its children live as long as the process, and so do these
-        self._children: dict[tuple[Any, str, str], tuple[Any, Any]] = {}
+        # the labelled children by (status, method, path label) and, for a route whose label is its own
+        # (route_metric_path), by (status, method, route template): prometheus-client's labels() takes a
+        # lock and builds its key on every call; its children live as long as the process, and so do these
+        self._by_path: dict[tuple[Any, str, str], tuple[Any, Any]] = {}
+        self._by_route: dict[tuple[Any, str, str], tuple[Any, Any]] = {}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -78,26 +96,38 @@ class RequestMetrics:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        path = metric_path(req.path)
         elapsed = time.perf_counter() - getattr(req.context, "started", time.perf_counter())
         status = resp.status
-        children = self._children.get((status, req.method, path))  # labels made once per status and route
+        template = req.uri_template
+        children = None
+        if template is not None and "\n" not in req.path:
+            children = self._by_route.get((status, req.method, template))
         if children is None:
-            children = self._labelled(status, req.method, path)
-        metrics.add(children[0])  # queued in an API worker (metrics.defer_updates)
+            children = self._children(req, status, template)
+        metrics.add(children[0])  # kept for the next flush in an API worker (metrics.defer_updates)
         metrics.observe(children[1], elapsed)
         if self._log_requests:
             log.info(
                 "%s %s %s %.1fms", req.method, redact_path(req.relative_uri), _code(status), elapsed * 1000
             )
 
-    def _labelled(self, status: Any, method: str, path: str) -> tuple[Any, Any]:
-        lower = method.lower()
-        children = (
-            metrics.HTTP_REQUESTS.labels(_code(status), lower, path),
-            metrics.HTTP_DURATION.labels(lower, path),
-        )
-        self._children[status, method, path] = children
+    def _children(self, req: falcon.Request, status: Any, template: str | None) -> tuple[Any, Any]:
+        method = req.method
+        label = route_metric_path(template) if template is not None and "\n" not in req.path else None
+        fixed = label is not None
+        if label is None:
+            label = metric_path(req.path)
+        children = self._by_path.get((status, method, label))
+        if children is None:
+            lower = method.lower()
+            children = (
+                metrics.HTTP_REQUESTS.labels(_code(status), lower, label),
+                metrics.HTTP_DURATION.labels(lower, label),
+            )
+            self._by_path[status, method, label] = children
+        if fixed:
+            assert template is not None
+            self._by_route[status, method, template] = children
         return children
 
 
