@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -94,36 +94,28 @@ def test_a_child_without_known_buckets_gets_each_observation(deferring: metrics.
     assert child.observed == [0.1, 0.2, 0.3]
 
 
-def test_nothing_is_lost_between_threads_and_a_busy_timer(registry: CollectorRegistry) -> None:
-    counter = Counter("busy", "b", registry=registry)
+def against_a_busy_timer(*updates: Callable[[], None], times: int = 20_000) -> None:
+    """Each update made ``times`` times on a thread of its own, all at once, while a 1 ms timer flushes."""
     metrics.defer_updates(interval=0.001)
     try:
-        threads = [
-            threading.Thread(target=lambda: [metrics.add(counter) for _ in range(20_000)]) for _ in range(4)
-        ]
+        threads = [threading.Thread(target=lambda u=u: [u() for _ in range(times)]) for u in updates]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
     finally:
         metrics.stop_deferring()
+
+
+def test_nothing_is_lost_between_threads_and_a_busy_timer(registry: CollectorRegistry) -> None:
+    counter = Counter("busy", "b", registry=registry)
+    against_a_busy_timer(*[lambda: metrics.add(counter)] * 4)
     assert registry.get_sample_value("busy_total") == 80_000
 
 
 def test_no_observation_is_lost_between_threads_and_a_busy_timer(registry: CollectorRegistry) -> None:
     histogram = Histogram("busy_seconds", "b", buckets=BUCKETS, registry=registry)
-    metrics.defer_updates(interval=0.001)
-    try:
-        threads = [
-            threading.Thread(target=lambda v=v: [metrics.observe(histogram, v) for _ in range(20_000)])
-            for v in (0.001, 0.05, 0.5, 5.0)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        metrics.stop_deferring()
+    against_a_busy_timer(*[lambda v=v: metrics.observe(histogram, v) for v in (0.001, 0.05, 0.5, 5.0)])
     assert registry.get_sample_value("busy_seconds_count") == 80_000
     assert registry.get_sample_value("busy_seconds_bucket", {"le": "0.005"}) == 20_000
     assert registry.get_sample_value("busy_seconds_bucket", {"le": "1.0"}) == 60_000
