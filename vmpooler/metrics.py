@@ -136,9 +136,10 @@ class DeferredUpdates:
 
     In multiprocess mode every prometheus-client update is a write to a memory-mapped file under one
     process-wide lock, a histogram observation two; an API request made five, 14 % of its instructions
-    (docs/performance.md). Here nothing takes a lock and nothing is lost between threads: an increment
-    by 1 (nearly all of them) is a ``next()`` of the child's own ``itertools.count``, atomic in C; an
-    observation is an append to the child's own list; any other increment an append to a queue.
+    (docs/performance.md). Here (:func:`add`, :func:`observe`) nothing takes a lock and nothing is lost
+    between threads: an increment by 1 (nearly all of them) is a ``next()`` of the child's own
+    ``itertools.count``, atomic in C; an observation is an append to the child's own list; any other
+    increment an append to a queue (:meth:`queue`).
     :meth:`flush` writes each child once: a counter's increments since the last flush (its count's
     advance), a histogram's sum and its per-bucket counts. A flush happens every ``interval`` seconds (a
     daemon thread), before this process's exposition is read, and when deferral stops, so a scrape shows
@@ -167,19 +168,11 @@ class DeferredUpdates:
         """``child``'s list of observations, made on its first one."""
         return self.observed.setdefault(child, [])
 
-    def inc(self, child: Any, amount: float) -> None:
-        if amount == 1:
-            next(self.counts.get(child) or self.count_of(child))
-            return
+    def queue(self, child: Any, amount: float) -> None:
+        """An increment by other than 1 (:func:`add` counts those by 1 itself)."""
         if amount < 0:  # prometheus-client's own check, which the deferred write would meet too late
             raise ValueError("Counters can only be incremented by non-negative amounts.")
         self._queued.append((child, amount))
-
-    def observe(self, child: Any, value: float) -> None:
-        values = self.observed.get(child)
-        if values is None:
-            values = self.values_of(child)
-        values.append(value)
 
     def flush(self) -> None:
         """Write what was counted, queued and observed since the last flush."""
@@ -251,10 +244,10 @@ def add(child: Any, amount: float = 1) -> None:
     deferred = _deferred
     if deferred is None:
         child.inc(amount)
-    elif amount == 1:  # DeferredUpdates.inc's own first case, without a call
+    elif amount == 1:
         next(deferred.counts.get(child) or deferred.count_of(child))
     else:
-        deferred.inc(child, amount)
+        deferred.queue(child, amount)
 
 
 def observe(child: Any, value: float) -> None:
@@ -264,7 +257,7 @@ def observe(child: Any, value: float) -> None:
     if deferred is None:
         child.observe(value)
         return
-    values = deferred.observed.get(child)  # DeferredUpdates.observe, without a call
+    values = deferred.observed.get(child)
     if values is None:
         values = deferred.values_of(child)
     values.append(value)
@@ -308,16 +301,11 @@ class _MirroredChild:
         self._deferrable = deferrable
 
     def inc(self, amount: float = 1) -> None:
-        deferred = _deferred
-        if not self._deferrable:
-            self._child.inc(amount)
-        elif deferred is not None and amount == 1:  # add()'s common case, without two more calls
-            next(deferred.counts.get(self._child) or deferred.count_of(self._child))
-        else:
+        if self._deferrable:
             add(self._child, amount)
-        sink = _sink
-        if sink is not None:
-            sink.send(self._name, 1 if self._count else amount, self._kind)
+        else:
+            self._child.inc(amount)
+        self._send(amount)
 
     def set(self, value: float) -> None:
         self._child.set(value)

@@ -98,12 +98,11 @@ class RequestMetrics:
     ) -> None:
         elapsed = time.perf_counter() - getattr(req.context, "started", time.perf_counter())
         status = resp.status
-        template = req.uri_template
-        children = None
-        if template is not None and "\n" not in req.path:
-            children = self._by_route.get((status, req.method, template))
+        # a route's label is fixed only for paths without a newline (metric_path cuts each line)
+        route = req.uri_template if "\n" not in req.path else None
+        children = self._by_route.get((status, req.method, route)) if route is not None else None
         if children is None:
-            children = self._children(req, status, template)
+            children = self._children(req, status, route)
         metrics.add(children[0])  # kept for the next flush in an API worker (metrics.defer_updates)
         metrics.observe(children[1], elapsed)
         if self._log_requests:
@@ -111,9 +110,9 @@ class RequestMetrics:
                 "%s %s %s %.1fms", req.method, redact_path(req.relative_uri), _code(status), elapsed * 1000
             )
 
-    def _children(self, req: falcon.Request, status: Any, template: str | None) -> tuple[Any, Any]:
+    def _children(self, req: falcon.Request, status: Any, route: str | None) -> tuple[Any, Any]:
         method = req.method
-        label = route_metric_path(template) if template is not None and "\n" not in req.path else None
+        label = route_metric_path(route) if route is not None else None
         fixed = label is not None
         if label is None:
             label = metric_path(req.path)
@@ -126,8 +125,8 @@ class RequestMetrics:
             )
             self._by_path[status, method, label] = children
         if fixed:
-            assert template is not None
-            self._by_route[status, method, template] = children
+            assert route is not None
+            self._by_route[status, method, route] = children
         return children
 
 
