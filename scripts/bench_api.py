@@ -22,9 +22,9 @@ then also runs the rate limit script).
 ``--statsd`` runs it with every metric on: a ``:statsd:`` sink pointed at a UDP listener this script
 starts (a thread that counts the lines and datagrams), and ``usage_stats: true``.
 
-Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N] [--rounds R] [--ceiling]
-[--rate-limit] [--statsd]``; it prints Markdown tables for docs/performance.md. ``VMPOOLER_API_THREADS``
-sizes both servers' threads.
+Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N] [--clients 1,4,16]
+[--rounds R] [--one-generator] [--ceiling] [--rate-limit] [--statsd]``; it prints Markdown tables for
+docs/performance.md. ``VMPOOLER_API_THREADS`` sizes both servers' threads.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import json
 import multiprocessing
 import os
 import resource
+import select
 import socket
 import statistics
 import subprocess
@@ -185,6 +186,92 @@ def _client_proc(port: int, seconds: float, start_at: float, out: multiprocessin
     out.put((done, cpu, [t for kind in timings for t in kind]))
 
 
+_CHECKOUT = f"POST /api/v3/vm/{POOL} HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\n\r\n".encode()
+_HOSTNAME = b'"hostname": "'
+
+
+class _Connection:
+    """One keep-alive connection of the event-loop load generator: checkout → get → delete, in turn."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self.step = 0  # 0 checkout, 1 get, 2 delete
+        self.vm = b""
+        self.buf = b""
+        self.sent_at = 0.0
+
+    def send(self) -> None:
+        if self.step == 0:
+            request = _CHECKOUT
+        else:
+            method = b"GET" if self.step == 1 else b"DELETE"
+            request = b"%s /api/v3/vm/%s HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\n\r\n" % (
+                method,
+                self.vm,
+            )
+        self.sent_at = time.perf_counter()
+        self.sock.send(request)  # a few dozen bytes into an empty send buffer: all of it
+
+    def received(self, data: bytes) -> bool:
+        """Add ``data``; True when it completed the response (then the next step is set)."""
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = self.buf[:end]
+        start = head.find(b"Content-Length: ") + 16
+        length = int(head[start : head.find(b"\r\n", start)])
+        if len(self.buf) < end + 4 + length:
+            return False
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"request {self.step} of the cycle failed: {self.buf!r}")
+        if self.step == 0:
+            body = self.buf[end + 4 :]
+            at = body.index(_HOSTNAME) + len(_HOSTNAME)
+            self.vm = body[at : body.index(b".", at)]
+        self.buf = b""
+        self.step = (self.step + 1) % 3
+        return True
+
+
+def _loop_client_proc(
+    port: int, connections: int, seconds: float, start_at: float, out: multiprocessing.Queue
+) -> None:
+    """The load generator: one process, ``connections`` keep-alive connections on one epoll loop."""
+    conns = [_Connection(port) for _ in range(connections)]
+    by_fd = {conn.sock.fileno(): conn for conn in conns}
+    poller = select.epoll()
+    for fd in by_fd:
+        poller.register(fd, select.EPOLLIN)
+    while time.time() < start_at:
+        time.sleep(0.001)
+    end = start_at + seconds
+    latencies: list[float] = []
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for conn in conns:
+        conn.send()
+    now = time.perf_counter()
+    stop_at = now + (end - time.time())
+    while now < stop_at:
+        for fd, _events in poller.poll(1.0):
+            conn = by_fd[fd]
+            data = conn.sock.recv(65536)
+            if not data:
+                raise RuntimeError("the server closed a connection")
+            if conn.received(data):
+                now = time.perf_counter()
+                latencies.append(now - conn.sent_at)
+                conn.send()
+        now = time.perf_counter()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    for conn in conns:
+        conn.sock.close()
+    out.put((len(latencies), cpu, latencies))
+
+
 @attrs.frozen
 class Rate:
     """One throughput run: requests/s, CPU µs per request of the API processes, of redis-server and of
@@ -197,15 +284,23 @@ class Rate:
     p99: float
 
 
-def throughput(port: int, clients: int, seconds: float, pids: tuple[int, int | None]) -> Rate:
-    """One run of ``clients`` client processes against ``port``; ``pids``: the API's and redis-server's
+def throughput(
+    port: int, clients: int, seconds: float, pids: tuple[int, int | None], *, one_generator: bool = False
+) -> Rate:
+    """One run of ``clients`` connections against ``port``, a client process each (or with
+    ``one_generator`` all in one process on one event loop); ``pids``: the API's and redis-server's
     (None: no redis, as for the ceiling), whose CPU is measured meanwhile."""
     queue: multiprocessing.Queue = multiprocessing.Queue()
     start_at = time.time() + 1.0
-    procs = [
-        multiprocessing.Process(target=_client_proc, args=(port, seconds, start_at, queue))
-        for _ in range(clients)
-    ]
+    if not one_generator:
+        procs = [
+            multiprocessing.Process(target=_client_proc, args=(port, seconds, start_at, queue))
+            for _ in range(clients)
+        ]
+    else:
+        procs = [
+            multiprocessing.Process(target=_loop_client_proc, args=(port, clients, seconds, start_at, queue))
+        ]
     for proc in procs:
         proc.start()
     time.sleep(max(0.0, start_at - time.time()))
@@ -307,10 +402,11 @@ def measure_all(
     results: dict[str, tuple[list[list[float]], dict[int, list[Rate]]]] = {
         name: (sequential(port, args.cycles), {}) for name, (port, _pids) in servers.items()
     }
-    for n in CLIENTS:
+    for n in args.clients:
         for _ in range(args.rounds):
             for name, (port, pids) in servers.items():
-                results[name][1].setdefault(n, []).append(throughput(port, n, args.seconds, pids))
+                rate = throughput(port, n, args.seconds, pids, one_generator=args.one_generator)
+                results[name][1].setdefault(n, []).append(rate)
     return results
 
 
@@ -319,6 +415,18 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="API worker processes")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     parser.add_argument("--cycles", type=int, default=2000, help="sequential cycles")
+    parser.add_argument(
+        "--clients",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=CLIENTS,
+        help="concurrent clients of the throughput runs, comma-separated (default 1,4,16)",
+    )
+    parser.add_argument(
+        "--one-generator",
+        action="store_true",
+        help="one load generator process driving every connection from an epoll loop, instead of a "
+        "client process (http.client) per connection",
+    )
     parser.add_argument(
         "--rounds",
         type=int,
@@ -347,7 +455,7 @@ def main() -> int:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vmpooler-bench-")))
             redis_proc, redis_port = stack.enter_context(redis_server(workdir))
             per_run = int(args.seconds * MAX_CYCLES_PER_SECOND)
-            fill(redis.Redis(port=redis_port), args.cycles + 100 + per_run * len(CLIENTS) * args.rounds)
+            fill(redis.Redis(port=redis_port), args.cycles + 100 + per_run * len(args.clients) * args.rounds)
             statsd_port = listener.port if listener is not None else None
             port, pid = stack.enter_context(serve_ours(args, workdir, redis_port, statsd_port))
             servers: dict[str, tuple[int, tuple[int, int | None]]] = {
@@ -425,7 +533,7 @@ def print_ratios(
         f"| clients | throughput | each round | p99 ms (ours / {baseline}) "
         f"| server CPU µs/request, API + redis (ours / {baseline}) |\n|---|---|---|---|---|"
     )
-    for n in CLIENTS:
+    for n in args.clients:
         ratios = [a.rps / b.rps for a, b in zip(ours[n], top[n], strict=True)]
         mine, theirs = median_rate(ours[n]), median_rate(top[n])
         print(

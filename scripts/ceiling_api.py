@@ -6,7 +6,9 @@ Same layout as the real API: the parent binds the listening socket and starts ``
 that share it, each a waitress server with ``--threads`` threads, the same GIL switch interval
 (``VMPOOLER_SWITCH_INTERVAL``, default 0.0005), the same pretty-printed JSON and the API worker's
 waitress channel (``vmpooler.http.serve.WorkerChannel``: a response's header and body in one send;
-``--plain-waitress`` serves through waitress's own, which sends them apart). What it lacks is
+``--plain-waitress`` serves through waitress's own, which sends them apart) and the API workers'
+connection board (``vmpooler.http.balance``: the worker with the fewest connections accepts;
+``--unbalanced``: whichever wakes first). What it lacks is
 everything that is ours: Redis, validation, auth, logging, metrics, middleware.
 
 ``--redis-url`` adds the one thing no API on Redis can do without: every request makes one round trip
@@ -14,7 +16,7 @@ everything that is ours: Redis, validation, auth, logging, metrics, middleware.
 canned body. That is the ceiling of an API that must touch Redis once per request.
 
 Usage: ``python scripts/ceiling_api.py --port P [--workers 2] [--threads 4] [--redis-url URL]
-[--plain-waitress]``; SIGTERM stops it.
+[--plain-waitress] [--unbalanced]``; SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import waitress
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from vmpooler import keys
+from vmpooler.http.balance import ConnectionBoard, balance_accepts
 from vmpooler.http.serve import WorkerChannel
 from vmpooler.store.connection import connect
 
@@ -95,15 +98,25 @@ def make_app(redis_url: str | None = None) -> falcon.App:
     return app
 
 
-def _worker(sock: socket.socket, threads: int, redis_url: str | None, plain: bool) -> None:
+def _worker(
+    sock: socket.socket, threads: int, redis_url: str | None, plain: bool, board: tuple[str, int, int] | None
+) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as vmpooler.log sets it: no queue warnings
     sys.setswitchinterval(float(os.environ.get("VMPOOLER_SWITCH_INTERVAL", "0.0005")))
+    channels: dict[int, Any] = {}
     server: Any = waitress.create_server(
-        make_app(redis_url), sockets=[sock], threads=threads, connection_limit=1000, channel_timeout=60
+        make_app(redis_url),
+        map=channels,
+        sockets=[sock],
+        threads=threads,
+        connection_limit=1000,
+        channel_timeout=60,
     )
     if not plain:  # as an API worker serves: its header and body in one send
         server.channel_class = WorkerChannel
+    if board is not None:  # as the API workers accept: the one with the fewest connections
+        balance_accepts(server, channels, ConnectionBoard(*board))
     server.run()
 
 
@@ -116,6 +129,9 @@ def main() -> int:
     parser.add_argument(
         "--plain-waitress", action="store_true", help="waitress's own channel (header and body sent apart)"
     )
+    parser.add_argument(
+        "--unbalanced", action="store_true", help="whichever worker wakes first accepts (no connection board)"
+    )
     args = parser.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -123,9 +139,19 @@ def main() -> int:
     sock.listen(1024)
     sock.setblocking(False)
     context = multiprocessing.get_context("fork")
+    board = None if args.unbalanced else ConnectionBoard.create(args.workers)
     workers = [
-        context.Process(target=_worker, args=(sock, args.threads, args.redis_url, args.plain_waitress))
-        for _ in range(args.workers)
+        context.Process(
+            target=_worker,
+            args=(
+                sock,
+                args.threads,
+                args.redis_url,
+                args.plain_waitress,
+                board and (board, i, args.workers),
+            ),
+        )
+        for i in range(args.workers)
     ]
     for worker in workers:
         worker.start()
@@ -137,6 +163,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     for worker in workers:
         worker.join()
+    if board is not None:
+        os.unlink(board)
     return 0
 
 

@@ -9,6 +9,7 @@ No component word runs both, as the original. ``vmpooler check-config [--strict]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from vmpooler import __version__, metrics
 from vmpooler.config import Config, check_config, env_value, load_config
 from vmpooler.errors import ConfigError, VmpoolerError
+from vmpooler.http.balance import ConnectionBoard
 from vmpooler.http.serve import ApiWorkerArgs, listen, run_api_worker
 from vmpooler.log import LOG_FORMATS, setup_logging
 from vmpooler.proctitle import set_title
@@ -89,15 +91,26 @@ def _check_config(paths: Sequence[str], *, strict: bool) -> int:
     return 0
 
 
-def _api_children(config: Config, args: argparse.Namespace, redis_url: str) -> list[ChildSpec]:
+def _api_children(
+    config: Config, args: argparse.Namespace, redis_url: str, made: list[str]
+) -> list[ChildSpec]:
+    """The API workers on one listening socket, with their connection board (its path added to
+    ``made``, the files to remove at exit)."""
     workers = args.workers or config.globals.api_workers
     bind = args.bind or env_value("VMPOOLER_BIND", "0.0.0.0")
     port = args.port if args.port is not None else env_value("VMPOOLER_PORT", 4567, minimum=0)
     sock = listen(bind, port)
     log.info("API listening on http://%s:%d with %d worker(s)", bind, sock.getsockname()[1], workers)
-    worker_args = ApiWorkerArgs(args.config, dict(os.environ), redis_url, sock)
+    board = ConnectionBoard.create(workers)
+    made.append(board)
+    env = dict(os.environ)
     return [
-        ChildSpec(name=f"api-{i + 1}", target=run_api_worker, args=(worker_args,)) for i in range(workers)
+        ChildSpec(
+            name=f"api-{i + 1}",
+            target=run_api_worker,
+            args=(ApiWorkerArgs(args.config, env, redis_url, sock, board=(board, i, workers)),),
+        )
+        for i in range(workers)
     ]
 
 
@@ -184,11 +197,12 @@ def _serve(args: argparse.Namespace, components: set[str]) -> int:
         log.warning("config: %s", warning)
     redis_url, embedded = resolve_redis_url(config.redis)
     made = _metrics_dir()
+    made_files: list[str] = []
     endpoint = None
     try:
         children: list[ChildSpec] = []
         if "api" in components:
-            children += _api_children(config, args, redis_url)
+            children += _api_children(config, args, redis_url, made_files)
         if "manager" in components:
             children += _manager_children(config, args, redis_url)
         if not children:
@@ -205,6 +219,9 @@ def _serve(args: argparse.Namespace, components: set[str]) -> int:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        for path in made_files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from vmpooler.config import Config, load_config
 from vmpooler.config.env import env_value
 from vmpooler.errors import StoreError
 from vmpooler.http.app import create_app
+from vmpooler.http.balance import ConnectionBoard, balance_accepts
 from vmpooler.http.waiting import Waiters
 from vmpooler.log import setup_logging
 from vmpooler.store import Store
@@ -101,7 +102,9 @@ def _connections(channels: dict[int, Any]) -> list[HTTPChannel]:
     return [channel for channel in channels.values() if isinstance(channel, HTTPChannel)]
 
 
-def drain(server: Any, channels: dict[int, Any], seconds: float) -> None:
+def drain(
+    server: Any, channels: dict[int, Any], seconds: float, board: ConnectionBoard | None = None
+) -> None:
     """Stop accepting, let the connections finish (see the module's doc), return within ``seconds``.
 
     A connection in use gets ``Connection: close`` with its next response. One idle for
@@ -109,6 +112,8 @@ def drain(server: Any, channels: dict[int, Any], seconds: float) -> None:
     just as the connection closes is the race every HTTP server has; the longer the idle time, the
     rarer)."""
     WorkerTask.draining.set()
+    if board is not None:
+        board.leave()
     server.accepting = False
     server.del_channel()  # this process stops accepting; the socket stays open for the other workers
     log.info("draining %d connection(s)", len(_connections(channels)))
@@ -150,11 +155,13 @@ class ApiWorkerArgs:
         redis_url: str,
         sock: socket.socket,
         threads: int | None = None,
+        board: tuple[str, int, int] | None = None,
     ) -> None:
         self.config_path = config_path
         self.config_env = config_env
         self.redis_url = redis_url
         self.sock = sock
+        self.board = board  # the connection board's path, this worker's slot, the slots (http/balance.py)
         if threads is None:
             threads = env_value("VMPOOLER_API_THREADS", API_THREADS, minimum=1)
         self.threads = threads
@@ -255,6 +262,9 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         max_request_body_size=4 * config.globals.max_request_body,
     )
     server.channel_class = WorkerChannel
+    board = None if args.board is None else ConnectionBoard(*args.board)
+    if board is not None:
+        balance_accepts(server, channels, board)
     # each waiting checkout holds a thread: one more while it waits, so the other routes keep theirs
     dispatcher = server.task_dispatcher
     waiting.on_count = lambda count: dispatcher.set_thread_count(args.threads + count)
@@ -268,7 +278,7 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         timeout = min(server.adj.asyncore_loop_timeout, _STOP_CHECK)
         while not stopping.is_set():
             loop(timeout=timeout, map=channels, use_poll=server.adj.asyncore_use_poll, count=1)
-        drain(server, channels, DRAIN_SECONDS)
+        drain(server, channels, DRAIN_SECONDS, board)
     finally:
         stop.set()
         server.close()
@@ -276,3 +286,5 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         waiting.stop()  # before the store's connections close under its watcher
         store.close()
         metrics.stop_deferring()  # the last requests' counts, written before the process exits
+        if board is not None:
+            board.close()

@@ -50,6 +50,18 @@ _OPTIONS_OF_SLOW_PATH = {"NEVER_DECODE", "EMPTY_RESPONSE"}
 _UNKNOWN = object()
 _BUFFER = 65536
 _RESOLVE_EVERY = 1.0
+# how many forks made this process (0 in the process that imported this module): a client whose count
+# differs was made before a fork and must not use its parent's sockets. Counted at the fork, so a
+# command does not ask the kernel for the pid (``os.getpid`` is a system call).
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def lean_capable(pool: redis_lib.ConnectionPool) -> bool:
@@ -221,7 +233,7 @@ class LeanRedis(redis_lib.Redis):
         self._encoding = kwargs.get("encoding", "utf-8") if kwargs.get("decode_responses") else None
         self._idle: list[_Connection] = []
         self._max_idle = max_idle
-        self._pid = os.getpid()
+        self._forks = _forks
         self._encode = self.get_encoder().encode
         self._callback_of: dict[str, Any] = {}  # see _callback
         # behind Sentinel: the primary's address, asked of the sentinels at most every _RESOLVE_EVERY s
@@ -278,9 +290,9 @@ class LeanRedis(redis_lib.Redis):
         return _LeanScript(self, script)
 
     def _take(self) -> _Connection:
-        if self._pid != os.getpid():  # a forked child must not share its parent's sockets
+        if self._forks != _forks:  # a forked child must not share its parent's sockets
             self._idle = []
-            self._pid = os.getpid()
+            self._forks = _forks
         address = None
         if self._resolve is not None:
             now = time.monotonic()
