@@ -401,6 +401,27 @@ def test_connection_killed_by_redis_is_replaced(plain: redis_lib.Redis, lean: Le
     assert lean.incr("n") == 1
 
 
+def test_the_socket_methods_do_it_all_without_the_c_library(
+    plain: redis_lib.Redis, lean: LeanRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # where libc's send and recv cannot be called through ctypes, sends and the idle check are Python's
+    monkeypatch.setattr(lean_module, "_send_now", None)
+    monkeypatch.setattr(lean_module, "_peek", None)
+    assert lean.set("k", "v")
+    port = local_port(lean)
+    assert plain.execute_command("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}") == 1
+    assert lean.get("k") == "v"
+    assert local_port(lean) != port
+
+
+def test_a_command_larger_than_the_send_buffer_is_sent_whole(lean: LeanRedis) -> None:
+    # the send made with the GIL held never waits: what does not fit at once goes the usual way
+    value = os.urandom(12 << 20).hex()  # 24 MB
+    assert lean.set("huge", value)
+    assert lean.get("huge") == value
+    assert lean.strlen("huge") == len(value)
+
+
 def test_every_idle_connection_killed(plain: redis_lib.Redis, lean: LeanRedis) -> None:
     # several idle connections, all closed by Redis: each is dropped in turn, one new one serves
     barrier = threading.Barrier(4)

@@ -11,16 +11,20 @@ registered scripts and their ``NOSCRIPT`` reload) answers exactly as before; a r
 as one ``EVALSHA`` without redis-py's ``Script`` checks. Pipelines, MULTI and
 pub/sub keep redis-py's connection pool.
 
-A connection is checked before each use (a zero-timeout poll: an idle connection that is readable was
-closed by Redis, e.g. by a restart, and is replaced, as redis-py's pool does); any socket error or
-timeout closes it and raises redis-py's ``ConnectionError`` / ``TimeoutError``, which the store turns
-into ``StoreUnavailable``. ``redis://``, ``unix://`` and ``redis+sentinel://`` URLs take this path (TLS
-keeps redis-py's); behind Sentinel the primary's address is asked of the sentinels at most once a second
-and after any failed command, and idle connections to an address no longer the primary's are closed.
+A connection is checked before each use (a non-blocking peek: an idle connection with something to read
+was closed by Redis, e.g. by a restart, and is replaced, as redis-py's pool does); that check and a
+command's send are made with the GIL held (see ``_send_now``), only the wait for the reply releases it.
+Any socket error or timeout closes the connection and raises redis-py's ``ConnectionError`` /
+``TimeoutError``, which the store turns into ``StoreUnavailable``. ``redis://``, ``unix://`` and
+``redis+sentinel://`` URLs take this path (TLS keeps redis-py's); behind Sentinel the primary's address
+is asked of the sentinels at most once a second and after any failed command, and idle connections to an
+address no longer the primary's are closed.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import select
 import socket
@@ -63,6 +67,26 @@ def _forked() -> None:
 
 os.register_at_fork(after_in_child=_forked)
 
+# The system calls that cannot wait, made with the GIL held. Python releases the GIL around every socket
+# call; with other threads waiting for it, each release hands it over and the caller queues to get it
+# back, though the call itself never blocks. A command's send (non-blocking: whatever does not fit at
+# once is sent the usual way) and the check of an idle connection (a non-blocking peek) go through
+# libc directly (``ctypes.PyDLL`` keeps the GIL); only the wait for the reply releases it.
+# docs/performance.md, "System calls that cannot wait, with the GIL held".
+# Called without ``argtypes`` (whose conversions cost 7,000 instructions a request): ctypes passes the
+# descriptor and a length under ``_SEND_NOW_MAX`` as C ints, bytes as a pointer to them.
+_PEEK_NOW = socket.MSG_PEEK | socket.MSG_DONTWAIT
+_SEND_NOW = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+try:
+    _libc = ctypes.PyDLL(None, use_errno=True)
+    _send_now = _libc.send
+    _peek = _libc.recv
+except (OSError, AttributeError):  # no C library to call this way: the socket methods do it all
+    _send_now = _peek = None
+_PEEKED = ctypes.create_string_buffer(1)
+_SEND_NOW_MAX = 1 << 20  # larger commands wait for room in the send buffer anyway (and C's int is 32 bits)
+_WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+
 
 def lean_capable(pool: redis_lib.ConnectionPool) -> bool:
     """Whether ``pool`` connects in a way the lean path can: plain TCP or a unix socket."""
@@ -95,7 +119,7 @@ def _kernel_timeouts(sock: socket.socket, timeout: float | None) -> None:
 class _Connection:
     """One socket to Redis and its reply parser; used by one thread at a time."""
 
-    __slots__ = ("address", "buffer", "poller", "reader", "sock", "view")
+    __slots__ = ("address", "buffer", "fd", "poller", "reader", "sock", "view")
 
     def __init__(self, kwargs: dict[str, Any], encoding: str | None, address: tuple[str, int] | None) -> None:
         self.address = address
@@ -117,6 +141,7 @@ class _Connection:
             raise redis_lib.ConnectionError(f"connecting to Redis: {exc}") from exc
         _kernel_timeouts(sock, timeout)
         self.sock = sock
+        self.fd = sock.fileno()
         options: dict[str, Any] = {"replyError": redis_lib.ResponseError}
         if encoding:
             options["encoding"] = encoding
@@ -143,12 +168,20 @@ class _Connection:
 
     def stale(self) -> bool:
         """An idle connection with something to read was closed (or desynchronised) by Redis."""
-        return bool(self.poller.poll(0))
+        if _peek is None:
+            return bool(self.poller.poll(0))
+        # -1: nothing to read (EAGAIN); 0: closed; more: bytes no command asked for; -1 else: an error
+        return _peek(self.fd, _PEEKED, 1, _PEEK_NOW) != -1 or ctypes.get_errno() not in _WOULD_BLOCK
 
     def call(self, packed: bytes | bytearray) -> Any:
         """Send one packed command and return its reply; a reply error is returned, not raised."""
         try:
-            self.sock.sendall(packed)
+            if _send_now is not None and type(packed) is bytes and len(packed) < _SEND_NOW_MAX:
+                sent = _send_now(self.fd, packed, len(packed), _SEND_NOW)
+                if sent != len(packed):  # a full send buffer, or an error the socket call raises
+                    self.sock.sendall(packed[max(sent, 0) :])
+            else:
+                self.sock.sendall(packed)
             reader = self.reader
             reply = reader.gets()
             while reply is False:
