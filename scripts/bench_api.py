@@ -5,9 +5,12 @@ Starts a private redis-server and ``vmpooler api`` on free ports (nothing else i
 pool with enough ready VMs for the whole run, then measures:
 
 * sequential: median and p99 latency of each request of the cycle;
-* throughput: requests/s of the cycle mix with 1, 4 and 16 concurrent keep-alive clients
-  (client processes, so the client side is not held back by one GIL), the p99 latency, and the CPU
-  time the API processes, redis-server and the client processes spent per request meanwhile.
+* throughput: requests/s of the cycle mix with 1, 4 and 16 (``--clients``) concurrent keep-alive
+  connections, the p99 latency, and the CPU time the API processes, redis-server and the load
+  generator spent per request meanwhile. Each connection is a client process (``http.client``, so the
+  client side is not held back by one GIL); ``--one-generator`` drives them all from one process on
+  one ``epoll`` loop instead (raw HTTP/1.1, about a tenth of the clients' CPU, so the servers get the
+  cores). ``--redis-unix``: ours and the one-round-trip ceiling reach Redis on its unix socket.
 
 ``--ceiling`` also starts ``scripts/ceiling_api.py`` twice (Falcon on waitress laid out the same way,
 canned answers): with no Redis at all, and with one Redis round trip a request through the API's own
@@ -23,8 +26,8 @@ then also runs the rate limit script).
 starts (a thread that counts the lines and datagrams), and ``usage_stats: true``.
 
 Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N] [--clients 1,4,16]
-[--rounds R] [--one-generator] [--ceiling] [--rate-limit] [--statsd]``; it prints Markdown tables for
-docs/performance.md. ``VMPOOLER_API_THREADS`` sizes both servers' threads.
+[--rounds R] [--one-generator] [--redis-unix] [--ceiling] [--rate-limit] [--statsd]``; it prints
+Markdown tables for docs/performance.md. ``VMPOOLER_API_THREADS`` sizes both servers' threads.
 """
 
 from __future__ import annotations
@@ -323,13 +326,13 @@ def median_rate(runs: list[Rate]) -> Rate:
 
 @contextlib.contextmanager
 def serve_ours(
-    args: argparse.Namespace, workdir: Path, redis_port: int, statsd_port: int | None
+    args: argparse.Namespace, workdir: Path, redis_url: str, statsd_port: int | None
 ) -> Iterator[tuple[int, int]]:
-    """``vmpooler api`` on the private Redis: its port and pid."""
+    """``vmpooler api`` on the private Redis at ``redis_url``: its port and pid."""
     api_port = free_port()
     config = workdir / "vmpooler.yaml"
     text = (
-        f":config:\n  api_workers: {args.workers}\n:redis:\n  url: redis://127.0.0.1:{redis_port}/0\n"
+        f":config:\n  api_workers: {args.workers}\n:redis:\n  url: {redis_url}\n"
         ":dns_configs:\n  example:\n    dns_class: dynamic-dns\n    domain: example.com\n"
         f":pools:\n  - name: {POOL}\n    template: templates/{POOL}\n    size: 10\n    dns_plugin: example\n"
     )
@@ -422,6 +425,12 @@ def main() -> int:
         help="concurrent clients of the throughput runs, comma-separated (default 1,4,16)",
     )
     parser.add_argument(
+        "--redis-unix",
+        action="store_true",
+        help="ours and the one-round-trip ceiling reach Redis on its unix socket (as the embedded Redis "
+        "of the default install is reached) instead of TCP on loopback",
+    )
+    parser.add_argument(
         "--one-generator",
         action="store_true",
         help="one load generator process driving every connection from an epoll loop, instead of a "
@@ -453,18 +462,19 @@ def main() -> int:
     try:
         with contextlib.ExitStack() as stack:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vmpooler-bench-")))
-            redis_proc, redis_port = stack.enter_context(redis_server(workdir))
+            unix = workdir / "redis.sock" if args.redis_unix else None
+            redis_proc, redis_port = stack.enter_context(redis_server(workdir, unix))
+            url = f"unix://{unix}" if unix else f"redis://127.0.0.1:{redis_port}/0"
             per_run = int(args.seconds * MAX_CYCLES_PER_SECOND)
             fill(redis.Redis(port=redis_port), args.cycles + 100 + per_run * len(args.clients) * args.rounds)
             statsd_port = listener.port if listener is not None else None
-            port, pid = stack.enter_context(serve_ours(args, workdir, redis_port, statsd_port))
+            port, pid = stack.enter_context(serve_ours(args, workdir, url, statsd_port))
             servers: dict[str, tuple[int, tuple[int, int | None]]] = {
                 "vmpooler": (port, (pid, redis_proc.pid))
             }
             if args.ceiling:
                 port, pid = stack.enter_context(serve_ceiling(args))
                 servers["ceiling"] = (port, (pid, None))
-                url = f"redis://127.0.0.1:{redis_port}/0"
                 redis.Redis(port=redis_port).hset(keys.vm_hash(ROUND_TRIP_VM), mapping=_VM_FIELDS)
                 port, pid = stack.enter_context(serve_ceiling(args, url))
                 servers["ceiling + redis"] = (port, (pid, redis_proc.pid))
@@ -478,6 +488,8 @@ def main() -> int:
     threads = env_value("VMPOOLER_API_THREADS", API_THREADS, minimum=1)
     print(f"API workers: {args.workers} x {threads} threads, cores: {cpu}, python {sys.version.split()[0]}")
     print(f"rate limiting: {limiting}")
+    print(f"redis: {'its unix socket' if args.redis_unix else 'TCP on loopback'}")
+    print(f"load: {'one generator process' if args.one_generator else 'a client process per connection'}")
     if listener is not None:
         print(
             f"metrics: statsd sink and usage_stats on, {listener.lines} lines received in "

@@ -40,8 +40,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def redis_server(
+    workdir: Path, unixsocket: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A private redis-server on a free loopback port (and on ``unixsocket`` too when given)."""
     port = free_port()
+    unix = ["--unixsocket", str(unixsocket), "--unixsocketperm", "700"] if unixsocket else []
     proc = subprocess.Popen(
         [
             shutil.which("redis-server") or "redis-server",
@@ -55,6 +59,7 @@ def redis_server(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]
             "no",
             "--dir",
             str(workdir),
+            *unix,
         ],
         stdout=subprocess.DEVNULL,
     )

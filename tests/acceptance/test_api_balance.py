@@ -89,20 +89,20 @@ def every_worker_serves(service: Service, connect: Connect) -> bool:
             probe.close()
 
 
-def test_connections_opened_together_spread_evenly(
-    start_service: Callable[..., Service], connect: Connect
-) -> None:
-    service = start_service({"pool": 0}, "api", workers=2)
-    assert poll(lambda: every_worker_serves(service, connect), 20)
+@pytest.fixture
+def service(start_service: Callable[..., Service], connect: Connect) -> Service:
+    """The API alone with two workers, both serving."""
+    started = start_service({"pool": 0}, "api", workers=2)
+    assert poll(lambda: every_worker_serves(started, connect), 20)
+    return started
+
+
+def test_connections_opened_together_spread_evenly(service: Service, connect: Connect) -> None:
     conns = connect(service, 16)
     assert sorted(owners(service, conns).values()) == [8, 8]
 
 
-def test_a_restarted_worker_takes_the_next_connections(
-    start_service: Callable[..., Service], connect: Connect
-) -> None:
-    service = start_service({"pool": 0}, "api", workers=2)
-    assert poll(lambda: every_worker_serves(service, connect), 20)
+def test_a_restarted_worker_takes_the_next_connections(service: Service, connect: Connect) -> None:
     first = connect(service, 8)
     assert sorted(owners(service, first).values()) == [4, 4]
     survivor, killed = api_workers(service)

@@ -77,12 +77,13 @@ os.register_at_fork(after_in_child=_forked)
 # descriptor and a length under ``_SEND_NOW_MAX`` as C ints, bytes as a pointer to them.
 _PEEK_NOW = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _SEND_NOW = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+_send_now: Any = None
+_peek: Any = None
 try:
     _libc = ctypes.PyDLL(None, use_errno=True)
-    _send_now = _libc.send
-    _peek = _libc.recv
+    _send_now, _peek = _libc.send, _libc.recv
 except (OSError, AttributeError):  # no C library to call this way: the socket methods do it all
-    _send_now = _peek = None
+    pass
 _PEEKED = ctypes.create_string_buffer(1)
 _SEND_NOW_MAX = 1 << 20  # larger commands wait for room in the send buffer anyway (and C's int is 32 bits)
 _WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
