@@ -22,6 +22,7 @@ import redis as redis_lib
 
 from tests.conftest import redis_server_binary
 from tests.support.service import free_port
+from vmpooler import nogil
 from vmpooler.store import lean as lean_module
 from vmpooler.store.connection import connect
 from vmpooler.store.lean import LeanRedis
@@ -405,8 +406,8 @@ def test_the_socket_methods_do_it_all_without_the_c_library(
     plain: redis_lib.Redis, lean: LeanRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # where libc's send and recv cannot be called through ctypes, sends and the idle check are Python's
-    monkeypatch.setattr(lean_module, "_send_now", None)
-    monkeypatch.setattr(lean_module, "_peek", None)
+    monkeypatch.setattr(nogil, "send_now", None)
+    monkeypatch.setattr(nogil, "peek_now", None)
     assert lean.set("k", "v")
     port = local_port(lean)
     assert plain.execute_command("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}") == 1

@@ -22,7 +22,7 @@ from waitress.channel import HTTPChannel
 from waitress.task import WSGITask
 from waitress.wasyncore import loop
 
-from vmpooler import metrics
+from vmpooler import metrics, nogil
 from vmpooler.config import Config, load_config
 from vmpooler.config.env import env_value
 from vmpooler.errors import StoreError
@@ -59,7 +59,8 @@ _STOP_CHECK = 0.2  # the longest a serving worker's loop waits before it looks w
 
 
 class WorkerTask(WSGITask):
-    """A request's task as an API worker runs it: its header and a whole body leave in one send; once
+    """A request's task as an API worker runs it: its header and a whole body leave in one send, made
+    at once from the task's thread with the GIL held when nothing else waits to go out; once
     its worker drains, it answers with ``Connection: close`` (waitress forbids the application that
     hop-by-hop header, so the task adds it) and closes the connection after the response: the client's
     next request goes to another worker."""
@@ -86,9 +87,25 @@ class WorkerTask(WSGITask):
             header = self.build_response_header()
             self.wrote_header = True
             self.content_bytes_written = len(data)
-            self.channel.write_soon(header + data)
+            self._send_whole(header + data)
             return
         super().write(data)
+
+    def _send_whole(self, response: bytes) -> None:
+        """Send ``response`` now, with the GIL held, when nothing else waits to go out on the
+        connection (``vmpooler.nogil``: a non-blocking send that never hands the GIL over); what does
+        not leave at once (a full send buffer, an error) goes through waitress's ``write_soon``."""
+        channel, send_now = self.channel, nogil.send_now
+        if send_now is not None and len(response) < nogil.SEND_NOW_MAX:
+            with channel.outbuf_lock:  # the I/O thread flushes the buffers under it
+                if channel.connected and not channel.total_outbufs_len:
+                    sent = send_now(channel.socket.fileno(), response, len(response), nogil.SEND_FLAGS)
+                    if sent == len(response):
+                        channel.last_activity = time.time()
+                        return
+                    if sent > 0:
+                        response = response[sent:]
+        channel.write_soon(response)
 
 
 class WorkerChannel(HTTPChannel):

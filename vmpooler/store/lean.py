@@ -13,7 +13,7 @@ pub/sub keep redis-py's connection pool.
 
 A connection is checked before each use (a non-blocking peek: an idle connection with something to read
 was closed by Redis, e.g. by a restart, and is replaced, as redis-py's pool does); that check and a
-command's send are made with the GIL held (see ``_send_now``), only the wait for the reply releases it.
+command's send are made with the GIL held (:mod:`vmpooler.nogil`), only the wait for the reply releases it.
 Any socket error or timeout closes the connection and raises redis-py's ``ConnectionError`` /
 ``TimeoutError``, which the store turns into ``StoreUnavailable``. ``redis://``, ``unix://`` and
 ``redis+sentinel://`` URLs take this path (TLS keeps redis-py's); behind Sentinel the primary's address
@@ -23,8 +23,6 @@ address no longer the primary's are closed.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import select
 import socket
@@ -35,6 +33,8 @@ from typing import Any
 import hiredis
 import redis as redis_lib
 import redis.sentinel
+
+from vmpooler import nogil
 
 __all__ = ["LeanRedis", "lean_capable"]
 
@@ -66,27 +66,6 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
-
-# The system calls that cannot wait, made with the GIL held. Python releases the GIL around every socket
-# call; with other threads waiting for it, each release hands it over and the caller queues to get it
-# back, though the call itself never blocks. A command's send (non-blocking: whatever does not fit at
-# once is sent the usual way) and the check of an idle connection (a non-blocking peek) go through
-# libc directly (``ctypes.PyDLL`` keeps the GIL); only the wait for the reply releases it.
-# docs/performance.md, "System calls that cannot wait, with the GIL held".
-# Called without ``argtypes`` (whose conversions cost 7,000 instructions a request): ctypes passes the
-# descriptor and a length under ``_SEND_NOW_MAX`` as C ints, bytes as a pointer to them.
-_PEEK_NOW = socket.MSG_PEEK | socket.MSG_DONTWAIT
-_SEND_NOW = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
-_send_now: Any = None
-_peek: Any = None
-try:
-    _libc = ctypes.PyDLL(None, use_errno=True)
-    _send_now, _peek = _libc.send, _libc.recv
-except (OSError, AttributeError):  # no C library to call this way: the socket methods do it all
-    pass
-_PEEKED = ctypes.create_string_buffer(1)
-_SEND_NOW_MAX = 1 << 20  # larger commands wait for room in the send buffer anyway (and C's int is 32 bits)
-_WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
 
 
 def lean_capable(pool: redis_lib.ConnectionPool) -> bool:
@@ -169,16 +148,16 @@ class _Connection:
 
     def stale(self) -> bool:
         """An idle connection with something to read was closed (or desynchronised) by Redis."""
-        if _peek is None:
+        if nogil.peek_now is None:
             return bool(self.poller.poll(0))
-        # -1: nothing to read (EAGAIN); 0: closed; more: bytes no command asked for; -1 else: an error
-        return _peek(self.fd, _PEEKED, 1, _PEEK_NOW) != -1 or ctypes.get_errno() not in _WOULD_BLOCK
+        return nogil.idle_socket_readable(self.fd)  # without handing the GIL over
 
     def call(self, packed: bytes | bytearray) -> Any:
         """Send one packed command and return its reply; a reply error is returned, not raised."""
         try:
-            if _send_now is not None and type(packed) is bytes and len(packed) < _SEND_NOW_MAX:
-                sent = _send_now(self.fd, packed, len(packed), _SEND_NOW)
+            send_now = nogil.send_now  # without handing the GIL over; what does not fit goes the usual way
+            if send_now is not None and type(packed) is bytes and len(packed) < nogil.SEND_NOW_MAX:
+                sent = send_now(self.fd, packed, len(packed), nogil.SEND_FLAGS)
                 if sent != len(packed):  # a full send buffer, or an error the socket call raises
                     self.sock.sendall(packed[max(sent, 0) :])
             else:

@@ -2,7 +2,8 @@
 
 waitress sends each piece the moment it is written, so a header and body written apart left as two
 segments, two system calls and two wake-ups of the client. A real waitress server on a loopback port
-serves a small WSGI app through the worker's channel class; a subclass of it records each ``send``.
+serves a small WSGI app through the worker's channel class; a subclass of it records each ``send``,
+and a wrapper of ``vmpooler.nogil.send_now`` the task's own (a whole response sent at once).
 """
 
 from __future__ import annotations
@@ -15,19 +16,36 @@ from typing import Any
 import pytest
 import waitress
 
+from vmpooler import nogil
 from vmpooler.http.serve import WorkerChannel
 
+LIBC_SEND = nogil.send_now  # libc's send, as vmpooler.nogil found it
 BODY = b'{"ok": true, "bench": {"hostname": "bench-0000001.example.com"}}'
 
 
 class CountingChannel(WorkerChannel):
-    """The worker's channel, recording what each ``send`` carried."""
+    """The worker's channel, recording what each ``send`` carried: waitress's own, and the task's
+    direct one (``vmpooler.nogil.send_now``, wrapped by the ``port`` fixture)."""
 
     sent: list[bytes] = []
 
     def send(self, data: Any, do_close: bool = True) -> int:
         CountingChannel.sent.append(bytes(data))
         return int(super().send(data, do_close))
+
+
+def recording(send_now: Any, fraction: float = 1.0) -> Any:
+    """``send_now`` that records what it sent; with ``fraction`` < 1 it offers only that part of the
+    data (as a full send buffer would take only part of it)."""
+
+    def send(fd: int, data: bytes, length: int, flags: int) -> int:
+        offered = data[: max(1, int(length * fraction))]
+        sent = int(send_now(fd, offered, len(offered), flags))
+        if sent > 0:
+            CountingChannel.sent.append(offered[:sent])
+        return sent
+
+    return send
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -46,7 +64,9 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 @pytest.fixture
-def port() -> Iterator[int]:
+def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    CountingChannel.sent.clear()
+    monkeypatch.setattr(nogil, "send_now", recording(LIBC_SEND))
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=2)
     server.channel_class = CountingChannel
     thread = threading.Thread(target=server.run, daemon=True)
@@ -69,9 +89,24 @@ def request(port: int, method: str, path: str) -> tuple[int, dict[str, str], byt
 
 
 def test_a_whole_body_leaves_with_its_header_in_one_send(port: int) -> None:
-    CountingChannel.sent.clear()
     status, headers, body = request(port, "GET", "/vm")
     assert (status, body, headers["Content-Length"]) == (200, BODY, str(len(BODY)))
+    [sent] = CountingChannel.sent
+    assert sent.startswith(b"HTTP/1.1 200 OK\r\n") and sent.endswith(BODY)
+
+
+def test_what_a_full_send_buffer_leaves_goes_out_after_it(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nogil, "send_now", recording(LIBC_SEND, fraction=0.5))
+    status, _headers, body = request(port, "GET", "/vm")
+    assert (status, body) == (200, BODY)
+    first, rest = CountingChannel.sent
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and (first + rest).endswith(BODY)
+
+
+def test_waitress_sends_it_without_the_c_library(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nogil, "send_now", None)
+    status, _headers, body = request(port, "GET", "/vm")
+    assert (status, body) == (200, BODY)
     [sent] = CountingChannel.sent
     assert sent.startswith(b"HTTP/1.1 200 OK\r\n") and sent.endswith(BODY)
 
