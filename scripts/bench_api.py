@@ -13,11 +13,12 @@ pool with enough ready VMs for the whole run, then measures:
   cores). ``--redis-unix``: ours and the one-round-trip ceiling reach Redis on its unix socket.
 
 ``--ceiling`` also starts ``scripts/ceiling_api.py`` twice (Falcon on waitress laid out the same way,
-canned answers): with no Redis at all, and with one Redis round trip a request through the API's own
-client (the ceiling of any API that must touch Redis), and prints ours / each. The throughput runs
-take the servers in turn, ``--rounds`` of each at every client count, and a ratio printed is the
-median of the rounds' ratios: on a shared machine whose speed drifts by tens of percent from one
-minute to the next, runs taken minutes apart compare the machine, not the servers.
+serving through the API worker's channel and connection board, or with ``--bare-ceiling`` as waitress
+itself serves; canned answers): with no Redis at all, and with one Redis round trip a request through
+the API's own client (the ceiling of any API that must touch Redis), and prints ours / each. The
+throughput runs take the servers in turn, ``--rounds`` of each at every client count, and a ratio
+printed is the median of the rounds' ratios: on a shared machine whose speed drifts by tens of percent
+from one minute to the next, runs taken minutes apart compare the machine, not the servers.
 
 ``--rate-limit`` runs the same with rate limiting on, at limits far above the load (every request
 then also runs the rate limit script).
@@ -26,8 +27,8 @@ then also runs the rate limit script).
 starts (a thread that counts the lines and datagrams), and ``usage_stats: true``.
 
 Usage: ``python scripts/bench_api.py [--workers N] [--seconds S] [--cycles N] [--clients 1,4,16]
-[--rounds R] [--one-generator] [--redis-unix] [--ceiling] [--rate-limit] [--statsd]``; it prints
-Markdown tables for docs/performance.md. ``VMPOOLER_API_THREADS`` sizes both servers' threads.
+[--rounds R] [--one-generator] [--redis-unix] [--ceiling] [--bare-ceiling] [--rate-limit] [--statsd]``;
+it prints Markdown tables for docs/performance.md. ``VMPOOLER_API_THREADS`` sizes both servers' threads.
 """
 
 from __future__ import annotations
@@ -374,6 +375,7 @@ def serve_ceiling(args: argparse.Namespace, redis_url: str | None = None) -> Ite
             str(REPO / "scripts" / "ceiling_api.py"),
             *("--port", str(port), "--workers", str(args.workers), "--threads", threads),
             *(("--redis-url", redis_url) if redis_url else ()),
+            *(("--plain-waitress", "--unbalanced") if args.bare_ceiling else ()),
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -423,6 +425,12 @@ def main() -> int:
         type=lambda text: tuple(int(n) for n in text.split(",")),
         default=CLIENTS,
         help="concurrent clients of the throughput runs, comma-separated (default 1,4,16)",
+    )
+    parser.add_argument(
+        "--bare-ceiling",
+        action="store_true",
+        help="the ceilings serve as bare Falcon on waitress do (waitress's own channel and accepts), "
+        "not through the API worker's channel and connection board",
     )
     parser.add_argument(
         "--redis-unix",
@@ -489,6 +497,9 @@ def main() -> int:
     print(f"API workers: {args.workers} x {threads} threads, cores: {cpu}, python {sys.version.split()[0]}")
     print(f"rate limiting: {limiting}")
     print(f"redis: {'its unix socket' if args.redis_unix else 'TCP on loopback'}")
+    if args.ceiling:
+        serving = "bare waitress" if args.bare_ceiling else "the API worker's channel and connection board"
+        print(f"ceilings serve through: {serving}")
     print(f"load: {'one generator process' if args.one_generator else 'a client process per connection'}")
     if listener is not None:
         print(

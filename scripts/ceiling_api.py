@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from vmpooler import keys
 from vmpooler.http.balance import ConnectionBoard, balance_accepts
-from vmpooler.http.serve import WorkerChannel
+from vmpooler.http.serve import WorkerChannel, quick_trigger
 from vmpooler.store.connection import connect
 
 _VM = {
@@ -113,8 +113,9 @@ def _worker(
         connection_limit=1000,
         channel_timeout=60,
     )
-    if not plain:  # as an API worker serves: its header and body in one send
+    if not plain:  # as an API worker serves: its header and body in one send, its reads, its trigger
         server.channel_class = WorkerChannel
+        quick_trigger(server)
     if board is not None:  # as the API workers accept: the one with the fewest connections
         balance_accepts(server, channels, ConnectionBoard(*board))
     server.run()

@@ -7,8 +7,8 @@ the GIL (docs/performance.md, "Even connections, waits that do not hand the GIL 
 
 They are called without ``argtypes`` (whose conversions cost about 7,000 instructions a request):
 ctypes passes a descriptor and a length under :data:`SEND_NOW_MAX` as C ints, bytes as a pointer to
-them. Where there is no C library to call this way, :data:`send_now` and :data:`peek_now` are None and
-callers use the socket methods.
+them. Where there is no C library to call this way, :data:`send_now`, :data:`recv_now` and
+:data:`write_now` are None and callers use Python's calls.
 """
 
 from __future__ import annotations
@@ -18,17 +18,28 @@ import errno
 import socket
 from typing import Any
 
-__all__ = ["PEEK_FLAGS", "SEND_FLAGS", "SEND_NOW_MAX", "idle_socket_readable", "peek_now", "send_now"]
+__all__ = [
+    "PEEK_FLAGS",
+    "RECV_FLAGS",
+    "SEND_FLAGS",
+    "SEND_NOW_MAX",
+    "idle_socket_readable",
+    "recv_now",
+    "send_now",
+    "write_now",
+]
 
 PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+RECV_FLAGS = socket.MSG_DONTWAIT
 SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 SEND_NOW_MAX = 1 << 20  # larger writes wait for room in the send buffer anyway (and C's int is 32 bits)
 
 send_now: Any = None  # send_now(fd, data, len(data), SEND_FLAGS) -> bytes sent, or -1 (errno)
-peek_now: Any = None  # peek_now(fd, buffer, 1, PEEK_FLAGS) -> 1, 0 (closed) or -1 (errno)
+recv_now: Any = None  # recv_now(fd, buffer, size, RECV_FLAGS or PEEK_FLAGS) -> bytes read, 0 (closed), -1
+write_now: Any = None  # write_now(fd, data, len(data)) -> bytes written, or -1 (errno); fd non-blocking
 try:
     _libc = ctypes.PyDLL(None, use_errno=True)
-    send_now, peek_now = _libc.send, _libc.recv
+    send_now, recv_now, write_now = _libc.send, _libc.recv, _libc.write
 except (OSError, AttributeError):
     pass
 
@@ -38,4 +49,4 @@ _WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
 
 def idle_socket_readable(fd: int) -> bool:
     """Whether a socket that should have nothing to read has: data, an end of file or an error."""
-    return peek_now(fd, _PEEKED, 1, PEEK_FLAGS) != -1 or ctypes.get_errno() not in _WOULD_BLOCK
+    return recv_now(fd, _PEEKED, 1, PEEK_FLAGS) != -1 or ctypes.get_errno() not in _WOULD_BLOCK

@@ -407,7 +407,7 @@ def test_the_socket_methods_do_it_all_without_the_c_library(
 ) -> None:
     # where libc's send and recv cannot be called through ctypes, sends and the idle check are Python's
     monkeypatch.setattr(nogil, "send_now", None)
-    monkeypatch.setattr(nogil, "peek_now", None)
+    monkeypatch.setattr(nogil, "recv_now", None)
     assert lean.set("k", "v")
     port = local_port(lean)
     assert plain.execute_command("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}") == 1

@@ -9,7 +9,9 @@ that had been read.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import socket
 import sys
@@ -45,6 +47,7 @@ __all__ = [
     "WorkerTask",
     "drain",
     "listen",
+    "quick_trigger",
     "run_api_worker",
     "with_published_pools",
 ]
@@ -109,9 +112,36 @@ class WorkerTask(WSGITask):
 
 
 class WorkerChannel(HTTPChannel):
-    """waitress's connection, running each request as a :class:`WorkerTask`."""
+    """waitress's connection, running each request as a :class:`WorkerTask`; it reads what the
+    I/O loop found waiting with the GIL held (``vmpooler.nogil``: a non-blocking receive), so the
+    I/O thread does not hand the GIL to a task thread and queue to get it back for every request."""
 
     task_class = WorkerTask
+    _inbuf: Any = None
+
+    def recv(self, buffer_size: int) -> bytes:
+        recv_now = nogil.recv_now
+        if recv_now is not None:
+            if self._inbuf is None or len(self._inbuf) < buffer_size:
+                self._inbuf = ctypes.create_string_buffer(buffer_size)
+            got = recv_now(self.socket.fileno(), self._inbuf, buffer_size, nogil.RECV_FLAGS)
+            if got > 0:
+                return ctypes.string_at(self._inbuf, got)
+        # nothing read: an end of file, an error or no C library, which waitress's own handles
+        return bytes(super().recv(buffer_size))
+
+
+def quick_trigger(server: Any) -> None:
+    """Make waitress's trigger (the pipe a task thread writes to wake the I/O loop, once at the end of
+    every request) a non-blocking write with the GIL held (``vmpooler.nogil``). A full pipe already
+    wakes the loop, so a write that finds it full is dropped."""
+    write_now = nogil.write_now
+    trigger: Any = getattr(server, "trigger", None)
+    fd = getattr(trigger, "trigger", None)
+    if write_now is None or not isinstance(fd, int):  # not waitress's pipe trigger: left as it is
+        return
+    os.set_blocking(fd, False)
+    trigger._physical_pull = lambda: write_now(fd, b"x", 1)
 
 
 def _connections(channels: dict[int, Any]) -> list[HTTPChannel]:
@@ -279,6 +309,7 @@ def run_api_worker(args: ApiWorkerArgs, heartbeat: Heartbeat | Any = None) -> No
         max_request_body_size=4 * config.globals.max_request_body,
     )
     server.channel_class = WorkerChannel
+    quick_trigger(server)
     board = None if args.board is None else ConnectionBoard(*args.board)
     if board is not None:
         balance_accepts(server, channels, board)

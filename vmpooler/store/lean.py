@@ -148,7 +148,7 @@ class _Connection:
 
     def stale(self) -> bool:
         """An idle connection with something to read was closed (or desynchronised) by Redis."""
-        if nogil.peek_now is None:
+        if nogil.recv_now is None:
             return bool(self.poller.poll(0))
         return nogil.idle_socket_readable(self.fd)  # without handing the GIL over
 
