@@ -3,7 +3,7 @@
 CPython releases the GIL around every socket call. Under load, with other threads waiting for it, each
 release hands it to one of them and the caller queues to get it back, though a non-blocking send or a
 peek never waits. These are libc's own ``send`` and ``recv`` called through ``ctypes.PyDLL``, which keeps
-the GIL (docs/performance.md, "Even connections, waits that do not hand the GIL over").
+the GIL (docs/performance.md, "Even connections, system calls that do not hand the GIL over").
 
 They are called without ``argtypes`` (whose conversions cost about 7,000 instructions a request):
 ctypes passes a descriptor and a length under :data:`SEND_NOW_MAX` as C ints, bytes as a pointer to
