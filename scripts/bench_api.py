@@ -174,6 +174,12 @@ class Client:
         return 3
 
 
+def _own_cpu() -> float:
+    """User + system CPU seconds this process has spent."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _client_proc(port: int, seconds: float, start_at: float, out: multiprocessing.Queue) -> None:
     client = Client(port)
     client.cycle()  # connect and warm up
@@ -182,11 +188,10 @@ def _client_proc(port: int, seconds: float, start_at: float, out: multiprocessin
     done = 0
     end = start_at + seconds
     timings: list[list[float]] = [[], [], []]
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    before = _own_cpu()
     while time.time() < end:
         done += client.cycle(timings)
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    cpu = _own_cpu() - before
     out.put((done, cpu, [t for kind in timings for t in kind]))
 
 
@@ -253,7 +258,7 @@ def _loop_client_proc(
         time.sleep(0.001)
     end = start_at + seconds
     latencies: list[float] = []
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    before = _own_cpu()
     for conn in conns:
         conn.send()
     now = time.perf_counter()
@@ -269,8 +274,7 @@ def _loop_client_proc(
                 latencies.append(now - conn.sent_at)
                 conn.send()
         now = time.perf_counter()
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    cpu = _own_cpu() - before
     for conn in conns:
         conn.sock.close()
     out.put((len(latencies), cpu, latencies))

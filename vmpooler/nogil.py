@@ -2,8 +2,8 @@
 
 CPython releases the GIL around every socket call. Under load, with other threads waiting for it, each
 release hands it to one of them and the caller queues to get it back, though a non-blocking send or a
-peek never waits. These are libc's own ``send`` and ``recv`` called through ``ctypes.PyDLL``, which keeps
-the GIL (docs/performance.md, "Even connections, system calls that do not hand the GIL over").
+peek never waits. These are libc's own ``send``, ``recv`` and ``write`` called through ``ctypes.PyDLL``,
+which keeps the GIL (docs/performance.md, "Even connections, system calls that do not hand the GIL over").
 
 They are called without ``argtypes`` (whose conversions cost about 7,000 instructions a request):
 ctypes passes a descriptor and a length under :data:`SEND_NOW_MAX` as C ints, bytes as a pointer to
@@ -26,6 +26,7 @@ __all__ = [
     "idle_socket_readable",
     "recv_now",
     "send_now",
+    "send_some",
     "write_now",
 ]
 
@@ -50,3 +51,12 @@ _WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
 def idle_socket_readable(fd: int) -> bool:
     """Whether a socket that should have nothing to read has: data, an end of file or an error."""
     return recv_now(fd, _PEEKED, 1, PEEK_FLAGS) != -1 or ctypes.get_errno() not in _WOULD_BLOCK
+
+
+def send_some(fd: int, data: bytes | bytearray) -> int:
+    """Send what of ``data`` fits in the socket's buffer now, without handing the GIL over; returns how
+    much was sent: 0 also when nothing could be sent this way (no C library, not ``bytes``, larger than
+    :data:`SEND_NOW_MAX`, an error), which the caller's own send then meets as before."""
+    if send_now is None or type(data) is not bytes or len(data) >= SEND_NOW_MAX:
+        return 0
+    return max(0, int(send_now(fd, data, len(data), SEND_FLAGS)))

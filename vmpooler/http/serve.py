@@ -98,16 +98,14 @@ class WorkerTask(WSGITask):
         """Send ``response`` now, with the GIL held, when nothing else waits to go out on the
         connection (``vmpooler.nogil``: a non-blocking send that never hands the GIL over); what does
         not leave at once (a full send buffer, an error) goes through waitress's ``write_soon``."""
-        channel, send_now = self.channel, nogil.send_now
-        if send_now is not None and len(response) < nogil.SEND_NOW_MAX:
-            with channel.outbuf_lock:  # the I/O thread flushes the buffers under it
-                if channel.connected and not channel.total_outbufs_len:
-                    sent = send_now(channel.socket.fileno(), response, len(response), nogil.SEND_FLAGS)
-                    if sent == len(response):
-                        channel.last_activity = time.time()
-                        return
-                    if sent > 0:
-                        response = response[sent:]
+        channel = self.channel
+        with channel.outbuf_lock:  # the I/O thread flushes the buffers under it
+            if channel.connected and not channel.total_outbufs_len:
+                sent = nogil.send_some(channel.socket.fileno(), response)
+                if sent == len(response):
+                    channel.last_activity = time.time()
+                    return
+                response = response[sent:]
         channel.write_soon(response)
 
 

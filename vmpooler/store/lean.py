@@ -155,13 +155,9 @@ class _Connection:
     def call(self, packed: bytes | bytearray) -> Any:
         """Send one packed command and return its reply; a reply error is returned, not raised."""
         try:
-            send_now = nogil.send_now  # without handing the GIL over; what does not fit goes the usual way
-            if send_now is not None and type(packed) is bytes and len(packed) < nogil.SEND_NOW_MAX:
-                sent = send_now(self.fd, packed, len(packed), nogil.SEND_FLAGS)
-                if sent != len(packed):  # a full send buffer, or an error the socket call raises
-                    self.sock.sendall(packed[max(sent, 0) :])
-            else:
-                self.sock.sendall(packed)
+            sent = nogil.send_some(self.fd, packed)  # without handing the GIL over
+            if sent != len(packed):  # a full send buffer, or an error the socket call raises
+                self.sock.sendall(packed[sent:])
             reader = self.reader
             reply = reader.gets()
             while reply is False:
