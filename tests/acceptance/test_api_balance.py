@@ -80,13 +80,15 @@ def connect(start_service: Callable[..., Service]) -> Iterator[Connect]:
 
 def every_worker_serves(service: Service, connect: Connect) -> bool:
     """True once two connections held together land on two workers: both workers' loops run (the
-    service answers as soon as one does; until the other writes its slot it takes every connection)."""
+    service answers as soon as one does; until the other writes its slot it takes every connection).
+    Then the two stay open, one on each worker (a probe closed would linger in one worker's count
+    until its loop reads the close); else they are closed."""
     probes = connect(service, 2)
-    try:
-        return len(owners(service, probes)) == 2
-    finally:
-        for probe in probes:
-            probe.close()
+    if len(owners(service, probes)) == 2:
+        return True
+    for probe in probes:
+        probe.close()
+    return False
 
 
 @pytest.fixture
@@ -110,15 +112,15 @@ def test_a_restarted_worker_takes_the_next_connections(service: Service, connect
     assert poll(lambda: len(api_workers(service)) == 2 and killed not in api_workers(service), 20)
     [replacement] = [pid for pid in api_workers(service) if pid != survivor]
 
-    def replacement_serves() -> bool:  # a new connection goes to it once its loop runs
+    def replacement_serves() -> bool:  # a new connection goes to it once its loop runs; it stays open
         [probe] = connect(service, 1)
-        try:
-            return owners(service, [probe]) == Counter({replacement: 1})
-        finally:
-            probe.close()
+        if owners(service, [probe]) == Counter({replacement: 1}):
+            return True
+        probe.close()
+        return False
 
     assert poll(replacement_serves, 20)
-    # the survivor holds its 4; the replacement, with none, takes the next 4
+    # the survivor holds its 4 and a probe; the replacement, with its probe alone, takes the next 4
     second = connect(service, 4)
     assert owners(service, second) == Counter({replacement: 4})
     still_open = server_inodes(service.port)

@@ -61,15 +61,20 @@ def test_a_slot_must_be_on_the_board(board_path: str) -> None:
 
 
 class FakeServer:
-    """Fake of waitress's server: only its ``readable`` (which also closes timed-out connections)."""
+    """Fake of waitress's server: only its ``readable`` (which also closes timed-out connections) and
+    its ``handle_accept``, counted."""
 
     def __init__(self, listening: bool) -> None:
         self.listening = listening
         self.calls = 0
+        self.accepted = 0
 
     def readable(self) -> bool:
         self.calls += 1
         return self.listening
+
+    def handle_accept(self) -> None:
+        self.accepted += 1
 
 
 def test_the_listener_is_polled_only_while_the_board_allows(board_path: str) -> None:
@@ -87,3 +92,17 @@ def test_the_listener_is_polled_only_while_the_board_allows(board_path: str) -> 
     b.leave()
     assert not server.readable()
     assert a.counts()[0] == 5
+
+
+def test_a_connection_is_accepted_only_if_the_board_still_allows(board_path: str) -> None:
+    a, b, _ = workers(board_path)
+    server: Any = FakeServer(listening=True)
+    channels = dict.fromkeys(range(6))
+    balance_accepts(server, channels, a)
+    assert server.readable()  # the loop polls the listener...
+    b.may_accept(2)  # ...another worker falls behind meanwhile
+    server.handle_accept()
+    assert server.accepted == 0  # left queued for it
+    b.may_accept(6)
+    server.handle_accept()
+    assert server.accepted == 1

@@ -76,12 +76,15 @@ class ConnectionBoard:
 
 
 def balance_accepts(server: Any, channels: dict[int, Any], board: ConnectionBoard) -> None:
-    """Make waitress's ``server`` poll its listener only while ``board`` lets this worker accept.
+    """Make waitress's ``server`` poll its listener only while ``board`` lets this worker accept, and
+    accept a connection only if the board still lets it when the connection arrives (the loop may wait
+    in its poll for a while after it looked; meanwhile another worker may have fallen behind: the
+    connection stays queued for it).
 
     ``channels`` is the server's socket map: the listener and its trigger (the same in every worker)
     and the connections; its size is what the worker writes.
     """
-    readable = server.readable
+    readable, handle_accept = server.readable, server.handle_accept
 
     def readable_when_fewest() -> bool:
         # both always: waitress's closes timed-out connections, and a worker that may not accept
@@ -89,4 +92,9 @@ def balance_accepts(server: Any, channels: dict[int, Any], board: ConnectionBoar
         listening = readable()
         return board.may_accept(len(channels)) and listening
 
+    def accept_when_fewest() -> None:
+        if board.may_accept(len(channels)):
+            handle_accept()
+
     server.readable = readable_when_fewest
+    server.handle_accept = accept_when_fewest
